@@ -1,0 +1,129 @@
+"""Images built on the controller, with no registry to pull from.
+
+The base image is a Debian minbase root filesystem made by debootstrap and imported into Docker.
+The lab host image is built on it from lab/host-image and tagged by a hash of its inputs,
+so a changed Dockerfile gives a new tag and an unchanged one is never rebuilt.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import logging
+import re
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from deploy_tool.errors import DeployError
+from deploy_tool.project import Project
+
+log = logging.getLogger(__name__)
+
+BASE_IMAGE = "deploykit/debian:bookworm-minbase"
+HOST_IMAGE_REPO = "deploykit/lab-host"
+SUITE = "bookworm"
+# Packages the roles install on hosts, downloaded (not installed) into the host image's apt cache.
+HOST_PREFETCH = ("docker.io", "python3-requests", "nginx")
+
+
+def apt_mirror(sources_glob: str = "/etc/apt/sources.list.d/*.sources",
+               legacy_list: str = "/etc/apt/sources.list") -> str:
+    """The Debian mirror this machine's apt uses; never hard-coded in the repository."""
+    for path in sorted(glob.glob(sources_glob)):
+        text = Path(path).read_text(encoding="utf-8")
+        for match in re.finditer(r"^URIs:\s*(\S+)", text, re.MULTILINE):
+            if "security" not in match.group(1):
+                return match.group(1)
+    legacy = Path(legacy_list)
+    if legacy.exists():
+        for match in re.finditer(r"^deb\s+(?:\[[^]]*\]\s+)?(\S+)\s+\S+", legacy.read_text(encoding="utf-8"),
+                                 re.MULTILINE):
+            if "security" not in match.group(1):
+                return match.group(1)
+    raise DeployError("no Debian mirror found in this machine's apt sources",
+                      hint=f"configure apt ({sources_glob} or {legacy_list}) so that `apt-get update` works")
+
+
+def debootstrap_command(target: Path, mirror: str) -> list[str]:
+    return ["debootstrap", "--variant=minbase", "--include=python3", SUITE, str(target), mirror]
+
+
+def host_image_tag(context: Path, base_image_id: str, prefetch: tuple[str, ...] = HOST_PREFETCH) -> str:
+    """`deploykit/lab-host:<hash>` of the build context's files, the base image and the prefetch list."""
+    digest = hashlib.sha256()
+    for path in sorted(p for p in context.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(context).as_posix().encode())
+        digest.update(path.read_bytes())
+    digest.update(base_image_id.encode())
+    digest.update(" ".join(prefetch).encode())
+    return f"{HOST_IMAGE_REPO}:{digest.hexdigest()[:12]}"
+
+
+@dataclass
+class ImageBuilder:
+    project: Project
+    client: docker.DockerClient
+
+    def image_id(self, name: str) -> str | None:
+        try:
+            return str(self.client.images.get(name).id)
+        except docker.errors.ImageNotFound:
+            return None
+
+    def ensure_base_image(self) -> str:
+        """Import the Debian minbase image, from the cached root filesystem tarball or a new debootstrap."""
+        existing = self.image_id(BASE_IMAGE)
+        if existing:
+            return existing
+        tarball = self.project.cache_dir / "images" / f"debian-{SUITE}-minbase.tar"
+        if not tarball.exists():
+            self._debootstrap_to(tarball)
+        log.info("importing %s into Docker as %s", tarball.name, BASE_IMAGE)
+        with tarball.open("rb") as stream:
+            subprocess.run(["docker", "import", "-", BASE_IMAGE], stdin=stream, check=True,
+                           stdout=subprocess.DEVNULL)
+        image_id = self.image_id(BASE_IMAGE)
+        assert image_id is not None
+        return image_id
+
+    def _debootstrap_to(self, tarball: Path) -> None:
+        if shutil.which("debootstrap") is None:
+            raise DeployError("debootstrap is not installed", hint="run ./scripts/bootstrap first")
+        mirror = apt_mirror()
+        tarball.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix="deploykit-rootfs-") as tmp:
+            rootfs = Path(tmp) / "rootfs"
+            log.info("debootstrap %s minbase from %s (about a minute)", SUITE, mirror)
+            result = subprocess.run(debootstrap_command(rootfs, mirror), capture_output=True, text=True)
+            if result.returncode != 0:
+                tail = "\n".join(result.stdout.splitlines()[-10:] + result.stderr.splitlines()[-10:])
+                raise DeployError(f"debootstrap failed:\n{tail}",
+                                  hint="check that this machine reaches its Debian mirror (apt-get update)")
+            partial = tarball.with_suffix(".partial")
+            subprocess.run(["tar", "-C", str(rootfs), "-cf", str(partial), "."], check=True)
+            partial.rename(tarball)
+
+    def ensure_host_image(self) -> str:
+        """Build the lab host image when its tag (a hash of its inputs) is not in Docker yet."""
+        base_id = self.ensure_base_image()
+        context = self.project.host_image_dir
+        tag = host_image_tag(context, base_id)
+        if self.image_id(tag):
+            return tag
+        log.info("building lab host image %s (packages from Debian, about a minute)", tag)
+        try:
+            self.client.images.build(
+                path=str(context), tag=tag, rm=True, forcerm=True,
+                buildargs={"BASE_IMAGE": BASE_IMAGE, "PREFETCH_PACKAGES": " ".join(HOST_PREFETCH)},
+            )
+        except docker.errors.BuildError as exc:
+            tail = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log)
+            raise DeployError(f"building {tag} failed:\n{tail[-2000:]}",
+                              hint="the build installs Debian packages: check the machine reaches its mirror") from exc
+        return tag

@@ -1,0 +1,281 @@
+"""The lab fleet: simulated Debian hosts as containers on this machine, reached over real SSH.
+
+Each host runs its own sshd and (once provisioned) its own Docker engine on a volume, as a VM would.
+The flags below are the ones measured to work on this kind of machine (`--privileged` does not):
+see docs/lab.md for every point where a lab host differs from a VM.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import yaml
+from docker.types import Mount
+
+from deploy_tool.errors import DeployError
+from deploy_tool.images import ImageBuilder
+from deploy_tool.project import Project
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FLEET = "lab"
+LABEL_FLEET = "io.deploykit.fleet"
+LABEL_INDEX = "io.deploykit.index"
+SSH_USER = "deploykit"
+FLEET_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+MAX_HOSTS = 20
+BOOT_TIMEOUT = 60.0
+
+# How a lab host container is started: the measured replacement for --privileged
+# (`--cap-add ALL --cap-drop SYS_RESOURCE --security-opt seccomp=unconfined,apparmor=unconfined,
+# systempaths=unconfined --device-cgroup-rule 'a *:* rwm' --tmpfs /run --tmpfs /tmp -v /var/lib/docker`).
+HOST_CONFIG_OPTIONS: dict[str, Any] = {
+    "init": True,
+    "cap_add": ["ALL"],
+    "cap_drop": ["SYS_RESOURCE"],
+    "security_opt": ["seccomp=unconfined", "apparmor=unconfined"],
+    "device_cgroup_rules": ["a *:* rwm"],
+    "tmpfs": {"/run": "", "/tmp": ""},
+}
+# `systempaths=unconfined` is a docker CLI option: in the API it is empty masked and read-only path lists,
+# which lets the host write /proc/sys (per-namespace sysctls such as net.ipv4.tcp_migrate_req).
+HOST_CONFIG_UNCONFINED_PATHS: dict[str, Any] = {"MaskedPaths": [], "ReadonlyPaths": []}
+
+
+@dataclass(frozen=True)
+class LabHost:
+    name: str
+    container: str
+    address: str
+    state: str
+
+
+def validate_fleet_name(fleet: str) -> str:
+    if not FLEET_NAME.match(fleet):
+        raise DeployError(f"invalid lab fleet name {fleet!r}",
+                          hint="use lowercase letters, digits and dashes, starting with a letter (e.g. lab)")
+    return fleet
+
+
+def validate_host_count(count: int) -> int:
+    if not 1 <= count <= MAX_HOSTS:
+        raise DeployError(f"--hosts must be between 1 and {MAX_HOSTS}, not {count}",
+                          hint="each lab host runs its own Docker engine; 3 is the usual fleet")
+    return count
+
+
+def inventory_document(hosts: list[LabHost], key: Path, known_hosts: Path, fleet: str) -> dict[str, Any]:
+    """The Ansible inventory of a fleet: every lab host is a web host, reached over SSH as `deploykit`."""
+    return {
+        "all": {
+            "children": {
+                "web": {"hosts": {host.name: {"ansible_host": host.address} for host in hosts}},
+            },
+            "vars": {
+                "ansible_user": SSH_USER,
+                "ansible_ssh_private_key_file": str(key),
+                "ansible_ssh_common_args": (
+                    f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
+                ),
+                "deploykit_lab_fleet": fleet,
+            },
+        }
+    }
+
+
+class LabFleet:
+    """Start, list and remove the hosts of one named fleet."""
+
+    def __init__(self, project: Project, client: docker.DockerClient, fleet: str = DEFAULT_FLEET) -> None:
+        self.project = project
+        self.client = client
+        self.fleet = validate_fleet_name(fleet)
+
+    # -- names and paths -------------------------------------------------------------------------
+    @property
+    def network_name(self) -> str:
+        return f"deploykit-{self.fleet}"
+
+    def host_name(self, index: int) -> str:
+        return f"{self.fleet}-{index}"
+
+    def container_name(self, index: int) -> str:
+        return f"deploykit-{self.fleet}-{index}"
+
+    @property
+    def fleet_state_dir(self) -> Path:
+        return self.project.state_dir / "fleets" / self.fleet
+
+    @property
+    def inventory_path(self) -> Path:
+        """`inventories/lab/hosts.yml` for the default fleet, so `-i inventories/lab` works as it is."""
+        if self.fleet == DEFAULT_FLEET:
+            return self.project.root / "inventories" / "lab" / "hosts.yml"
+        return self.fleet_state_dir / "hosts.yml"
+
+    @property
+    def known_hosts_path(self) -> Path:
+        return self.fleet_state_dir / "known_hosts"
+
+    # -- queries ---------------------------------------------------------------------------------
+    def _containers(self) -> list[Any]:
+        found = self.client.containers.list(all=True, filters={"label": f"{LABEL_FLEET}={self.fleet}"})
+        return sorted(found, key=lambda c: int(c.labels.get(LABEL_INDEX, "0")))
+
+    def _as_host(self, container: Any) -> LabHost:
+        container.reload()
+        networks = container.attrs["NetworkSettings"]["Networks"]
+        address = networks.get(self.network_name, {}).get("IPAddress", "")
+        return LabHost(name=container.attrs["Config"]["Hostname"], container=container.name,
+                       address=address, state=container.status)
+
+    def hosts(self) -> list[LabHost]:
+        return [self._as_host(c) for c in self._containers()]
+
+    # -- up --------------------------------------------------------------------------------------
+    def up(self, count: int) -> list[LabHost]:
+        validate_host_count(count)
+        self._ensure_ssh_key()
+        image = ImageBuilder(self.project, self.client).ensure_host_image()
+        self._ensure_network()
+        existing = {int(c.labels[LABEL_INDEX]): c for c in self._containers()}
+        for index, container in existing.items():
+            if index > count:
+                log.info("removing %s (fleet shrinks to %d hosts)", container.name, count)
+                container.remove(v=True, force=True)
+        started = []
+        for index in range(1, count + 1):
+            container = existing.get(index)
+            if container is not None and container.attrs["Config"]["Image"] != image:
+                log.info("replacing %s: built from an older host image", container.name)
+                container.remove(v=True, force=True)
+                container = None
+            if container is None:
+                log.info("starting lab host %s", self.host_name(index))
+                container = self._run_host(image, index)
+            elif container.status != "running":
+                log.info("starting stopped lab host %s", self.host_name(index))
+                container.start()
+            started.append(container)
+        hosts = [self._wait_booted(c) for c in started]
+        self._authorize(started)
+        self._write_known_hosts(started, hosts)
+        self._write_inventory(hosts)
+        for host in hosts:
+            self._wait_ssh(host)
+        log.info("lab fleet %s: %d hosts reachable over SSH; inventory %s", self.fleet, len(hosts),
+                 self.inventory_path)
+        return hosts
+
+    def _ensure_ssh_key(self) -> None:
+        key = self.project.ssh_key
+        if key.exists():
+            return
+        key.parent.mkdir(parents=True, exist_ok=True)
+        key.parent.chmod(0o700)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "deploykit-lab", "-f", str(key)],
+                       check=True)
+
+    def _ensure_network(self) -> None:
+        if not self.client.networks.list(names=[self.network_name]):
+            self.client.networks.create(self.network_name, driver="bridge",
+                                        labels={LABEL_FLEET: self.fleet})
+
+    def _run_host(self, image: str, index: int) -> Any:
+        api = self.client.api
+        host_config = api.create_host_config(
+            network_mode=self.network_name,
+            mounts=[Mount(target="/var/lib/docker", source=None, type="volume")],
+            **HOST_CONFIG_OPTIONS,
+        )
+        host_config.update(HOST_CONFIG_UNCONFINED_PATHS)
+        try:
+            created = api.create_container(
+                image, name=self.container_name(index), hostname=self.host_name(index),
+                labels={LABEL_FLEET: self.fleet, LABEL_INDEX: str(index)}, host_config=host_config,
+                networking_config=api.create_networking_config({self.network_name: api.create_endpoint_config()}),
+            )
+            api.start(created["Id"])
+            return self.client.containers.get(created["Id"])
+        except docker.errors.APIError as exc:
+            raise DeployError(f"cannot start lab host {self.host_name(index)}: {exc.explanation}",
+                              hint="`deploy lab down` removes a half-started fleet; see docs/lab.md") from exc
+
+    def _wait_booted(self, container: Any) -> LabHost:
+        deadline = time.monotonic() + BOOT_TIMEOUT
+        while time.monotonic() < deadline:
+            container.reload()
+            if container.status != "running":
+                break
+            if b"lab-boot: ready" in container.logs():
+                return self._as_host(container)
+            time.sleep(0.3)
+        tail = container.logs(tail=20).decode(errors="replace")
+        raise DeployError(f"lab host {container.name} did not boot (state {container.status}):\n{tail}",
+                          hint="`docker logs " + container.name + "` shows its boot log")
+
+    def _authorize(self, containers: list[Any]) -> None:
+        public_key = self.project.ssh_key.with_suffix(".pub").read_text(encoding="utf-8").strip()
+        home = f"/home/{SSH_USER}/.ssh"
+        script = (f"printf '%s\\n' '{public_key}' > {home}/authorized_keys && "
+                  f"chown {SSH_USER}:{SSH_USER} {home}/authorized_keys && chmod 0600 {home}/authorized_keys")
+        for container in containers:
+            self._exec(container, ["sh", "-c", script])
+
+    def _write_known_hosts(self, containers: list[Any], hosts: list[LabHost]) -> None:
+        lines = []
+        for container, host in zip(containers, hosts):
+            key = self._exec(container, ["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).split()
+            lines.append(f"{host.address} {key[0]} {key[1]}")
+        self.known_hosts_path.parent.mkdir(parents=True, exist_ok=True)
+        self.known_hosts_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def _write_inventory(self, hosts: list[LabHost]) -> None:
+        document = inventory_document(hosts, self.project.ssh_key, self.known_hosts_path, self.fleet)
+        self.inventory_path.parent.mkdir(parents=True, exist_ok=True)
+        header = f"# Written by `deploy lab up` for lab fleet {self.fleet!r}; rewritten on every run.\n"
+        self.inventory_path.write_text(header + yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+
+    def ssh_command(self, host: LabHost, *remote: str) -> list[str]:
+        return ["ssh", "-i", str(self.project.ssh_key), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",
+                "-o", f"UserKnownHostsFile={self.known_hosts_path}", "-o", "StrictHostKeyChecking=yes",
+                "-o", "ConnectTimeout=5", f"{SSH_USER}@{host.address}", *remote]
+
+    def _wait_ssh(self, host: LabHost, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = subprocess.run(self.ssh_command(host, "true"), capture_output=True, text=True)
+            if result.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise DeployError(f"cannot SSH to lab host {host.name} ({host.address}): {result.stderr.strip()}",
+                                  hint="`deploy lab down && deploy lab up` recreates the fleet")
+            time.sleep(0.5)
+
+    @staticmethod
+    def _exec(container: Any, command: list[str]) -> str:
+        result = container.exec_run(command)
+        output = result.output.decode(errors="replace")
+        if result.exit_code != 0:
+            raise DeployError(f"`{' '.join(command)}` failed on {container.name}: {output.strip()}")
+        return output
+
+    # -- down ------------------------------------------------------------------------------------
+    def down(self) -> int:
+        containers = self._containers()
+        for container in containers:
+            log.info("removing lab host %s and its volumes", container.name)
+            container.remove(v=True, force=True)
+        for network in self.client.networks.list(names=[self.network_name]):
+            network.remove()
+        for path in (self.inventory_path, self.known_hosts_path):
+            path.unlink(missing_ok=True)
+        return len(containers)

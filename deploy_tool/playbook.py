@@ -1,0 +1,140 @@
+"""Running playbooks through ansible-runner.
+
+A run is described as data (`PlaybookRun`) and turned into ansible-runner's keyword arguments by a pure
+function, so what would run can be tested without running it. Events become progress lines through a
+callback; failures become one DeployError that names the host, the task and the message.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deploy_tool.errors import DeployError
+from deploy_tool.project import Project
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class PlaybookRun:
+    playbook: str
+    inventory: Path
+    extravars: dict[str, Any] = field(default_factory=dict)
+    limit: str | None = None
+    check: bool = False
+
+    def runner_kwargs(self, project: Project) -> dict[str, Any]:
+        playbook = project.playbooks_dir / self.playbook
+        cmdline = "--check --diff" if self.check else None
+        bindir = Path(sys.executable).parent
+        kwargs: dict[str, Any] = {
+            "private_data_dir": str(project.state_dir / "runner"),
+            "project_dir": str(project.root),
+            "playbook": str(playbook),
+            "inventory": str(self.inventory),
+            "extravars": dict(self.extravars),
+            "envvars": {
+                "ANSIBLE_CONFIG": str(project.ansible_cfg),
+                "PATH": f"{bindir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            },
+            "rotate_artifacts": 20,
+            "quiet": True,
+        }
+        if self.limit:
+            kwargs["limit"] = self.limit
+        if cmdline:
+            kwargs["cmdline"] = cmdline
+        return kwargs
+
+
+@dataclass
+class HostFailure:
+    host: str
+    task: str
+    message: str
+
+
+@dataclass
+class RunOutcome:
+    status: str
+    rc: int
+    stats: dict[str, dict[str, int]]
+    failures: list[HostFailure]
+
+    def recap(self) -> dict[str, dict[str, int]]:
+        """Per host: ok, changed, failed, unreachable (ansible-runner calls the last one `dark`)."""
+        names = {"ok": "ok", "changed": "changed", "failures": "failed", "dark": "unreachable",
+                 "skipped": "skipped"}
+        hosts = sorted({host for counts in self.stats.values() for host in counts})
+        return {host: {label: self.stats.get(key, {}).get(host, 0) for key, label in names.items()}
+                for host in hosts}
+
+    def total_changed(self) -> int:
+        return sum(self.stats.get("changed", {}).values())
+
+
+def _result_message(result: dict[str, Any]) -> str:
+    for key in ("msg", "stderr", "module_stderr", "stdout"):
+        value = result.get(key)
+        if value:
+            text = str(value).strip()
+            return "\n".join(text.splitlines()[-8:])
+    return "no message"
+
+
+class ProgressPrinter:
+    """Turns ansible-runner events into one line per task and per host result."""
+
+    def __init__(self, emit: ProgressCallback) -> None:
+        self.emit = emit
+        self.failures: list[HostFailure] = []
+        self._last_task = ""
+
+    def __call__(self, event: dict[str, Any]) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data", {})
+        if kind == "playbook_on_play_start":
+            self.emit(f"PLAY {data.get('play', '')}")
+        elif kind == "playbook_on_task_start" and data.get("task", "") != self._last_task:
+            self._last_task = data.get("task", "")
+            self.emit(f"  task: {self._last_task}")
+        elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
+            host = data.get("host", "?")
+            result = data.get("res", {}) or {}
+            if kind == "runner_on_ok":
+                self.emit(f"    {host}: {'changed' if result.get('changed') else 'ok'}")
+            elif kind == "runner_on_failed" and data.get("ignore_errors"):
+                self.emit(f"    {host}: failed (ignored)")
+            else:
+                word = "UNREACHABLE" if kind == "runner_on_unreachable" else "FAILED"
+                message = _result_message(result)
+                self.failures.append(HostFailure(host, data.get("task", ""), message))
+                self.emit(f"    {host}: {word}: {message}")
+        return True
+
+
+def run_playbook(run: PlaybookRun, project: Project, emit: ProgressCallback) -> RunOutcome:
+    import ansible_runner  # imported here: slow to import, and not needed by every command
+
+    if not run.inventory.exists():
+        raise DeployError(f"inventory {run.inventory} does not exist",
+                          hint="for the lab fleet run `deploy lab up --hosts 3` first")
+    printer = ProgressPrinter(emit)
+    (project.state_dir / "runner").mkdir(parents=True, exist_ok=True)
+    result = ansible_runner.run(event_handler=printer, **run.runner_kwargs(project))
+    outcome = RunOutcome(status=result.status, rc=result.rc, stats=result.stats or {}, failures=printer.failures)
+    if result.rc != 0 or result.status != "successful":
+        if printer.failures:
+            detail = "\n".join(f"  {f.host}: {f.task}: {f.message}" for f in printer.failures)
+        else:
+            detail = "\n".join(result.stdout.read().splitlines()[-15:])
+        raise DeployError(f"playbook {run.playbook} {result.status} (rc={result.rc}):\n{detail}",
+                          hint=f"full output: {result.config.artifact_dir}/stdout")
+    return outcome

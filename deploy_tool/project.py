@@ -1,0 +1,53 @@
+"""Where a deploykit checkout keeps its playbooks, its local state and its caches."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Project:
+    """Paths of one checkout. Local state (keys, generated inventories) and caches are git-ignored."""
+
+    root: Path
+
+    @classmethod
+    def locate(cls) -> Project:
+        """The checkout this package was installed from, or DEPLOYKIT_ROOT when set."""
+        override = os.environ.get("DEPLOYKIT_ROOT")
+        if override:
+            return cls(Path(override).resolve())
+        return cls(Path(__file__).resolve().parent.parent)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / ".deploykit"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.root / ".cache"
+
+    @property
+    def ssh_key(self) -> Path:
+        return self.state_dir / "ssh" / "id_ed25519"
+
+    @property
+    def playbooks_dir(self) -> Path:
+        return self.root / "playbooks"
+
+    @property
+    def ansible_cfg(self) -> Path:
+        return self.root / "ansible.cfg"
+
+    @property
+    def host_image_dir(self) -> Path:
+        return self.root / "lab" / "host-image"
+
+    def inventory_dir(self, name: str) -> Path:
+        """An inventory by name (`lab`, `production` under inventories/) or else by path."""
+        named = self.root / "inventories" / name
+        if "/" not in name and named.exists():
+            return named
+        return Path(name).resolve()
