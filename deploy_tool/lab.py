@@ -243,6 +243,10 @@ class LabFleet:
         self.inventory_path.parent.mkdir(parents=True, exist_ok=True)
         header = f"# Written by `deploy lab up` for lab fleet {self.fleet!r}; rewritten on every run.\n"
         self.inventory_path.write_text(header + yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
+        shared_vars = self.project.root / "inventories" / "lab" / "group_vars"
+        link = self.inventory_path.parent / "group_vars"
+        if link != shared_vars and not link.exists():
+            link.symlink_to(shared_vars)  # every fleet gets the lab group_vars
 
     def ssh_command(self, host: LabHost, *remote: str) -> list[str]:
         return ["ssh", "-i", str(self.project.ssh_key), "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes",

@@ -1,0 +1,23 @@
+"""The base role leaves the kernel settings reuse-port swaps rely on, applied and persisted."""
+
+import pytest
+
+
+@pytest.mark.parametrize("name, value", [
+    ("net.ipv4.tcp_migrate_req", 1),
+    ("net.core.somaxconn", 4096),
+    ("net.ipv4.tcp_max_syn_backlog", 4096),
+])
+def test_kernel_setting_is_live(host, name, value):
+    assert host.sysctl(name) == value
+
+
+def test_kernel_settings_persist_in_sysctl_d(host):
+    conf = host.file("/etc/sysctl.d/60-deploykit.conf")
+    assert conf.exists
+    assert "net.ipv4.tcp_migrate_req=1" in conf.content_string.replace(" ", "")
+
+
+@pytest.mark.parametrize("package", ["ca-certificates", "curl", "iproute2", "procps"])
+def test_base_package_installed(host, package):
+    assert host.package(package).is_installed

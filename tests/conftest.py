@@ -1,0 +1,73 @@
+"""Shared fixtures. Tests marked `lab` start real lab hosts (Docker engine required)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV_BIN = Path(sys.executable).parent
+
+
+def deploy(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the real `deploy` CLI in a subprocess, as a user would."""
+    merged = {**os.environ, **(env or {})}
+    result = subprocess.run([sys.executable, "-m", "deploy_tool", *args], cwd=ROOT, env=merged,
+                            capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"deploy {' '.join(args)} failed ({result.returncode}):\n"
+                             f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except docker.errors.DockerException as exc:  # pragma: no cover - depends on the machine
+        pytest.fail(f"the lab tests need a Docker engine (run ./scripts/bootstrap): {exc}")
+    return client
+
+
+class Fleet:
+    """A running lab fleet under test, with helpers to reach its hosts."""
+
+    def __init__(self, name: str, hosts: list[dict[str, str]], inventory: Path) -> None:
+        self.name = name
+        self.hosts = hosts
+        self.inventory = inventory
+
+    def ssh(self, host: dict[str, str], command: str) -> str:
+        known_hosts = ROOT / ".deploykit" / "fleets" / self.name / "known_hosts"
+        result = subprocess.run(
+            ["ssh", "-i", str(ROOT / ".deploykit" / "ssh" / "id_ed25519"), "-o", "BatchMode=yes",
+             "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes",
+             f"deploykit@{host['address']}", command],
+            capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, f"ssh {host['name']} {command!r}: {result.stderr}"
+        return result.stdout
+
+
+@pytest.fixture(scope="session")
+def lab_fleet(docker_client) -> Iterator[Fleet]:
+    """Three lab hosts of a fleet of the tests' own (`citest`), removed at the end."""
+    import json
+
+    name = "citest"
+    up = deploy("lab", "up", "--fleet", name, "--hosts", "3", "--json")
+    document = json.loads(up.stdout)
+    yield Fleet(name, document["hosts"], Path(document["inventory"]))
+    deploy("lab", "down", "--fleet", name)

@@ -1,0 +1,116 @@
+"""The core builds what it runs as data: checked here without running anything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deploy_tool.errors import DeployError
+from deploy_tool.images import apt_mirror, debootstrap_command, host_image_tag
+from deploy_tool.lab import LabFleet, LabHost, inventory_document
+from deploy_tool.playbook import PlaybookRun, ProgressPrinter, RunOutcome
+from deploy_tool.project import Project
+
+
+def test_playbook_run_builds_runner_arguments(tmp_path):
+    project = Project(tmp_path)
+    run = PlaybookRun("site.yml", tmp_path / "inv", extravars={"a": 1}, limit="lab-1", check=True)
+    kwargs = run.runner_kwargs(project)
+    assert kwargs["playbook"] == str(tmp_path / "playbooks" / "site.yml")
+    assert kwargs["inventory"] == str(tmp_path / "inv")
+    assert kwargs["limit"] == "lab-1"
+    assert kwargs["cmdline"] == "--check --diff"
+    assert kwargs["extravars"] == {"a": 1}
+    assert kwargs["envvars"]["ANSIBLE_CONFIG"] == str(tmp_path / "ansible.cfg")
+    assert kwargs["private_data_dir"].startswith(str(tmp_path / ".deploykit"))
+    plain = PlaybookRun("site.yml", tmp_path / "inv").runner_kwargs(project)
+    assert "limit" not in plain and "cmdline" not in plain
+
+
+def test_progress_printer_reports_tasks_once_and_collects_failures():
+    lines: list[str] = []
+    printer = ProgressPrinter(lines.append)
+    events = [
+        {"event": "playbook_on_task_start", "event_data": {"task": "Install"}},
+        {"event": "playbook_on_task_start", "event_data": {"task": "Install"}},
+        {"event": "runner_on_ok", "event_data": {"host": "h1", "res": {"changed": True}}},
+        {"event": "runner_on_failed", "event_data": {"host": "h2", "task": "Install", "res": {"msg": "no disk"}}},
+        {"event": "runner_on_failed", "event_data": {"host": "h3", "task": "Install", "ignore_errors": True,
+                                                     "res": {"msg": "fine"}}},
+        {"event": "runner_on_unreachable", "event_data": {"host": "h4", "task": "Install",
+                                                          "res": {"msg": "ssh: timeout"}}},
+    ]
+    for event in events:
+        printer(event)
+    assert lines == ["  task: Install", "    h1: changed", "    h2: FAILED: no disk", "    h3: failed (ignored)",
+                     "    h4: UNREACHABLE: ssh: timeout"]
+    assert [(f.host, f.message) for f in printer.failures] == [("h2", "no disk"), ("h4", "ssh: timeout")]
+
+
+def test_outcome_recap_names_unreachable_hosts():
+    outcome = RunOutcome("failed", 2, {"ok": {"a": 3, "b": 1}, "changed": {"a": 1}, "dark": {"b": 1}}, [])
+    assert outcome.recap() == {
+        "a": {"ok": 3, "changed": 1, "failed": 0, "unreachable": 0, "skipped": 0},
+        "b": {"ok": 1, "changed": 0, "failed": 0, "unreachable": 1, "skipped": 0},
+    }
+    assert outcome.total_changed() == 1
+
+
+def test_inventory_document_pins_key_and_known_hosts():
+    hosts = [LabHost("lab-1", "deploykit-lab-1", "10.0.0.2", "running")]
+    document = inventory_document(hosts, Path("/k/id"), Path("/k/known"), "lab")
+    assert document["all"]["children"]["web"]["hosts"] == {"lab-1": {"ansible_host": "10.0.0.2"}}
+    variables = document["all"]["vars"]
+    assert variables["ansible_ssh_private_key_file"] == "/k/id"
+    assert "UserKnownHostsFile=/k/known" in variables["ansible_ssh_common_args"]
+    assert "StrictHostKeyChecking=yes" in variables["ansible_ssh_common_args"]
+
+
+def test_default_fleet_writes_the_committed_inventory_dir(tmp_path):
+    project = Project(tmp_path)
+    assert LabFleet(project, client=None, fleet="lab").inventory_path == tmp_path / "inventories/lab/hosts.yml"
+    other = LabFleet(project, client=None, fleet="mol-base")
+    assert other.inventory_path == tmp_path / ".deploykit/fleets/mol-base/hosts.yml"
+    assert other.container_name(2) == "deploykit-mol-base-2"
+
+
+def test_named_inventory_wins_over_a_same_named_folder(tmp_path, monkeypatch):
+    (tmp_path / "inventories" / "lab").mkdir(parents=True)
+    (tmp_path / "lab").mkdir()
+    monkeypatch.chdir(tmp_path)
+    project = Project(tmp_path)
+    assert project.inventory_dir("lab") == tmp_path / "inventories" / "lab"
+    assert project.inventory_dir("./lab") == tmp_path / "lab"
+
+
+def test_apt_mirror_reads_deb822_sources(tmp_path):
+    (tmp_path / "a.sources").write_text(
+        "Types: deb\nURIs: http://mirror.test/debian-security\n\n"
+        "Types: deb\nURIs: http://mirror.test/debian\nSuites: bookworm\n")
+    assert apt_mirror(str(tmp_path / "*.sources"), str(tmp_path / "none")) == "http://mirror.test/debian"
+
+
+def test_apt_mirror_reads_a_legacy_list(tmp_path):
+    (tmp_path / "sources.list").write_text("deb [arch=amd64] http://legacy.test/debian bookworm main\n")
+    assert apt_mirror(str(tmp_path / "*.sources"), str(tmp_path / "sources.list")) == "http://legacy.test/debian"
+
+
+def test_apt_mirror_missing_is_a_deploy_error(tmp_path):
+    with pytest.raises(DeployError, match="no Debian mirror"):
+        apt_mirror(str(tmp_path / "*.sources"), str(tmp_path / "none"))
+
+
+def test_debootstrap_command():
+    assert debootstrap_command(Path("/t"), "http://m") == [
+        "debootstrap", "--variant=minbase", "--include=python3", "bookworm", "/t", "http://m"]
+
+
+def test_host_image_tag_follows_its_inputs(tmp_path):
+    (tmp_path / "Dockerfile").write_text("FROM x\n")
+    first = host_image_tag(tmp_path, "sha256:base")
+    assert first == host_image_tag(tmp_path, "sha256:base")
+    assert first.startswith("deploykit/lab-host:")
+    assert host_image_tag(tmp_path, "sha256:other") != first
+    (tmp_path / "Dockerfile").write_text("FROM y\n")
+    assert host_image_tag(tmp_path, "sha256:base") != first

@@ -1,0 +1,61 @@
+"""Bad input is refused with one clear error, before any host or engine is touched."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import deploy
+from deploy_tool.cli import build_parser, main
+from deploy_tool.errors import DeployError
+
+# An engine address that does not exist: a command that reached Docker would say so instead.
+NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
+
+
+def test_error_prints_message_and_hint():
+    assert str(DeployError("it broke", hint="do this")) == "it broke\n  hint: do this"
+    assert str(DeployError("it broke")) == "it broke"
+
+
+@pytest.mark.parametrize("count", ["0", "21", "-1"])
+def test_lab_up_refuses_bad_host_counts_before_docker(count):
+    result = deploy("lab", "up", "--hosts", count, env=NO_ENGINE, check=False)
+    assert result.returncode == 2
+    assert "--hosts must be between 1 and 20" in result.stderr
+    assert "no Docker engine" not in result.stderr
+
+
+@pytest.mark.parametrize("fleet", ["Lab", "1lab", "lab_1", "x" * 40])
+def test_lab_refuses_bad_fleet_names_before_docker(fleet):
+    result = deploy("lab", "status", "--fleet", fleet, env=NO_ENGINE, check=False)
+    assert result.returncode == 2
+    assert "invalid lab fleet name" in result.stderr
+
+
+def test_missing_engine_is_one_error_with_a_hint():
+    result = deploy("lab", "status", env=NO_ENGINE, check=False)
+    assert result.returncode == 2
+    assert "no Docker engine answers" in result.stderr
+    assert "hint: run ./scripts/bootstrap" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_provision_refuses_a_missing_inventory(tmp_path):
+    result = deploy("provision", "-i", str(tmp_path / "nowhere"), check=False)
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+    assert "deploy lab up" in result.stderr
+
+
+def test_unknown_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["frobnicate"])
+    assert exit_info.value.code == 2
+    assert "invalid choice" in capsys.readouterr().err
+
+
+def test_parser_defaults():
+    args = build_parser().parse_args(["lab", "up"])
+    assert (args.hosts, args.fleet) == (3, "lab")
+    args = build_parser().parse_args(["provision"])
+    assert (args.inventory, args.check, args.limit) == ("lab", False, None)

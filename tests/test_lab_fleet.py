@@ -1,0 +1,97 @@
+"""The lab fleet: real hosts over real SSH, provisioned by site.yml (CLI and plain ansible-playbook)."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, deploy
+
+pytestmark = pytest.mark.lab
+
+
+def ansible_playbook(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), *args], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, "ANSIBLE_FORCE_COLOR": "0"})
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    rows = re.findall(r"^(\S+)\s+:\s+(ok=.*)$", output, re.MULTILINE)
+    return {host: {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", counts)} for host, counts in rows}
+
+
+def test_hosts_are_distinct_machines_reached_over_ssh(lab_fleet):
+    assert len(lab_fleet.hosts) == 3
+    assert len({h["address"] for h in lab_fleet.hosts}) == 3
+    for host in lab_fleet.hosts:
+        assert host["state"] == "running"
+        assert lab_fleet.ssh(host, "hostname").strip() == host["name"]
+        assert lab_fleet.ssh(host, "sudo -n id -u").strip() == "0"
+
+
+def test_lab_up_again_keeps_the_same_hosts(lab_fleet, docker_client):
+    before = {c.name: c.id for c in docker_client.containers.list(filters={"label": "io.deploykit.fleet=citest"})}
+    deploy("lab", "up", "--fleet", "citest", "--hosts", "3")
+    after = {c.name: c.id for c in docker_client.containers.list(filters={"label": "io.deploykit.fleet=citest"})}
+    assert before == after and len(after) == 3
+
+
+@pytest.fixture(scope="module")
+def provisioned(lab_fleet):
+    first = deploy("provision", "-i", str(lab_fleet.inventory))
+    return lab_fleet, first
+
+
+def test_provision_through_the_cli_reports_each_host(provisioned):
+    fleet, first = provisioned
+    for host in fleet.hosts:
+        assert re.search(rf"^\s+{host['name']}\s+ok=\d+ changed=[1-9]\d* failed=0 unreachable=0",
+                         first.stdout, re.MULTILINE), first.stdout[-2000:]
+
+
+def test_second_provision_with_plain_ansible_playbook_changes_nothing(provisioned):
+    fleet, _ = provisioned
+    result = ansible_playbook("-i", str(fleet.inventory), "playbooks/site.yml")
+    assert result.returncode == 0, result.stdout[-3000:]
+    counts = recap(result.stdout)
+    assert sorted(counts) == sorted(h["name"] for h in fleet.hosts)
+    for host, row in counts.items():
+        assert row["changed"] == 0, f"{host}: {row}"
+        assert row["failed"] == 0 and row["unreachable"] == 0
+
+
+def test_every_host_has_tcp_migrate_req_on(provisioned):
+    fleet, _ = provisioned
+    for host in fleet.hosts:
+        assert fleet.ssh(host, "cat /proc/sys/net/ipv4/tcp_migrate_req").strip() == "1", host["name"]
+        assert fleet.ssh(host, "/usr/sbin/sysctl -n net.core.somaxconn").strip() == "4096", host["name"]
+
+
+def test_every_host_runs_its_own_docker_engine(provisioned):
+    fleet, _ = provisioned
+    ids = {fleet.ssh(host, "sudo docker info --format '{{.ID}}'").strip() for host in fleet.hosts}
+    assert len(ids) == 3
+    for host in fleet.hosts:
+        assert fleet.ssh(host, "sudo docker info --format '{{.Driver}}'").strip() == "overlay2"
+
+
+def test_lab_down_removes_hosts_network_and_volumes(docker_client):
+    import json
+
+    up = json.loads(deploy("lab", "up", "--fleet", "citest-down", "--hosts", "1", "--json").stdout)
+    container = docker_client.containers.get(up["hosts"][0]["container"])
+    volumes = [m["Name"] for m in container.attrs["Mounts"] if m["Type"] == "volume"]
+    assert volumes, "the host's /var/lib/docker must be on a volume"
+    deploy("lab", "down", "--fleet", "citest-down")
+    assert not docker_client.containers.list(all=True, filters={"label": "io.deploykit.fleet=citest-down"})
+    assert not docker_client.networks.list(names=["deploykit-citest-down"])
+    names = {v.name for v in docker_client.volumes.list()}
+    assert not names & set(volumes)
+    assert not Path(up["inventory"]).exists()
+    status = deploy("lab", "status", "--fleet", "citest-down")
+    assert "no hosts" in status.stdout
