@@ -1,0 +1,55 @@
+"""A small Flask app: a page, a form that POSTs then redirects, a health endpoint and a slow endpoint."""
+
+import os
+import threading
+import time
+from collections import deque
+
+from flask import Flask, jsonify, redirect, render_template_string, request, url_for
+
+RELEASE = os.environ.get("DEPLOYKIT_RELEASE", "dev")
+VARIANT = os.environ.get("DEPLOYKIT_VARIANT", "")
+DELAY_S = int(os.environ.get("DEPLOYKIT_APP_DELAY_MS", "0")) / 1000
+
+app = Flask(__name__)
+_notes: deque[str] = deque(maxlen=20)  # per process: this app has no database
+_lock = threading.Lock()
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Notes</title></head><body>
+<h1>Notes</h1><p class="release">release {{ release }} {{ variant }}</p>
+<form method="post" action="/"><input name="note" maxlength="200"><button type="submit">Add</button></form>
+<ol class="entries">{% for note in notes %}<li>{{ note }}</li>{% endfor %}</ol>
+</body></html>
+"""
+
+
+@app.route("/", methods=["GET", "POST"])
+def index():
+    if DELAY_S:
+        time.sleep(DELAY_S)
+    if request.method == "POST":
+        note = request.form.get("note", "").strip()
+        if not note:
+            return "note is required", 400
+        with _lock:
+            _notes.appendleft(note[:200])
+        return redirect(url_for("index"), code=303)
+    with _lock:
+        notes = list(_notes)
+    return render_template_string(PAGE, notes=notes, release=RELEASE, variant=VARIANT)
+
+
+@app.get("/health")
+def health():
+    return jsonify(status="ok", app="flask", release=RELEASE, variant=VARIANT, pid=os.getpid())
+
+
+@app.get("/slow")
+def slow():
+    delay = min(int(request.args.get("ms", "1000")), 30000) / 1000
+    time.sleep(delay)
+    return jsonify(slept_ms=int(delay * 1000), release=RELEASE, pid=os.getpid())
+
+
+application = app

@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""deploykit-serve: start the configured WSGI server as PID 1, ready for zero-error reuse-port swaps.
+
+The container's exec-form command. It reads its settings from DEPLOYKIT_* environment variables, binds
+the listening socket where the server cannot do it right itself, then replaces itself (exec) with the
+server, so that `docker stop`'s SIGTERM reaches the server directly. Per server (measured traps in
+shared/design/zero-downtime.md):
+
+- gunicorn: the socket is bound once here with SO_REUSEPORT and passed as fd 3 (`-b fd://3`). gunicorn's own
+  --reuse-port binds one socket per worker, and every worker exit would reset that worker's queue.
+  SIGTERM is gunicorn's graceful stop.
+- uWSGI: binds with --reuse-port itself; SIGTERM is mapped to `gracefully_kill_them_all` (uWSGI's own TERM
+  is a brutal reload) and --shutdown-sockets stops listening at once so queued connections migrate.
+- flup: sets only SO_REUSEADDR, so the socket is bound here and passed as fd 0, the FastCGI convention;
+  deploykit_flup adds the graceful stop flup lacks.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+VARIANTS_FILE = Path(os.environ.get("DEPLOYKIT_VARIANTS_FILE", HERE / "variants.yml"))
+APPS_DIR = Path(os.environ.get("DEPLOYKIT_APPS_DIR", "/opt/apps"))
+DEFAULT_VENV = "/opt/venv"
+
+APPS = {
+    "django": {"dir": "django_demo", "module": "demo.wsgi", "callable": "application"},
+    "flask": {"dir": "flask_demo", "module": "app", "callable": "application"},
+}
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    variant: str
+    app: str = "django"
+    bind: str = "127.0.0.1"
+    port: int = 8000
+    processes: int = 2
+    threads: int = 1
+    worker_connections: int = 100
+    graceful_timeout: int = 30
+    backlog: int = 1024
+
+    @classmethod
+    def from_env(cls, env: dict[str, str]) -> Settings:
+        def number(name: str, default: int, low: int = 1, high: int = 65535) -> int:
+            raw = env.get(f"DEPLOYKIT_{name}", str(default))
+            try:
+                value = int(raw)
+            except ValueError:
+                raise ConfigError(f"DEPLOYKIT_{name} must be a whole number, not {raw!r}") from None
+            if not low <= value <= high:
+                raise ConfigError(f"DEPLOYKIT_{name} must be between {low} and {high}, not {value}")
+            return value
+
+        variant = env.get("DEPLOYKIT_VARIANT", "")
+        app = env.get("DEPLOYKIT_APP", "django")
+        if app not in APPS:
+            raise ConfigError(f"DEPLOYKIT_APP must be one of {', '.join(APPS)}, not {app!r}")
+        return cls(variant=variant, app=app, bind=env.get("DEPLOYKIT_BIND", "127.0.0.1"),
+                   port=number("PORT", 8000), processes=number("PROCESSES", 2, high=256),
+                   threads=number("THREADS", 1, high=256), worker_connections=number("WORKER_CONNECTIONS", 100),
+                   graceful_timeout=number("GRACEFUL_TIMEOUT", 30, high=3600), backlog=number("BACKLOG", 1024))
+
+
+def load_variants(path: Path = VARIANTS_FILE) -> dict[str, dict[str, str]]:
+    return yaml.safe_load(path.read_text(encoding="utf-8"))
+
+
+def variant_spec(settings: Settings, variants: dict[str, dict[str, str]]) -> dict[str, str]:
+    if settings.variant not in variants:
+        raise ConfigError(f"DEPLOYKIT_VARIANT must be one of {', '.join(variants)}, not {settings.variant!r}")
+    return variants[settings.variant]
+
+
+def server_command(settings: Settings, spec: dict[str, str]) -> tuple[list[str], int | None]:
+    """The server's argv, and the fd number the pre-bound listening socket must have (None: server binds)."""
+    venv = spec.get("venv", DEFAULT_VENV)
+    app = APPS[settings.app]
+    target = f"{app['module']}:{app['callable']}"
+    server = spec["server"]
+    if server == "gunicorn":
+        argv = [f"{venv}/bin/gunicorn", "--bind", "fd://3", "--worker-class", spec["worker"],
+                "--workers", str(settings.processes), "--graceful-timeout", str(settings.graceful_timeout),
+                "--timeout", str(max(60, settings.graceful_timeout + 5)), "--worker-tmp-dir", "/tmp",
+                "--log-level", "warning", "--chdir", str(APPS_DIR / app["dir"])]
+        if spec["worker"] == "gthread":
+            argv += ["--threads", str(settings.threads)]
+        if spec["worker"] in ("gthread", "gevent", "eventlet"):
+            argv += ["--worker-connections", str(settings.worker_connections)]
+        return argv + [target], 3
+    if server == "uwsgi":
+        socket_option = "--socket" if spec["protocol"] == "uwsgi" else "--http-socket"
+        argv = [f"{venv}/bin/uwsgi", "--master", "--need-app", "--strict",
+                socket_option, f"{settings.bind}:{settings.port}", "--reuse-port", "--shutdown-sockets",
+                "--hook-master-start", "unix_signal:15 gracefully_kill_them_all",
+                "--processes", str(settings.processes), "--threads", str(settings.threads),
+                "--listen", str(settings.backlog), "--worker-reload-mercy", str(settings.graceful_timeout),
+                "--reload-mercy", str(settings.graceful_timeout), "--buffer-size", "32768",
+                "--disable-logging", "--log-4xx", "--log-5xx", "--vacuum",
+                "--chdir", str(APPS_DIR / app["dir"]), "--module", target]
+        if settings.threads > 1:
+            argv.append("--enable-threads")
+        return argv, None
+    if server == "flup":
+        argv = [f"{venv}/bin/python", str(HERE / "deploykit_flup.py"), "--mode", spec["mode"],
+                "--processes", str(settings.processes), "--threads", str(settings.threads),
+                "--chdir", str(APPS_DIR / app["dir"]), "--app", target]
+        return argv, 0
+    raise ConfigError(f"variant {settings.variant!r} names an unknown server {server!r}")
+
+
+def bind_reuseport(bind: str, port: int, backlog: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((bind, port))
+    sock.listen(backlog)
+    return sock
+
+
+def main() -> int:
+    try:
+        settings = Settings.from_env(dict(os.environ))
+        spec = variant_spec(settings, load_variants())
+        argv, fd = server_command(settings, spec)
+    except ConfigError as exc:
+        print(f"deploykit-serve: {exc}", file=sys.stderr)
+        return 64
+    if fd is not None:
+        sock = bind_reuseport(settings.bind, settings.port, settings.backlog)
+        if sock.fileno() != fd:
+            os.dup2(sock.fileno(), fd)  # the copy is inheritable; the original closes on exec
+        os.set_inheritable(fd, True)
+    print(f"deploykit-serve: {settings.variant} ({spec['description']}) for {settings.app} on "
+          f"{settings.bind}:{settings.port}, {settings.processes}x{settings.threads}", file=sys.stderr, flush=True)
+    os.execv(argv[0], argv)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

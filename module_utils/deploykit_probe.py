@@ -1,0 +1,106 @@
+# -*- coding: utf-8 -*-
+"""One GET request to an app server, in the protocol it speaks: HTTP, uwsgi or FastCGI.
+
+Used by deploykit's modules on the hosts (health gates) and by its tests on the controller.
+Standard library only: it runs on the hosts' python3.
+"""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+PROTOCOLS = ("http", "uwsgi", "fastcgi")
+
+
+class ProbeError(Exception):
+    pass
+
+
+def _recv_all(sock):
+    chunks = []
+    while True:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+
+
+def _cgi_params(path, host, port):
+    path_only, _, query = path.partition("?")
+    return {
+        "REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": path_only, "REQUEST_URI": path,
+        "QUERY_STRING": query, "SERVER_NAME": host, "SERVER_PORT": str(port), "HTTP_HOST": host,
+        "SERVER_PROTOCOL": "HTTP/1.1", "REMOTE_ADDR": "127.0.0.1", "CONTENT_LENGTH": "", "CONTENT_TYPE": "",
+        "wsgi.url_scheme": "http",
+    }
+
+
+def _parse_http(raw, cgi_style=False):
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    if cgi_style:  # FastCGI responders answer with CGI headers: "Status: 200 OK"
+        status = 200
+        for line in lines:
+            if line.lower().startswith("status:"):
+                status = int(line.split(":", 1)[1].split()[0])
+        return status, body
+    if not lines or not lines[0].startswith("HTTP/"):
+        raise ProbeError("not an HTTP response: %r" % raw[:80])
+    return int(lines[0].split()[1]), body
+
+
+def http_get(address, port, path, host, timeout):
+    request = "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nUser-Agent: deploykit-probe\r\n\r\n" % (path, host)
+    with socket.create_connection((address, port), timeout=timeout) as sock:
+        sock.sendall(request.encode("latin-1"))
+        return _parse_http(_recv_all(sock))
+
+
+def uwsgi_get(address, port, path, host, timeout):
+    payload = b""
+    for key, value in _cgi_params(path, host, port).items():
+        k, v = key.encode("latin-1"), value.encode("latin-1")
+        payload += struct.pack("<H", len(k)) + k + struct.pack("<H", len(v)) + v
+    with socket.create_connection((address, port), timeout=timeout) as sock:
+        sock.sendall(struct.pack("<BHB", 0, len(payload), 0) + payload)
+        return _parse_http(_recv_all(sock))
+
+
+def _fcgi_record(kind, request_id, content):
+    return struct.pack("!BBHHBx", 1, kind, request_id, len(content), 0) + content
+
+
+def _fcgi_length(n):
+    return struct.pack("!B", n) if n < 128 else struct.pack("!I", n | 0x80000000)
+
+
+def fastcgi_get(address, port, path, host, timeout):
+    params = b""
+    for key, value in _cgi_params(path, host, port).items():
+        k, v = key.encode("latin-1"), value.encode("latin-1")
+        params += _fcgi_length(len(k)) + _fcgi_length(len(v)) + k + v
+    begin = struct.pack("!HB5x", 1, 0)  # role RESPONDER, no keep-alive
+    message = (_fcgi_record(1, 1, begin) + _fcgi_record(4, 1, params) + _fcgi_record(4, 1, b"")
+               + _fcgi_record(5, 1, b""))
+    with socket.create_connection((address, port), timeout=timeout) as sock:
+        sock.sendall(message)
+        raw = _recv_all(sock)
+    stdout, offset = b"", 0
+    while offset + 8 <= len(raw):
+        _, kind, _, length, padding = struct.unpack("!BBHHB", raw[offset:offset + 7])
+        content = raw[offset + 8:offset + 8 + length]
+        offset += 8 + length + padding
+        if kind == 6:
+            stdout += content
+        elif kind == 3:
+            return _parse_http(stdout, cgi_style=True)
+    raise ProbeError("FastCGI response ended without END_REQUEST")
+
+
+def probe(protocol, address, port, path="/health", host="localhost", timeout=5.0):
+    """(status, body) of one GET; raises OSError when the connection fails, ProbeError on a garbled answer."""
+    getters = {"http": http_get, "uwsgi": uwsgi_get, "fastcgi": fastcgi_get}
+    if protocol not in getters:
+        raise ProbeError("unknown protocol %r (one of %s)" % (protocol, ", ".join(PROTOCOLS)))
+    return getters[protocol](address, port, path, host, timeout)
