@@ -33,7 +33,24 @@ def emit(line: str) -> None:
     print(line, flush=True)
 
 
+def build_deploy_parser() -> argparse.ArgumentParser:
+    """`deploy [options]`: deploy a release to the fleet."""
+    parser = argparse.ArgumentParser(
+        prog="deploy", description="Deploy a release of the app to the fleet. Other commands: deploy COMMAND "
+                                   "(lab, images, build, provision); deploy COMMAND --help.")
+    parser.add_argument("--tool-version", action="version", version=f"deploykit {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument("-i", "--inventory", default="lab", help="inventory name or path (default lab)")
+    parser.add_argument("--version", required=True, help="the release to deploy (built with deploy build)")
+    parser.add_argument("--variant", default="gunicorn-sync", help="server variant (apps/variants.yml)")
+    parser.add_argument("--app", default="django", help="example app: django or flask")
+    parser.add_argument("--strategy", default="recreate", help="how to swap releases: recreate")
+    parser.add_argument("--limit", help="only these hosts (Ansible pattern)")
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """`deploy COMMAND ...`: everything but the deploy itself."""
     parser = argparse.ArgumentParser(prog="deploy", description="Zero-downtime deploys of Python web apps.")
     parser.add_argument("--tool-version", action="version", version=f"deploykit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -49,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--json", action="store_true", help="machine-readable output")
 
     commands.add_parser("images", help="build the base and lab host images (cached)")
+
+    build = commands.add_parser("build", help="build a release image of the example apps (offline build)")
+    build.add_argument("--version", required=True, help="release version: the image tag")
+    build.add_argument("--archive", action="store_true", help="also save it to .cache/releases/ (docker save)")
+    build.add_argument("--rebuild", action="store_true", help="replace an existing release of that version")
+    build.add_argument("--delay-ms", type=int, default=0, help=argparse.SUPPRESS)
 
     provision = commands.add_parser("provision", help="run playbooks/site.yml: base, docker")
     provision.add_argument("-i", "--inventory", default="lab", help="inventory name or path (default lab)")
@@ -95,6 +118,17 @@ def cmd_images(args: argparse.Namespace, project: Project) -> int:
     return 0
 
 
+def cmd_build(args: argparse.Namespace, project: Project) -> int:
+    from deploy_tool.build import ReleaseBuilder, validate_version
+
+    validate_version(args.version)
+    builder = ReleaseBuilder(project, docker_client())
+    emit(f"release image: {builder.build(args.version, delay_ms=args.delay_ms, rebuild=args.rebuild)}")
+    if args.archive:
+        emit(f"archive: {builder.save_archive(args.version)}")
+    return 0
+
+
 def cmd_provision(args: argparse.Namespace, project: Project) -> int:
     from deploy_tool.playbook import PlaybookRun, run_playbook
 
@@ -107,11 +141,40 @@ def cmd_provision(args: argparse.Namespace, project: Project) -> int:
     return 0
 
 
-HANDLERS = {"lab": cmd_lab, "images": cmd_images, "provision": cmd_provision}
+def cmd_deploy(args: argparse.Namespace, project: Project) -> int:
+    from deploy_tool.build import ReleaseBuilder
+    from deploy_tool.deploy import DeployRequest, prepare
+    from deploy_tool.playbook import run_playbook
+
+    request = DeployRequest(inventory=project.inventory_dir(args.inventory), version=args.version,
+                            variant=args.variant, app=args.app, strategy=args.strategy, limit=args.limit)
+    request.validate(project)  # before anything else, even before asking Docker
+    run = prepare(request, project, ReleaseBuilder(project, docker_client()))
+    emit(f"deploying {args.app} {args.version} ({args.variant}, strategy {args.strategy})")
+    outcome = run_playbook(run, project, emit)
+    emit("RECAP")
+    for host, counts in outcome.recap().items():
+        emit(f"  {host:12} " + " ".join(f"{k}={v}" for k, v in counts.items()))
+    return 0
+
+
+HANDLERS = {"lab": cmd_lab, "images": cmd_images, "build": cmd_build, "provision": cmd_provision,
+            "deploy": cmd_deploy}
+COMMANDS = ("lab", "images", "build", "provision")
+
+
+def parse(argv: Sequence[str]) -> argparse.Namespace:
+    """A known command word first selects that command; anything else is a deploy."""
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first in COMMANDS or (argv and argv[0] in ("-h", "--help", "--tool-version")):
+        return build_parser().parse_args(argv)
+    args = build_deploy_parser().parse_args(argv)
+    args.command = "deploy"
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse(list(sys.argv[1:] if argv is None else argv))
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="deploykit: %(message)s", stream=sys.stderr)
     logging.getLogger("docker").setLevel(logging.WARNING)

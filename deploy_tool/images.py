@@ -25,11 +25,13 @@ from deploy_tool.project import Project
 
 log = logging.getLogger(__name__)
 
-BASE_IMAGE = "deploykit/debian:bookworm-minbase"
+# minbase plus python3 and python3-venv: app images then build venvs with no apt and no network.
+BASE_IMAGE = "deploykit/debian:bookworm-minbase-py3"
+BASE_PACKAGES = ("python3", "python3-venv")
 HOST_IMAGE_REPO = "deploykit/lab-host"
 SUITE = "bookworm"
 # Packages the roles install on hosts, downloaded (not installed) into the host image's apt cache.
-HOST_PREFETCH = ("docker.io", "python3-requests", "nginx")
+HOST_PREFETCH = ("docker.io", "python3-requests", "nginx", "postgresql", "python3-psycopg2")
 
 
 def apt_mirror(sources_glob: str = "/etc/apt/sources.list.d/*.sources",
@@ -51,7 +53,7 @@ def apt_mirror(sources_glob: str = "/etc/apt/sources.list.d/*.sources",
 
 
 def debootstrap_command(target: Path, mirror: str) -> list[str]:
-    return ["debootstrap", "--variant=minbase", "--include=python3", SUITE, str(target), mirror]
+    return ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, str(target), mirror]
 
 
 def host_image_tag(context: Path, base_image_id: str, prefetch: tuple[str, ...] = HOST_PREFETCH) -> str:
@@ -81,7 +83,7 @@ class ImageBuilder:
         existing = self.image_id(BASE_IMAGE)
         if existing:
             return existing
-        tarball = self.project.cache_dir / "images" / f"debian-{SUITE}-minbase.tar"
+        tarball = self.project.cache_dir / "images" / f"{BASE_IMAGE.replace('/', '_').replace(':', '_')}.tar"
         if not tarball.exists():
             self._debootstrap_to(tarball)
         log.info("importing %s into Docker as %s", tarball.name, BASE_IMAGE)

@@ -61,6 +61,7 @@ def test_inventory_document_pins_key_and_known_hosts():
     hosts = [LabHost("lab-1", "deploykit-lab-1", "10.0.0.2", "running")]
     document = inventory_document(hosts, Path("/k/id"), Path("/k/known"), "lab")
     assert document["all"]["children"]["web"]["hosts"] == {"lab-1": {"ansible_host": "10.0.0.2"}}
+    assert document["all"]["children"]["db"]["hosts"] == {"lab-1": {}}
     variables = document["all"]["vars"]
     assert variables["ansible_ssh_private_key_file"] == "/k/id"
     assert "UserKnownHostsFile=/k/known" in variables["ansible_ssh_common_args"]
@@ -103,7 +104,7 @@ def test_apt_mirror_missing_is_a_deploy_error(tmp_path):
 
 def test_debootstrap_command():
     assert debootstrap_command(Path("/t"), "http://m") == [
-        "debootstrap", "--variant=minbase", "--include=python3", "bookworm", "/t", "http://m"]
+        "debootstrap", "--variant=minbase", "--include=python3,python3-venv", "bookworm", "/t", "http://m"]
 
 
 def test_host_image_tag_follows_its_inputs(tmp_path):

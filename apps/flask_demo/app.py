@@ -1,11 +1,12 @@
 """A small Flask app: a page, a form that POSTs then redirects, a health endpoint and a slow endpoint."""
 
+import json
 import os
 import threading
 import time
 from collections import deque
 
-from flask import Flask, jsonify, redirect, render_template_string, request, url_for
+from flask import Flask, Response, redirect, render_template_string, request, url_for
 
 RELEASE = os.environ.get("DEPLOYKIT_RELEASE", "dev")
 VARIANT = os.environ.get("DEPLOYKIT_VARIANT", "")
@@ -22,6 +23,11 @@ PAGE = """<!doctype html>
 <ol class="entries">{% for note in notes %}<li>{{ note }}</li>{% endfor %}</ol>
 </body></html>
 """
+
+
+def json_response(**fields) -> Response:
+    """JSON formatted as Django's JsonResponse does, so health checks read both apps alike."""
+    return Response(json.dumps(fields), mimetype="application/json")
 
 
 @app.route("/", methods=["GET", "POST"])
@@ -42,14 +48,14 @@ def index():
 
 @app.get("/health")
 def health():
-    return jsonify(status="ok", app="flask", release=RELEASE, variant=VARIANT, pid=os.getpid())
+    return json_response(status="ok", app="flask", release=RELEASE, variant=VARIANT, pid=os.getpid())
 
 
 @app.get("/slow")
 def slow():
     delay = min(int(request.args.get("ms", "1000")), 30000) / 1000
     time.sleep(delay)
-    return jsonify(slept_ms=int(delay * 1000), release=RELEASE, pid=os.getpid())
+    return json_response(slept_ms=int(delay * 1000), release=RELEASE, pid=os.getpid())
 
 
 application = app

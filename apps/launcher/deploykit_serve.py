@@ -75,7 +75,7 @@ class Settings:
 
 
 def load_variants(path: Path = VARIANTS_FILE) -> dict[str, dict[str, str]]:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))
+    return yaml.safe_load(path.read_text(encoding="utf-8"))["deploykit_variants"]
 
 
 def variant_spec(settings: Settings, variants: dict[str, dict[str, str]]) -> dict[str, str]:

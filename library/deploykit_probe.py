@@ -1,0 +1,171 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: deploykit contributors; MIT License
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: deploykit_probe
+short_description: Wait until an app server answers its health check, in the protocol it speaks
+description:
+  - Sends GET requests to an app server over HTTP, the uwsgi protocol or FastCGI, from the host itself,
+    until O(successes) answers in a row have the expected status (and body text), or O(timeout) passes.
+  - Read-only, so it also probes in check mode.
+version_added: "0.1.0"
+author: deploykit
+options:
+  protocol:
+    description: What the server speaks.
+    type: str
+    choices: [http, uwsgi, fastcgi]
+    default: http
+  address:
+    description: Address to connect to.
+    type: str
+    default: 127.0.0.1
+  port:
+    description: Port to connect to.
+    type: int
+    required: true
+  path:
+    description: Path (and query) to GET.
+    type: str
+    default: /health
+  host_header:
+    description: The Host header (HTTP_HOST), e.g. one of Django's ALLOWED_HOSTS.
+    type: str
+    default: localhost
+  expect_status:
+    description: The status an answer must have to count as a success.
+    type: int
+    default: 200
+  expect_body:
+    description: Text an answer's body must contain to count (e.g. the release being deployed).
+    type: str
+  successes:
+    description: Successes in a row needed.
+    type: int
+    default: 3
+  timeout:
+    description: Seconds to keep trying in all.
+    type: float
+    default: 60
+  interval:
+    description: Seconds between attempts.
+    type: float
+    default: 0.5
+  request_timeout:
+    description: Seconds one request may take.
+    type: float
+    default: 5
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Wait for the app to answer its health check
+  deploykit_probe:
+    protocol: uwsgi
+    port: 8000
+    host_header: demo.lab
+    expect_body: '"release": "1.4.2"'
+    successes: 3
+    timeout: 60
+"""
+
+RETURN = r"""
+status:
+  description: Status of the last answer.
+  returned: success
+  type: int
+  sample: 200
+body:
+  description: Body of the last answer (first 2000 characters).
+  returned: success
+  type: str
+attempts:
+  description: Requests sent.
+  returned: always
+  type: int
+elapsed:
+  description: Seconds from the first request to the verdict.
+  returned: always
+  type: float
+"""
+
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.deploykit_probe import PROTOCOLS, ProbeError, probe
+
+ARGUMENT_SPEC = dict(
+    protocol=dict(type="str", choices=list(PROTOCOLS), default="http"),
+    address=dict(type="str", default="127.0.0.1"),
+    port=dict(type="int", required=True),
+    path=dict(type="str", default="/health"),
+    host_header=dict(type="str", default="localhost"),
+    expect_status=dict(type="int", default=200),
+    expect_body=dict(type="str"),
+    successes=dict(type="int", default=3),
+    timeout=dict(type="float", default=60.0),
+    interval=dict(type="float", default=0.5),
+    request_timeout=dict(type="float", default=5.0),
+)
+
+
+class HealthWaiter:
+    def __init__(self, params):
+        self.params = params
+
+    def attempt(self):
+        """(ok, status, body, reason) of one request."""
+        p = self.params
+        try:
+            status, raw = probe(p["protocol"], p["address"], p["port"], p["path"], p["host_header"],
+                                p["request_timeout"])
+        except (OSError, ProbeError) as exc:
+            return False, None, "", "%s: %s" % (type(exc).__name__, exc)
+        body = raw.decode("utf-8", "replace")
+        if status != p["expect_status"]:
+            return False, status, body, "status %s, expected %s" % (status, p["expect_status"])
+        if p["expect_body"] and p["expect_body"] not in body:
+            return False, status, body, "body lacks %r" % p["expect_body"]
+        return True, status, body, ""
+
+    def wait(self):
+        p = self.params
+        start = time.monotonic()
+        attempts = streak = 0
+        status, body, reason = None, "", "no attempt"
+        while True:
+            ok, status, body, reason = self.attempt()
+            attempts += 1
+            streak = streak + 1 if ok else 0
+            elapsed = time.monotonic() - start
+            if streak >= p["successes"]:
+                return True, dict(status=status, body=body[:2000], attempts=attempts, elapsed=round(elapsed, 3))
+            if elapsed + p["interval"] > p["timeout"]:
+                return False, dict(status=status, body=body[:2000], attempts=attempts, elapsed=round(elapsed, 3),
+                                   last_error=reason)
+            time.sleep(p["interval"])
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    params = module.params
+    if params["successes"] < 1 or params["timeout"] <= 0 or params["interval"] < 0:
+        module.fail_json(msg="successes must be >= 1, timeout > 0 and interval >= 0")
+    healthy, result = HealthWaiter(params).wait()
+    if not healthy:
+        target = "%s://%s:%s%s" % (params["protocol"], params["address"], params["port"], params["path"])
+        module.fail_json(msg="no %d healthy answers in a row from %s within %ss; last: %s"
+                         % (params["successes"], target, params["timeout"], result["last_error"]), **result)
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()
