@@ -36,17 +36,18 @@ class DeployRequest:
             raise DeployError(f"inventory {self.inventory} does not exist",
                               hint="for the lab fleet run `deploy lab up --hosts 3` first")
 
-    def extravars(self, archive_dir: Path) -> dict[str, Any]:
+    def extravars(self, archive_dir: Path, image_id: str) -> dict[str, Any]:
         return {"app_release": self.version, "app_server_variant": self.variant, "app_name": self.app,
-                "app_image_source": "archive", "app_image_archive_dir": str(archive_dir),
+                "app_image_source": "archive", "app_image_archive_dir": str(archive_dir), "app_image_id": image_id,
                 "deploykit_strategy": self.strategy}
 
-    def playbook_run(self, archive_dir: Path) -> PlaybookRun:
-        return PlaybookRun("deploy.yml", self.inventory, extravars=self.extravars(archive_dir), limit=self.limit)
+    def playbook_run(self, archive_dir: Path, image_id: str) -> PlaybookRun:
+        return PlaybookRun("deploy.yml", self.inventory, extravars=self.extravars(archive_dir, image_id),
+                           limit=self.limit)
 
 
 def prepare(request: DeployRequest, project: Project, builder: ReleaseBuilder) -> PlaybookRun:
     """Check everything the deploy needs on the controller; write the release archive; no host is touched."""
     request.validate(project)
     archive = builder.save_archive(request.version)  # fails with a hint when the release was never built
-    return request.playbook_run(archive.parent)
+    return request.playbook_run(archive.parent, builder.image_id(request.version) or "")

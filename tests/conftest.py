@@ -12,6 +12,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
+TEST_RELEASE = os.environ.get("DEPLOYKIT_TEST_RELEASE", "0.0.0-ci")
+sys.path.insert(0, str(ROOT / "module_utils"))
+sys.path.insert(0, str(ROOT / "apps" / "launcher"))
 
 
 def deploy(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -71,3 +74,16 @@ def lab_fleet(docker_client) -> Iterator[Fleet]:
     document = json.loads(up.stdout)
     yield Fleet(name, document["hosts"], Path(document["inventory"]))
     deploy("lab", "down", "--fleet", name)
+
+
+@pytest.fixture(scope="session")
+def provisioned_fleet(lab_fleet) -> tuple[Fleet, subprocess.CompletedProcess[str]]:
+    """The test fleet after `deploy provision` (site.yml), with the first run's output."""
+    return lab_fleet, deploy("provision", "-i", str(lab_fleet.inventory))
+
+
+@pytest.fixture(scope="session")
+def test_release(docker_client) -> str:
+    """The release image the tests deploy, built offline like any release (kept when it exists)."""
+    deploy("build", "--version", TEST_RELEASE, "--archive")
+    return TEST_RELEASE

@@ -42,9 +42,8 @@ def test_lab_up_again_keeps_the_same_hosts(lab_fleet, docker_client):
 
 
 @pytest.fixture(scope="module")
-def provisioned(lab_fleet):
-    first = deploy("provision", "-i", str(lab_fleet.inventory))
-    return lab_fleet, first
+def provisioned(provisioned_fleet):
+    return provisioned_fleet
 
 
 def test_provision_through_the_cli_reports_each_host(provisioned):

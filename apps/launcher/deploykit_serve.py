@@ -22,6 +22,7 @@ import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -84,8 +85,13 @@ def variant_spec(settings: Settings, variants: dict[str, dict[str, str]]) -> dic
     return variants[settings.variant]
 
 
-def server_command(settings: Settings, spec: dict[str, str]) -> tuple[list[str], int | None]:
+def server_command(settings: Settings, spec: dict[str, Any]) -> tuple[list[str], int | None]:
     """The server's argv, and the fd number the pre-bound listening socket must have (None: server binds)."""
+    argv, fd = _base_command(settings, spec)
+    return argv + [str(arg) for arg in spec.get("extra_args", [])], fd
+
+
+def _base_command(settings: Settings, spec: dict[str, Any]) -> tuple[list[str], int | None]:
     venv = spec.get("venv", DEFAULT_VENV)
     app = APPS[settings.app]
     target = f"{app['module']}:{app['callable']}"
@@ -144,6 +150,7 @@ def main() -> int:
         if sock.fileno() != fd:
             os.dup2(sock.fileno(), fd)  # the copy is inheritable; the original closes on exec
         os.set_inheritable(fd, True)
+    os.environ.update({key: str(value) for key, value in spec.get("env", {}).items()})
     print(f"deploykit-serve: {settings.variant} ({spec['description']}) for {settings.app} on "
           f"{settings.bind}:{settings.port}, {settings.processes}x{settings.threads}", file=sys.stderr, flush=True)
     os.execv(argv[0], argv)

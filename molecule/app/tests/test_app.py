@@ -1,0 +1,53 @@
+"""The app container: the chosen server as PID 1, hardened, on the host network, healthy."""
+
+import json
+import os
+
+RELEASE = os.environ.get("DEPLOYKIT_TEST_RELEASE", "0.0.0-ci")
+
+
+def inspect(host):
+    return json.loads(host.check_output("docker inspect deploykit-app"))[0]
+
+
+def test_container_runs_the_release_on_the_host_network(host):
+    info = inspect(host)
+    assert info["State"]["Running"]
+    assert info["Config"]["Image"] == f"deploykit/demo-app:{RELEASE}"
+    assert info["HostConfig"]["NetworkMode"] == "host"
+    assert info["Config"]["Labels"]["io.deploykit.variant"] == "gunicorn-gthread"
+
+
+def test_container_is_hardened(host):
+    info = inspect(host)
+    assert info["Config"]["User"] == "10001:10001"
+    assert info["HostConfig"]["ReadonlyRootfs"] is True
+    assert info["HostConfig"]["CapDrop"] == ["ALL"]
+    assert "no-new-privileges:true" in info["HostConfig"]["SecurityOpt"]
+    assert info["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+
+
+def test_pid_1_is_the_server(host):
+    cmdline = host.check_output("docker exec deploykit-app cat /proc/1/cmdline").replace("\x00", " ")
+    assert "gunicorn" in cmdline and "--worker-class gthread" in cmdline and "fd://3" in cmdline
+
+
+def test_answers_health_with_its_release(host):
+    body = json.loads(host.check_output("curl -sf http://127.0.0.1:8000/health"))
+    assert body["release"] == RELEASE and body["variant"] == "gunicorn-gthread"
+
+
+def test_post_then_redirect(host):
+    out = host.check_output("curl -s -o /dev/null -w '%{http_code} %{redirect_url}' -d note=hi http://127.0.0.1:8000/")
+    assert out == "303 http://127.0.0.1:8000/"
+
+
+def test_secrets_file_is_private_and_not_in_the_image(host):
+    env_file = host.file("/etc/deploykit/app.env")
+    assert env_file.mode == 0o600 and env_file.user == "root"
+    image_env = host.check_output(f"docker image inspect -f '{{{{json .Config.Env}}}}' deploykit/demo-app:{RELEASE}")
+    assert "SECRET_KEY" not in image_env
+
+
+def test_no_archive_left_behind(host):
+    assert not host.file(f"/var/tmp/demo-app-{RELEASE}.tar").exists

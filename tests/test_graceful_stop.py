@@ -1,0 +1,87 @@
+"""Every server variant stops gracefully: SIGTERM (docker stop) lets a request in flight finish.
+
+Each variant runs in a real container of the test release on this machine's loopback (host network).
+A 1.5 s request is started, then `docker stop` sends SIGTERM: the request must complete with 200 and
+the server exit 0, without docker's SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import ROOT
+from deploykit_probe import probe
+from deploykit_serve import load_variants
+
+VARIANTS = load_variants(ROOT / "apps" / "variants.yml")
+BASE_PORT = 18600
+SLOW_MS = 1500
+
+
+@pytest.fixture(scope="module")
+def servers(docker_client, test_release):
+    """All variants at once, one loopback port each."""
+    started = {}
+    for offset, variant in enumerate(sorted(VARIANTS)):
+        port = BASE_PORT + offset
+        container = docker_client.containers.run(
+            f"deploykit/demo-app:{test_release}", detach=True, network_mode="host", name=f"deploykit-graceful-{variant}",
+            environment={"DEPLOYKIT_VARIANT": variant, "DEPLOYKIT_APP": "flask", "DEPLOYKIT_PORT": str(port),
+                         "DEPLOYKIT_PROCESSES": "2", "DEPLOYKIT_THREADS": "2", "DEPLOYKIT_GRACEFUL_TIMEOUT": "20"},
+            read_only=True, tmpfs={"/tmp": ""}, cap_drop=["ALL"], labels={"io.deploykit.test": "graceful"})
+        started[variant] = (container, port)
+    for variant, (container, port) in started.items():
+        wait_healthy(VARIANTS[variant]["protocol"], port, container)
+    yield started
+    for container, _ in started.values():
+        container.remove(force=True)
+
+
+def wait_healthy(protocol: str, port: int, container, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if probe(protocol, "127.0.0.1", port, "/health", timeout=2)[0] == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"{container.name} never became healthy:\n{container.logs().decode()[-2000:]}")
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_sigterm_lets_the_request_in_flight_finish(servers, variant):
+    container, port = servers[variant]
+    protocol = VARIANTS[variant]["protocol"]
+    answer: dict[str, object] = {}
+
+    def slow_request() -> None:
+        try:
+            answer["result"] = probe(protocol, "127.0.0.1", port, f"/slow?ms={SLOW_MS}", timeout=30)
+        except OSError as exc:
+            answer["result"] = exc
+
+    request = threading.Thread(target=slow_request)
+    request.start()
+    time.sleep(0.4)  # the request is in flight, well before it ends
+    started = time.monotonic()
+    subprocess.run(["docker", "stop", "-t", "25", container.name], check=True, capture_output=True)
+    stop_took = time.monotonic() - started
+    request.join(timeout=30)
+
+    result = answer.get("result")
+    assert isinstance(result, tuple), f"{variant}: the request in flight failed: {result!r}"
+    status, body = result
+    assert status == 200
+    assert json.loads(body)["slept_ms"] == SLOW_MS
+    container.reload()
+    assert container.attrs["State"]["ExitCode"] == 0, container.logs().decode()[-2000:]
+    assert container.attrs["State"]["OOMKilled"] is False
+    assert 0.5 < stop_took < 20, f"{variant}: stop took {stop_took:.1f} s (the request needed ~1.1 s more)"
+    with pytest.raises(OSError):
+        probe(protocol, "127.0.0.1", port, "/health", timeout=2)  # and nothing listens any more

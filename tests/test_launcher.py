@@ -1,0 +1,89 @@
+"""deploykit-serve builds each server's command as data: checked without starting anything."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from conftest import ROOT
+from deploykit_probe import PROTOCOLS
+from deploykit_serve import ConfigError, Settings, load_variants, server_command, variant_spec
+
+VARIANTS = load_variants(ROOT / "apps" / "variants.yml")
+
+
+def command(variant: str, **settings) -> tuple[list[str], int | None]:
+    s = Settings(variant=variant, **settings)
+    return server_command(s, variant_spec(s, VARIANTS))
+
+
+def test_the_nine_variants_of_the_field_are_there():
+    assert sorted(VARIANTS) == sorted([
+        "uwsgi", "uwsgi-http", "gunicorn-sync", "gunicorn-gthread", "gunicorn-gevent", "gunicorn-eventlet",
+        "gunicorn-tornado", "flup-prefork", "flup-threaded"])
+    for name, spec in VARIANTS.items():
+        assert spec["protocol"] in PROTOCOLS, name
+        assert spec["server"] in ("uwsgi", "gunicorn", "flup"), name
+
+
+def test_playbooks_read_the_same_variant_table():
+    linked = ROOT / "playbooks" / "group_vars" / "all" / "variants.yml"
+    assert yaml.safe_load(linked.read_text())["deploykit_variants"] == VARIANTS
+
+
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if v.startswith("gunicorn")])
+def test_gunicorn_serves_a_socket_bound_once_on_fd_3(variant):
+    argv, fd = command(variant, processes=3, threads=4, graceful_timeout=25)
+    assert fd == 3
+    assert argv[argv.index("--bind") + 1] == "fd://3"
+    assert "--reuse-port" not in argv  # gunicorn's own would bind a socket per worker
+    assert argv[argv.index("--worker-class") + 1] == VARIANTS[variant]["worker"]
+    assert argv[argv.index("--graceful-timeout") + 1] == "25"
+    assert ("--threads" in argv) == (variant == "gunicorn-gthread")
+    assert argv[0].startswith(VARIANTS[variant].get("venv", "/opt/venv"))
+
+
+def test_eventlet_runs_from_its_own_venv():
+    argv, _ = command("gunicorn-eventlet")
+    assert argv[0] == "/opt/venv-eventlet/bin/gunicorn"
+    assert "--no-control-socket" not in argv  # gunicorn 25 has no such option
+
+
+def test_gunicorn_27_runs_without_its_control_socket():
+    argv, _ = command("gunicorn-sync")
+    assert argv[-1] == "--no-control-socket"
+
+
+@pytest.mark.parametrize("variant, option", [("uwsgi", "--socket"), ("uwsgi-http", "--http-socket")])
+def test_uwsgi_stops_gracefully_on_term(variant, option):
+    argv, fd = command(variant, port=9000, processes=3, threads=3)
+    assert fd is None
+    assert argv[argv.index(option) + 1] == "127.0.0.1:9000"
+    assert "--http" not in argv  # the router process is killed brutally
+    for flag in ("--master", "--reuse-port", "--shutdown-sockets", "--enable-threads"):
+        assert flag in argv
+    assert argv[argv.index("--hook-master-start") + 1] == "unix_signal:15 gracefully_kill_them_all"
+    assert (argv[argv.index("--processes") + 1], argv[argv.index("--threads") + 1]) == ("3", "3")
+
+
+@pytest.mark.parametrize("variant, mode", [("flup-prefork", "prefork"), ("flup-threaded", "threaded")])
+def test_flup_gets_its_socket_on_fd_0(variant, mode):
+    argv, fd = command(variant, app="flask")
+    assert fd == 0
+    assert argv[argv.index("--mode") + 1] == mode
+    assert argv[argv.index("--app") + 1] == "app:application"
+
+
+@pytest.mark.parametrize("env, message", [
+    ({"DEPLOYKIT_PORT": "http"}, "DEPLOYKIT_PORT must be a whole number"),
+    ({"DEPLOYKIT_PROCESSES": "0"}, "DEPLOYKIT_PROCESSES must be between 1 and 256"),
+    ({"DEPLOYKIT_APP": "rails"}, "DEPLOYKIT_APP must be one of django, flask"),
+])
+def test_bad_settings_are_refused(env, message):
+    with pytest.raises(ConfigError, match=message):
+        Settings.from_env({"DEPLOYKIT_VARIANT": "uwsgi", **env})
+
+
+def test_unknown_variant_is_refused():
+    with pytest.raises(ConfigError, match="DEPLOYKIT_VARIANT must be one of"):
+        variant_spec(Settings(variant="mod_wsgi"), VARIANTS)
