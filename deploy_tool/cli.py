@@ -45,6 +45,8 @@ def build_deploy_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", default="gunicorn-sync", help="server variant (apps/variants.yml)")
     parser.add_argument("--app", default="django", help="example app: django or flask")
     parser.add_argument("--strategy", default="recreate", help="how to swap releases: recreate")
+    parser.add_argument("--image-source", default="archive", choices=["archive", "registry"],
+                        help="ship the image as a docker save archive (default) or through the lab registry")
     parser.add_argument("--limit", help="only these hosts (Ansible pattern)")
     return parser
 
@@ -64,6 +66,11 @@ def build_parser() -> argparse.ArgumentParser:
                 lab_commands.add_parser("status", help="list the lab hosts")):
         sub.add_argument("--fleet", default="lab", help="fleet name (default lab: inventories/lab)")
         sub.add_argument("--json", action="store_true", help="machine-readable output")
+
+    registry = commands.add_parser("registry", help="the lab fleet's container registry (TLS, on its network)")
+    registry.add_argument("registry_command", choices=["up", "down", "status"], metavar="ACTION",
+                          help="up, down or status")
+    registry.add_argument("--fleet", default="lab", help="fleet name (default lab)")
 
     commands.add_parser("images", help="build the base and lab host images (cached)")
 
@@ -110,6 +117,27 @@ def cmd_lab(args: argparse.Namespace, project: Project) -> int:
     return 0
 
 
+def cmd_registry(args: argparse.Namespace, project: Project) -> int:
+    from deploy_tool.lab import LabFleet, validate_fleet_name
+    from deploy_tool.registry import LabRegistry
+
+    client = docker_client()
+    registry = LabRegistry(project, client, validate_fleet_name(args.fleet))
+    if args.registry_command == "up":
+        info = registry.up()
+        LabFleet(project, client, args.fleet).write_inventory()
+        emit(f"lab registry {info.endpoint} (controller pushes to 127.0.0.1:{info.loopback_port}); "
+             "run `deploy provision` so hosts trust its CA")
+    elif args.registry_command == "down":
+        removed = registry.down()
+        LabFleet(project, client, args.fleet).write_inventory()
+        emit("lab registry removed" if removed else "no lab registry")
+    else:
+        info = registry.info()
+        emit(f"lab registry {info.endpoint}, 127.0.0.1:{info.loopback_port}" if info else "no lab registry")
+    return 0
+
+
 def cmd_images(args: argparse.Namespace, project: Project) -> int:
     from deploy_tool.images import ImageBuilder
 
@@ -147,7 +175,8 @@ def cmd_deploy(args: argparse.Namespace, project: Project) -> int:
     from deploy_tool.playbook import run_playbook
 
     request = DeployRequest(inventory=project.inventory_dir(args.inventory), version=args.version,
-                            variant=args.variant, app=args.app, strategy=args.strategy, limit=args.limit)
+                            variant=args.variant, app=args.app, strategy=args.strategy, limit=args.limit,
+                            image_source=args.image_source)
     request.validate(project)  # before anything else, even before asking Docker
     run = prepare(request, project, ReleaseBuilder(project, docker_client()))
     emit(f"deploying {args.app} {args.version} ({args.variant}, strategy {args.strategy})")
@@ -158,16 +187,18 @@ def cmd_deploy(args: argparse.Namespace, project: Project) -> int:
     return 0
 
 
-HANDLERS = {"lab": cmd_lab, "images": cmd_images, "build": cmd_build, "provision": cmd_provision,
-            "deploy": cmd_deploy}
-COMMANDS = ("lab", "images", "build", "provision")
+HANDLERS = {"lab": cmd_lab, "registry": cmd_registry, "images": cmd_images, "build": cmd_build,
+            "provision": cmd_provision, "deploy": cmd_deploy}
+COMMANDS = ("lab", "registry", "images", "build", "provision")
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:
-    """A known command word first selects that command; anything else is a deploy."""
-    first = next((a for a in argv if not a.startswith("-")), None)
-    if first in COMMANDS or (argv and argv[0] in ("-h", "--help", "--tool-version")):
+    """A command word first selects that command; options first make a deploy."""
+    if argv and (argv[0] in COMMANDS or argv[0] in ("-h", "--help", "--tool-version")):
         return build_parser().parse_args(argv)
+    if argv and not argv[0].startswith("-"):
+        build_parser().error(f"unknown command {argv[0]!r}: commands are {', '.join(COMMANDS)}; "
+                             "a deploy takes options only (deploy --version V)")
     args = build_deploy_parser().parse_args(argv)
     args.command = "deploy"
     return args

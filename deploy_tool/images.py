@@ -56,15 +56,19 @@ def debootstrap_command(target: Path, mirror: str) -> list[str]:
     return ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, str(target), mirror]
 
 
-def host_image_tag(context: Path, base_image_id: str, prefetch: tuple[str, ...] = HOST_PREFETCH) -> str:
-    """`deploykit/lab-host:<hash>` of the build context's files, the base image and the prefetch list."""
+def context_image_tag(repository: str, context: Path, base_image_id: str, buildargs: dict[str, str]) -> str:
+    """`<repository>:<hash>` of the build context's files, the base image and the build arguments."""
     digest = hashlib.sha256()
     for path in sorted(p for p in context.rglob("*") if p.is_file()):
         digest.update(path.relative_to(context).as_posix().encode())
         digest.update(path.read_bytes())
     digest.update(base_image_id.encode())
-    digest.update(" ".join(prefetch).encode())
-    return f"{HOST_IMAGE_REPO}:{digest.hexdigest()[:12]}"
+    digest.update(repr(sorted(buildargs.items())).encode())
+    return f"{repository}:{digest.hexdigest()[:12]}"
+
+
+def host_image_tag(context: Path, base_image_id: str, prefetch: tuple[str, ...] = HOST_PREFETCH) -> str:
+    return context_image_tag(HOST_IMAGE_REPO, context, base_image_id, {"PREFETCH_PACKAGES": " ".join(prefetch)})
 
 
 @dataclass
@@ -112,18 +116,20 @@ class ImageBuilder:
             partial.rename(tarball)
 
     def ensure_host_image(self) -> str:
-        """Build the lab host image when its tag (a hash of its inputs) is not in Docker yet."""
+        """The lab host image (lab/host-image), built when its tag is not in Docker yet."""
+        return self.ensure_context_image(HOST_IMAGE_REPO, self.project.host_image_dir,
+                                         {"PREFETCH_PACKAGES": " ".join(HOST_PREFETCH)})
+
+    def ensure_context_image(self, repository: str, context: Path, buildargs: dict[str, str]) -> str:
+        """Build an image of a folder on the base image, tagged by a hash of its inputs, unless present."""
         base_id = self.ensure_base_image()
-        context = self.project.host_image_dir
-        tag = host_image_tag(context, base_id)
+        tag = context_image_tag(repository, context, base_id, buildargs)
         if self.image_id(tag):
             return tag
-        log.info("building lab host image %s (packages from Debian, about a minute)", tag)
+        log.info("building %s (packages from Debian, about a minute)", tag)
         try:
-            self.client.images.build(
-                path=str(context), tag=tag, rm=True, forcerm=True,
-                buildargs={"BASE_IMAGE": BASE_IMAGE, "PREFETCH_PACKAGES": " ".join(HOST_PREFETCH)},
-            )
+            self.client.images.build(path=str(context), tag=tag, rm=True, forcerm=True,
+                                     buildargs={"BASE_IMAGE": BASE_IMAGE, **buildargs})
         except docker.errors.BuildError as exc:
             tail = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log)
             raise DeployError(f"building {tag} failed:\n{tail[-2000:]}",

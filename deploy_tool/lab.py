@@ -129,7 +129,8 @@ class LabFleet:
 
     # -- queries ---------------------------------------------------------------------------------
     def _containers(self) -> list[Any]:
-        found = self.client.containers.list(all=True, filters={"label": f"{LABEL_FLEET}={self.fleet}"})
+        """The fleet's hosts (its registry, also labelled with the fleet, has no index)."""
+        found = self.client.containers.list(all=True, filters={"label": [f"{LABEL_FLEET}={self.fleet}", LABEL_INDEX]})
         return sorted(found, key=lambda c: int(c.labels.get(LABEL_INDEX, "0")))
 
     def _as_host(self, container: Any) -> LabHost:
@@ -241,8 +242,15 @@ class LabFleet:
         self.known_hosts_path.parent.mkdir(parents=True, exist_ok=True)
         self.known_hosts_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
+    def write_inventory(self) -> None:
+        """Rewrite the fleet's inventory from its running hosts (and its registry, when one runs)."""
+        self._write_inventory(self.hosts())
+
     def _write_inventory(self, hosts: list[LabHost]) -> None:
+        from deploy_tool.registry import LabRegistry  # the registry lives on the fleet's network
+
         document = inventory_document(hosts, self.project.ssh_key, self.known_hosts_path, self.fleet)
+        document["all"]["vars"].update(LabRegistry(self.project, self.client, self.fleet).inventory_vars())
         self.inventory_path.parent.mkdir(parents=True, exist_ok=True)
         header = f"# Written by `deploy lab up` for lab fleet {self.fleet!r}; rewritten on every run.\n"
         self.inventory_path.write_text(header + yaml.safe_dump(document, sort_keys=False), encoding="utf-8")
@@ -291,6 +299,9 @@ class LabFleet:
 
     # -- down ------------------------------------------------------------------------------------
     def down(self) -> int:
+        from deploy_tool.registry import LabRegistry
+
+        LabRegistry(self.project, self.client, self.fleet).down()
         containers = self._containers()
         for container in containers:
             log.info("removing lab host %s and its volumes", container.name)

@@ -7,6 +7,7 @@ callback; failures become one DeployError that names the host, the task and the 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sys
 from collections.abc import Callable
@@ -30,12 +31,18 @@ class PlaybookRun:
     limit: str | None = None
     check: bool = False
 
+    def private_data_dir(self, project: Project) -> Path:
+        """ansible-runner's working folder, one per inventory: runs on two fleets must not share it
+        (it holds the extra variables file of the run)."""
+        slug = hashlib.sha256(str(self.inventory.resolve()).encode()).hexdigest()[:10]
+        return project.state_dir / "runner" / f"{self.inventory.stem}-{slug}"
+
     def runner_kwargs(self, project: Project) -> dict[str, Any]:
         playbook = project.playbooks_dir / self.playbook
         cmdline = "--check --diff" if self.check else None
         bindir = Path(sys.executable).parent
         kwargs: dict[str, Any] = {
-            "private_data_dir": str(project.state_dir / "runner"),
+            "private_data_dir": str(self.private_data_dir(project)),
             "project_dir": str(project.root),
             "playbook": str(playbook),
             "inventory": str(self.inventory),
@@ -127,7 +134,7 @@ def run_playbook(run: PlaybookRun, project: Project, emit: ProgressCallback) -> 
         raise DeployError(f"inventory {run.inventory} does not exist",
                           hint="for the lab fleet run `deploy lab up --hosts 3` first")
     printer = ProgressPrinter(emit)
-    (project.state_dir / "runner").mkdir(parents=True, exist_ok=True)
+    run.private_data_dir(project).mkdir(parents=True, exist_ok=True)
     result = ansible_runner.run(event_handler=printer, **run.runner_kwargs(project))
     outcome = RunOutcome(status=result.status, rc=result.rc, stats=result.stats or {}, failures=printer.failures)
     if result.rc != 0 or result.status != "successful":

@@ -23,7 +23,9 @@ def test_playbook_run_builds_runner_arguments(tmp_path):
     assert kwargs["cmdline"] == "--check --diff"
     assert kwargs["extravars"] == {"a": 1}
     assert kwargs["envvars"]["ANSIBLE_CONFIG"] == str(tmp_path / "ansible.cfg")
-    assert kwargs["private_data_dir"].startswith(str(tmp_path / ".deploykit"))
+    assert kwargs["private_data_dir"].startswith(str(tmp_path / ".deploykit" / "runner" / "inv-"))
+    other = PlaybookRun("site.yml", tmp_path / "other" / "inv").runner_kwargs(project)
+    assert other["private_data_dir"] != kwargs["private_data_dir"]  # fleets never share runner state
     plain = PlaybookRun("site.yml", tmp_path / "inv").runner_kwargs(project)
     assert "limit" not in plain and "cmdline" not in plain
 

@@ -51,7 +51,14 @@ def test_unknown_command_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["frobnicate"])
     assert exit_info.value.code == 2
-    assert "invalid choice" in capsys.readouterr().err
+    assert "unknown command 'frobnicate'" in capsys.readouterr().err
+
+
+def test_an_inventory_named_like_a_command_is_still_a_deploy():
+    from deploy_tool.cli import parse
+
+    args = parse(["-i", "lab", "--version", "1.0.0"])
+    assert (args.command, args.inventory, args.version) == ("deploy", "lab", "1.0.0")
 
 
 def test_parser_defaults():

@@ -7,7 +7,8 @@ import yaml
 
 from conftest import ROOT
 from deploykit_probe import PROTOCOLS
-from deploykit_serve import ConfigError, Settings, load_variants, server_command, variant_spec
+from deploykit_serve import ConfigError, Settings, load_variants, server_command, server_environment, variant_spec
+from deploykit_wsgi import strip_header_whitespace
 
 VARIANTS = load_variants(ROOT / "apps" / "variants.yml")
 
@@ -87,3 +88,26 @@ def test_bad_settings_are_refused(env, message):
 def test_unknown_variant_is_refused():
     with pytest.raises(ConfigError, match="DEPLOYKIT_VARIANT must be one of"):
         variant_spec(Settings(variant="mod_wsgi"), VARIANTS)
+
+
+def test_tornado_wraps_the_app_to_strip_header_whitespace():
+    settings = Settings(variant="gunicorn-tornado", app="django")
+    spec = variant_spec(settings, VARIANTS)
+    argv, _ = server_command(settings, spec)
+    assert "deploykit_wsgi:application" in argv
+    env = server_environment(settings, spec)
+    assert env["DEPLOYKIT_WSGI_TARGET"] == "demo.wsgi:application"
+    assert env["DEPLOYKIT_WSGI_WRAP"] == "strip_header_whitespace"
+    assert env["DJANGO_ALLOW_ASYNC_UNSAFE"] == "true"
+    assert server_environment(Settings(variant="gunicorn-sync"), VARIANTS["gunicorn-sync"]) == {}
+
+
+def test_strip_header_whitespace_adapter():
+    def django_like(environ, start_response):
+        start_response("200 OK", [("Set-Cookie", " csrftoken=abc; Path=/"), ("Content-Type", "text/html")])
+        return [b"ok"]
+
+    seen = []
+    body = strip_header_whitespace(django_like)({}, lambda status, headers, exc_info=None: seen.append(headers))
+    assert body == [b"ok"]
+    assert seen == [[("Set-Cookie", "csrftoken=abc; Path=/"), ("Content-Type", "text/html")]]

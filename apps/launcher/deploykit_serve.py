@@ -85,6 +85,16 @@ def variant_spec(settings: Settings, variants: dict[str, dict[str, str]]) -> dic
     return variants[settings.variant]
 
 
+def server_environment(settings: Settings, spec: dict[str, Any]) -> dict[str, str]:
+    """Environment the server needs beyond the container's: the variant's own, and a WSGI adapter's."""
+    env = {key: str(value) for key, value in spec.get("env", {}).items()}
+    if spec.get("wrap"):
+        app = APPS[settings.app]
+        env.update(DEPLOYKIT_WSGI_WRAP=spec["wrap"], DEPLOYKIT_WSGI_TARGET=f"{app['module']}:{app['callable']}",
+                   PYTHONPATH=str(HERE))
+    return env
+
+
 def server_command(settings: Settings, spec: dict[str, Any]) -> tuple[list[str], int | None]:
     """The server's argv, and the fd number the pre-bound listening socket must have (None: server binds)."""
     argv, fd = _base_command(settings, spec)
@@ -94,7 +104,7 @@ def server_command(settings: Settings, spec: dict[str, Any]) -> tuple[list[str],
 def _base_command(settings: Settings, spec: dict[str, Any]) -> tuple[list[str], int | None]:
     venv = spec.get("venv", DEFAULT_VENV)
     app = APPS[settings.app]
-    target = f"{app['module']}:{app['callable']}"
+    target = "deploykit_wsgi:application" if spec.get("wrap") else f"{app['module']}:{app['callable']}"
     server = spec["server"]
     if server == "gunicorn":
         argv = [f"{venv}/bin/gunicorn", "--bind", "fd://3", "--worker-class", spec["worker"],
@@ -150,7 +160,7 @@ def main() -> int:
         if sock.fileno() != fd:
             os.dup2(sock.fileno(), fd)  # the copy is inheritable; the original closes on exec
         os.set_inheritable(fd, True)
-    os.environ.update({key: str(value) for key, value in spec.get("env", {}).items()})
+    os.environ.update(server_environment(settings, spec))
     print(f"deploykit-serve: {settings.variant} ({spec['description']}) for {settings.app} on "
           f"{settings.bind}:{settings.port}, {settings.processes}x{settings.threads}", file=sys.stderr, flush=True)
     os.execv(argv[0], argv)
