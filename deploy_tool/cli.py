@@ -44,11 +44,20 @@ def build_deploy_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", required=True, help="the release to deploy (built with deploy build)")
     parser.add_argument("--variant", default="gunicorn-sync", help="server variant (apps/variants.yml)")
     parser.add_argument("--app", default="django", help="example app: django or flask")
-    parser.add_argument("--strategy", default="recreate", help="how to swap releases: recreate")
+    parser.add_argument("--strategy", default="reuse-port",
+                        help="reuse-port (default: new beside old, zero failed requests) or recreate (stop, start)")
     parser.add_argument("--image-source", default="archive", choices=["archive", "registry"],
                         help="ship the image as a docker save archive (default) or through the lab registry")
     parser.add_argument("--limit", help="only these hosts (Ansible pattern)")
+    add_rolling_options(parser)
     return parser
+
+
+def add_rolling_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--batch", default="100%", help="hosts per batch: a number or a percentage (default 100%%)")
+    parser.add_argument("--pause", type=int, default=0, help="seconds to wait between batches")
+    parser.add_argument("--max-fail-percent", type=int, default=0,
+                        help="stop when more than this share of a batch failed (default 0: at the first failure)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
     registry.add_argument("--fleet", default="lab", help="fleet name (default lab)")
 
     commands.add_parser("images", help="build the base and lab host images (cached)")
+
+    rollback = commands.add_parser("rollback", help="return to the previous release (or --to V), reuse-port swap")
+    rollback.add_argument("-i", "--inventory", default="lab", help="inventory name or path (default lab)")
+    rollback.add_argument("--to", help="a release deployed there before (default: the one before the current)")
+    rollback.add_argument("--limit", help="only these hosts (Ansible pattern)")
+    add_rolling_options(rollback)
 
     build = commands.add_parser("build", help="build a release image of the example apps (offline build)")
     build.add_argument("--version", required=True, help="release version: the image tag")
@@ -169,18 +184,61 @@ def cmd_provision(args: argparse.Namespace, project: Project) -> int:
     return 0
 
 
+def print_swaps(results: dict[str, dict[str, Any]]) -> None:
+    """Per host: the container now serving, what it replaced, and when (seconds from the swap's start)."""
+    for host, result in sorted(results.items()):
+        timings = result.get("timings") or {}
+        steps = " ".join(f"{step}={seconds}s" for step, seconds in timings.items())
+        replaced = ", ".join(result.get("stopped") or []) or "nothing"
+        emit(f"  {host:12} {result.get('container', '?')} (replaced {replaced}) {steps}".rstrip())
+
+
 def cmd_deploy(args: argparse.Namespace, project: Project) -> int:
-    from deploy_tool.build import ReleaseBuilder
-    from deploy_tool.deploy import DeployRequest, prepare
-    from deploy_tool.playbook import run_playbook
+    from deploy_tool.deploy import DeployRequest
 
     request = DeployRequest(inventory=project.inventory_dir(args.inventory), version=args.version,
                             variant=args.variant, app=args.app, strategy=args.strategy, limit=args.limit,
-                            image_source=args.image_source)
+                            image_source=args.image_source, batch=args.batch, pause=args.pause,
+                            max_fail_percent=args.max_fail_percent)
+    return run_deploy(request, project, "deploy")
+
+
+def cmd_rollback(args: argparse.Namespace, project: Project) -> int:
+    from deploy_tool.deploy import DeployRequest, previous_release
+
+    inventory = project.inventory_dir(args.inventory)
+    target = previous_release(project, inventory, args.to)
+    emit(f"rolling back to {target['version']} ({target['variant']}, {target['app']}), "
+         f"deployed {target['at']} by {target['user']}")
+    request = DeployRequest(inventory=inventory, version=target["version"], variant=target["variant"],
+                            app=target["app"], strategy="reuse-port", limit=args.limit, batch=args.batch,
+                            pause=args.pause, max_fail_percent=args.max_fail_percent)
+    return run_deploy(request, project, "rollback")
+
+
+def run_deploy(request: Any, project: Project, action: str) -> int:
+    """Validate, take the lock, run playbooks/deploy.yml, audit the result, report each host's swap."""
+    from deploy_tool.build import ReleaseBuilder
+    from deploy_tool.deploy import prepare
+    from deploy_tool.journal import DeployLock, audit
+    from deploy_tool.playbook import PlaybookFailed, run_playbook
+
     request.validate(project)  # before anything else, even before asking Docker
     run = prepare(request, project, ReleaseBuilder(project, docker_client()))
-    emit(f"deploying {args.app} {args.version} ({args.variant}, strategy {args.strategy})")
-    outcome = run_playbook(run, project, emit)
+    entry = {"action": action, "inventory": str(request.inventory), "version": request.version,
+             "variant": request.variant, "app": request.app, "strategy": request.strategy}
+    with DeployLock.acquire(project, request.inventory, action, request.version):
+        emit(f"{action}: {request.app} {request.version} ({request.variant}, strategy {request.strategy}, "
+             f"batch {request.batch})")
+        try:
+            outcome = run_playbook(run, project, emit)
+        except PlaybookFailed as exc:
+            audit(project, {**entry, "result": "failed", "error": exc.message, "hosts": exc.outcome.results,
+                            "failed_hosts": sorted({f.host for f in exc.outcome.failures})})
+            raise
+        audit(project, {**entry, "result": "ok", "hosts": outcome.results})
+    emit("SWAPS")
+    print_swaps(outcome.results)
     emit("RECAP")
     for host, counts in outcome.recap().items():
         emit(f"  {host:12} " + " ".join(f"{k}={v}" for k, v in counts.items()))
@@ -188,8 +246,8 @@ def cmd_deploy(args: argparse.Namespace, project: Project) -> int:
 
 
 HANDLERS = {"lab": cmd_lab, "registry": cmd_registry, "images": cmd_images, "build": cmd_build,
-            "provision": cmd_provision, "deploy": cmd_deploy}
-COMMANDS = ("lab", "registry", "images", "build", "provision")
+            "provision": cmd_provision, "deploy": cmd_deploy, "rollback": cmd_rollback}
+COMMANDS = ("lab", "registry", "images", "build", "provision", "rollback")
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:

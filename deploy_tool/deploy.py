@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,8 @@ from deploy_tool.project import Project
 from deploy_tool.registry import LabRegistry
 from deploy_tool.variants import validate_variant
 
-STRATEGIES = ("recreate",)
+STRATEGIES = ("reuse-port", "recreate")
+BATCH = re.compile(r"^([1-9][0-9]*|([1-9][0-9]?|100)%)$")
 APPS = ("django", "flask")
 
 
@@ -23,9 +26,12 @@ class DeployRequest:
     version: str
     variant: str = "gunicorn-sync"
     app: str = "django"
-    strategy: str = "recreate"
+    strategy: str = "reuse-port"
     limit: str | None = None
     image_source: str = "archive"
+    batch: str = "100%"
+    max_fail_percent: int = 0
+    pause: int = 0
 
     def validate(self, project: Project) -> None:
         validate_version(self.version)
@@ -34,6 +40,10 @@ class DeployRequest:
             raise DeployError(f"unknown app {self.app!r}", hint=f"choose one of: {', '.join(APPS)}")
         if self.strategy not in STRATEGIES:
             raise DeployError(f"unknown strategy {self.strategy!r}", hint=f"choose one of: {', '.join(STRATEGIES)}")
+        if not BATCH.match(self.batch):
+            raise DeployError(f"invalid batch {self.batch!r}", hint="a number of hosts (1) or a percentage (30%)")
+        if not 0 <= self.max_fail_percent <= 100 or not 0 <= self.pause <= 3600:
+            raise DeployError("--max-fail-percent must be 0-100 and --pause 0-3600 seconds")
         if not self.inventory.exists():
             raise DeployError(f"inventory {self.inventory} does not exist",
                               hint="for the lab fleet run `deploy lab up --hosts 3` first")
@@ -41,8 +51,8 @@ class DeployRequest:
     def extravars(self, archive_dir: Path, image_id: str) -> dict[str, Any]:
         return {"app_release": self.version, "app_server_variant": self.variant, "app_name": self.app,
                 "app_image_source": self.image_source, "app_image_archive_dir": str(archive_dir),
-                "app_image_id": image_id,
-                "deploykit_strategy": self.strategy}
+                "app_image_id": image_id, "app_strategy": self.strategy, "deploykit_batch": self.batch,
+                "deploykit_max_fail_percentage": self.max_fail_percent, "deploykit_pause": self.pause}
 
     def playbook_run(self, archive_dir: Path, image_id: str) -> PlaybookRun:
         return PlaybookRun("deploy.yml", self.inventory, extravars=self.extravars(archive_dir, image_id),
@@ -75,3 +85,31 @@ def fleet_of(inventory: Path) -> str:
                           hint="for other fleets set app_image_source=registry and app_registry in the inventory")\
             from exc
     return str(fleet)
+
+
+def previous_release(project: Project, inventory: Path, to: str | None = None) -> dict[str, Any]:
+    """The release a rollback returns to: the last one deployed successfully before the current one
+    (or the last successful deploy of version `to`), from the audit log."""
+    path = project.state_dir / "audit.log"
+    deployed: list[dict[str, Any]] = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            entry = json.loads(line)
+            if entry.get("inventory") == str(inventory) and entry.get("result") == "ok":
+                deployed.append(entry)
+    if not deployed:
+        raise DeployError(f"no release was deployed to {inventory} from this controller: nothing to roll back to",
+                          hint="deploy a release first; the audit log is .deploykit/audit.log")
+    current = deployed[-1]["version"]
+    if to is not None:
+        matches = [e for e in deployed if e["version"] == to]
+        if not matches:
+            known = sorted({e["version"] for e in deployed})
+            raise DeployError(f"release {to} was never deployed to {inventory}",
+                              hint=f"releases deployed there: {', '.join(known)}")
+        return matches[-1]
+    earlier = [e for e in deployed if e["version"] != current]
+    if not earlier:
+        raise DeployError(f"{inventory} has had only release {current}: there is no previous release",
+                          hint="roll back after a second release was deployed, or name one with --to")
+    return earlier[-1]

@@ -7,7 +7,6 @@ callback; failures become one DeployError that names the host, the task and the 
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sys
 from collections.abc import Callable
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy_tool.errors import DeployError
+from deploy_tool.journal import inventory_slug
 from deploy_tool.project import Project
 
 log = logging.getLogger(__name__)
@@ -34,8 +34,7 @@ class PlaybookRun:
     def private_data_dir(self, project: Project) -> Path:
         """ansible-runner's working folder, one per inventory: runs on two fleets must not share it
         (it holds the extra variables file of the run)."""
-        slug = hashlib.sha256(str(self.inventory.resolve()).encode()).hexdigest()[:10]
-        return project.state_dir / "runner" / f"{self.inventory.stem}-{slug}"
+        return project.state_dir / "runner" / inventory_slug(self.inventory)
 
     def runner_kwargs(self, project: Project) -> dict[str, Any]:
         playbook = project.playbooks_dir / self.playbook
@@ -74,6 +73,7 @@ class RunOutcome:
     rc: int
     stats: dict[str, dict[str, int]]
     failures: list[HostFailure]
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def recap(self) -> dict[str, dict[str, int]]:
         """Per host: ok, changed, failed, unreachable (ansible-runner calls the last one `dark`)."""
@@ -85,6 +85,14 @@ class RunOutcome:
 
     def total_changed(self) -> int:
         return sum(self.stats.get("changed", {}).values())
+
+
+class PlaybookFailed(DeployError):
+    """A playbook run that failed on some host; carries what every host reported."""
+
+    def __init__(self, message: str, hint: str, outcome: RunOutcome) -> None:
+        super().__init__(message, hint)
+        self.outcome = outcome
 
 
 def _result_message(result: dict[str, Any]) -> str:
@@ -99,9 +107,11 @@ def _result_message(result: dict[str, Any]) -> str:
 class ProgressPrinter:
     """Turns ansible-runner events into one line per task and per host result."""
 
-    def __init__(self, emit: ProgressCallback) -> None:
+    def __init__(self, emit: ProgressCallback, capture: tuple[str, ...] = ("deploykit_swap",)) -> None:
         self.emit = emit
+        self.capture = capture
         self.failures: list[HostFailure] = []
+        self.results: dict[str, dict[str, Any]] = {}  # per host: the result of the captured modules
         self._last_task = ""
 
     def __call__(self, event: dict[str, Any]) -> bool:
@@ -115,6 +125,8 @@ class ProgressPrinter:
         elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
             host = data.get("host", "?")
             result = data.get("res", {}) or {}
+            if data.get("task_action") in self.capture:
+                self.results[host] = {k: v for k, v in result.items() if not k.startswith("_")}
             if kind == "runner_on_ok":
                 self.emit(f"    {host}: {'changed' if result.get('changed') else 'ok'}")
             elif kind == "runner_on_failed" and data.get("ignore_errors"):
@@ -136,12 +148,13 @@ def run_playbook(run: PlaybookRun, project: Project, emit: ProgressCallback) -> 
     printer = ProgressPrinter(emit)
     run.private_data_dir(project).mkdir(parents=True, exist_ok=True)
     result = ansible_runner.run(event_handler=printer, **run.runner_kwargs(project))
-    outcome = RunOutcome(status=result.status, rc=result.rc, stats=result.stats or {}, failures=printer.failures)
+    outcome = RunOutcome(status=result.status, rc=result.rc, stats=result.stats or {}, failures=printer.failures,
+                         results=printer.results)
     if result.rc != 0 or result.status != "successful":
         if printer.failures:
             detail = "\n".join(f"  {f.host}: {f.task}: {f.message}" for f in printer.failures)
         else:
             detail = "\n".join(result.stdout.read().splitlines()[-15:])
-        raise DeployError(f"playbook {run.playbook} {result.status} (rc={result.rc}):\n{detail}",
-                          hint=f"full output: {result.config.artifact_dir}/stdout")
+        raise PlaybookFailed(f"playbook {run.playbook} {result.status} (rc={result.rc}):\n{detail}",
+                             hint=f"full output: {result.config.artifact_dir}/stdout", outcome=outcome)
     return outcome

@@ -13,6 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 TEST_RELEASE = os.environ.get("DEPLOYKIT_TEST_RELEASE", "0.0.0-ci")
+TEST_RELEASE_B = os.environ.get("DEPLOYKIT_TEST_RELEASE_B", "0.0.1-ci")
 sys.path.insert(0, str(ROOT / "module_utils"))
 sys.path.insert(0, str(ROOT / "apps" / "launcher"))
 
@@ -87,3 +88,10 @@ def test_release(docker_client) -> str:
     """The release image the tests deploy, built offline like any release (kept when it exists)."""
     deploy("build", "--version", TEST_RELEASE, "--archive")
     return TEST_RELEASE
+
+
+@pytest.fixture(scope="session")
+def test_release_b(docker_client) -> str:
+    """A second release, to swap to and from."""
+    deploy("build", "--version", TEST_RELEASE_B, "--archive")
+    return TEST_RELEASE_B

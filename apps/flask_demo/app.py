@@ -10,6 +10,7 @@ from flask import Flask, Response, redirect, render_template_string, request, ur
 
 RELEASE = os.environ.get("DEPLOYKIT_RELEASE", "dev")
 VARIANT = os.environ.get("DEPLOYKIT_VARIANT", "")
+INSTANCE = os.environ.get("DEPLOYKIT_INSTANCE", "")  # which container answered (two share the port in a swap)
 DELAY_S = int(os.environ.get("DEPLOYKIT_APP_DELAY_MS", "0")) / 1000
 
 app = Flask(__name__)
@@ -48,7 +49,8 @@ def index():
 
 @app.get("/health")
 def health():
-    return json_response(status="ok", app="flask", release=RELEASE, variant=VARIANT, pid=os.getpid())
+    return json_response(status="ok", app="flask", release=RELEASE, variant=VARIANT, instance=INSTANCE,
+                         pid=os.getpid())
 
 
 @app.get("/slow")

@@ -24,7 +24,10 @@ DATABASES = {
         "NAME": os.environ.get("DB_NAME", "demo"),
         "USER": os.environ.get("DB_USER", "demo"),
         "PASSWORD": os.environ.get("DB_PASSWORD", ""),
-        "CONN_MAX_AGE": 0,
+        # Persistent connections (seconds): a new authenticated connection per request costs more than the
+        # request. Greenlet workers set 0 (apps/variants.yml): their connections are per greenlet.
+        "CONN_MAX_AGE": int(os.environ.get("DB_CONN_MAX_AGE", "60")),
+        "CONN_HEALTH_CHECKS": True,
         "OPTIONS": {"connect_timeout": 5},
     }
 }

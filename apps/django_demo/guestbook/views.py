@@ -12,6 +12,8 @@ from guestbook.models import Entry
 
 RELEASE = os.environ.get("DEPLOYKIT_RELEASE", "dev")
 VARIANT = os.environ.get("DEPLOYKIT_VARIANT", "")
+# Which container answered: during a reuse-port swap two containers share the port.
+INSTANCE = os.environ.get("DEPLOYKIT_INSTANCE", "")
 # An injected per-request delay (ms), used to build a deliberately slow release for the performance gate.
 DELAY_S = int(os.environ.get("DEPLOYKIT_APP_DELAY_MS", "0")) / 1000
 
@@ -35,7 +37,7 @@ def health(request: HttpRequest) -> JsonResponse:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok", "app": "django", "release": RELEASE, "variant": VARIANT,
-                         "pid": os.getpid()})
+                         "instance": INSTANCE, "pid": os.getpid()})
 
 
 def slow(request: HttpRequest) -> JsonResponse:

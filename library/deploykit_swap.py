@@ -1,0 +1,430 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: deploykit contributors; MIT License
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: deploykit_swap
+short_description: Replace a host's app container with a new release, without failed requests
+description:
+  - Runs the new release's container beside the old one on the same port (host networking, SO_REUSEPORT),
+    waits until the new container itself passes its health gate, then stops the old one with SIGTERM and a
+    bounded drain. Connections still queued on the old listener move to the new one (this needs
+    net.ipv4.tcp_migrate_req=1, which the base role sets).
+  - While two containers share the port, a health answer may come from either; only answers naming the new
+    container (C(instance) in the health body) count as successes.
+  - When the new container fails its gate it is stopped gracefully too (its queue moves back to the old one)
+    and removed; the old keeps serving and the module fails, naming the reason and the container's last logs.
+  - With O(strategy=recreate) the old container is stopped first, then the new started (the downtime baseline).
+  - A host left with several app containers (an interrupted swap) converges; every app container but the
+    healthy new one is stopped gracefully and removed.
+  - Idempotent. When a running app container already has this exact image and settings, nothing changes.
+version_added: "0.1.0"
+author: deploykit
+options:
+  app:
+    description: The app's name; its containers are labelled C(io.deploykit.app=APP) and named C(APP-RELEASE-HASH).
+    type: str
+    required: true
+  image:
+    description: Image of the new release (present on the host).
+    type: str
+    required: true
+  release:
+    description: The release (version) being deployed.
+    type: str
+    required: true
+  strategy:
+    description: How the new container replaces the old.
+    type: str
+    choices: [reuse-port, recreate]
+    default: reuse-port
+  env:
+    description: Environment variables of the container (not secrets).
+    type: dict
+    default: {}
+  env_file:
+    description: Host file of environment variables (secrets), mode 0600.
+    type: path
+  user:
+    description: uid:gid the server runs as.
+    type: str
+  read_only:
+    description: Read-only root filesystem.
+    type: bool
+    default: true
+  tmpfs:
+    description: tmpfs mounts (C(/tmp:size=64m)).
+    type: list
+    elements: str
+    default: []
+  cap_drop:
+    description: Capabilities to drop.
+    type: list
+    elements: str
+    default: [ALL]
+  security_opts:
+    description: Security options.
+    type: list
+    elements: str
+    default: ["no-new-privileges:true"]
+  restart_policy:
+    description: Docker restart policy.
+    type: str
+    default: unless-stopped
+  labels:
+    description: More labels.
+    type: dict
+    default: {}
+  stop_timeout:
+    description: Seconds C(docker stop) waits for a graceful stop before SIGKILL (the drain bound).
+    type: int
+    default: 40
+  health:
+    description: The health gate the new container must pass.
+    type: dict
+    required: true
+    suboptions:
+      protocol:
+        description: What the server speaks.
+        type: str
+        choices: [http, uwsgi, fastcgi]
+        default: http
+      address:
+        description: Address to probe.
+        type: str
+        default: 127.0.0.1
+      port:
+        description: The app's port.
+        type: int
+        required: true
+      path:
+        description: Health path.
+        type: str
+        default: /health
+      host_header:
+        description: Host header (one of Django's ALLOWED_HOSTS).
+        type: str
+        default: localhost
+      successes:
+        description: Healthy answers from the new container needed (errors reset the count).
+        type: int
+        default: 3
+      timeout:
+        description: Seconds the new container has to pass.
+        type: float
+        default: 60
+      interval:
+        description: Seconds between probes.
+        type: float
+        default: 0.2
+  keep_releases:
+    description: Images of this many most recent releases are kept on the host (for rollback); older app images are removed.
+    type: int
+    default: 3
+  state_file:
+    description: Host file recording the releases deployed (newest last), read by rollback.
+    type: path
+    default: /var/lib/deploykit/releases.json
+attributes:
+  check_mode:
+    support: full
+    details: reports the containers it would start and stop.
+  diff_mode:
+    support: none
+requirements:
+  - docker CLI on the host
+"""
+
+EXAMPLES = r"""
+- name: Swap the app container to the new release
+  deploykit_swap:
+    app: deploykit-app
+    image: deploykit/demo-app:1.4.2
+    release: "1.4.2"
+    env: {DEPLOYKIT_VARIANT: uwsgi, DEPLOYKIT_PORT: "8000"}
+    env_file: /etc/deploykit/app.env
+    user: "10001:10001"
+    tmpfs: ["/tmp:size=64m"]
+    stop_timeout: 40
+    health: {protocol: uwsgi, port: 8000, host_header: demo.lab}
+"""
+
+RETURN = r"""
+container:
+  description: Name of the app container now serving.
+  returned: always
+  type: str
+stopped:
+  description: Names of the app containers stopped and removed.
+  returned: always
+  type: list
+  elements: str
+timings:
+  description: Seconds from the module's start to each step (started, healthy, old_stopped).
+  returned: changed
+  type: dict
+health_attempts:
+  description: Probes sent by the health gate.
+  returned: changed
+  type: int
+"""
+
+import hashlib
+import json
+import os
+import time
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.deploykit_probe import ProbeError, probe
+
+LABEL_APP = "io.deploykit.app"
+LABEL_RELEASE = "io.deploykit.release"
+LABEL_SPEC = "io.deploykit.spec"
+LABEL_PROTOCOL = "io.deploykit.protocol"
+HEALTH_SPEC = dict(
+    protocol=dict(type="str", choices=["http", "uwsgi", "fastcgi"], default="http"),
+    address=dict(type="str", default="127.0.0.1"),
+    port=dict(type="int", required=True),
+    path=dict(type="str", default="/health"),
+    host_header=dict(type="str", default="localhost"),
+    successes=dict(type="int", default=3),
+    timeout=dict(type="float", default=60.0),
+    interval=dict(type="float", default=0.2),
+)
+ARGUMENT_SPEC = dict(
+    app=dict(type="str", required=True),
+    image=dict(type="str", required=True),
+    release=dict(type="str", required=True),
+    strategy=dict(type="str", choices=["reuse-port", "recreate"], default="reuse-port"),
+    env=dict(type="dict", default={}),
+    env_file=dict(type="path"),
+    user=dict(type="str"),
+    read_only=dict(type="bool", default=True),
+    tmpfs=dict(type="list", elements="str", default=[]),
+    cap_drop=dict(type="list", elements="str", default=["ALL"]),
+    security_opts=dict(type="list", elements="str", default=["no-new-privileges:true"]),
+    restart_policy=dict(type="str", default="unless-stopped"),
+    labels=dict(type="dict", default={}),
+    stop_timeout=dict(type="int", default=40),
+    health=dict(type="dict", required=True, options=HEALTH_SPEC),
+    keep_releases=dict(type="int", default=3),
+    state_file=dict(type="path", default="/var/lib/deploykit/releases.json"),
+)
+
+
+class SwapError(Exception):
+    def __init__(self, message, **details):
+        super(SwapError, self).__init__(message)
+        self.details = details
+
+
+def spec_hash(params, image_id):
+    """What makes two containers the same: the image id and every run setting."""
+    keys = ("env", "env_file", "user", "read_only", "tmpfs", "cap_drop", "security_opts", "restart_policy",
+            "labels", "stop_timeout")
+    data = json.dumps({"image": image_id, **{k: params[k] for k in keys}}, sort_keys=True)
+    return hashlib.sha256(data.encode()).hexdigest()[:12]
+
+
+def container_name(app, release, digest):
+    safe = "".join(c if c.isalnum() or c in "_.-" else "-" for c in release)
+    return "%s-%s-%s" % (app, safe, digest[:6])
+
+
+def docker_run_argv(params, name, digest):
+    """`docker run` of the new container, as data."""
+    argv = ["docker", "run", "--detach", "--name", name, "--network", "host",
+            "--restart", params["restart_policy"], "--stop-timeout", str(params["stop_timeout"]),
+            "--label", "%s=%s" % (LABEL_APP, params["app"]), "--label", "%s=%s" % (LABEL_RELEASE, params["release"]),
+            "--label", "%s=%s" % (LABEL_SPEC, digest),
+            "--label", "%s=%s" % (LABEL_PROTOCOL, params["health"]["protocol"])]
+    for key, value in sorted(params["labels"].items()):
+        argv += ["--label", "%s=%s" % (key, value)]
+    if params["user"]:
+        argv += ["--user", params["user"]]
+    if params["read_only"]:
+        argv.append("--read-only")
+    for mount in params["tmpfs"]:
+        argv += ["--tmpfs", mount]
+    for cap in params["cap_drop"]:
+        argv += ["--cap-drop", cap]
+    for opt in params["security_opts"]:
+        argv += ["--security-opt", opt]
+    if params["env_file"]:
+        argv += ["--env-file", params["env_file"]]
+    env = dict(params["env"], DEPLOYKIT_INSTANCE=name)
+    for key, value in sorted(env.items()):
+        argv += ["--env", "%s=%s" % (key, value)]
+    return argv + [params["image"]]
+
+
+class Swapper(object):
+    def __init__(self, module):
+        self.module = module
+        self.params = module.params
+        self.start = time.monotonic()
+        self.timings = {}
+
+    def mark(self, step):
+        self.timings[step] = round(time.monotonic() - self.start, 3)
+
+    def docker(self, *args, **kwargs):
+        check = kwargs.pop("check", True)
+        rc, out, err = self.module.run_command(["docker"] + list(args))
+        if check and rc != 0:
+            raise SwapError("docker %s failed: %s" % (" ".join(args[:2]), (err or out).strip()))
+        return rc, out, err
+
+    def app_containers(self):
+        """[(name, running, spec, release)] of this app's containers, oldest first."""
+        _, labelled, _ = self.docker("ps", "--all", "--filter", "label=%s=%s" % (LABEL_APP, self.params["app"]),
+                                     "--format", "{{.Names}}")
+        # a container named exactly APP (as earlier deploykit versions ran it) is this app's too
+        _, named, _ = self.docker("ps", "--all", "--filter", "name=^/%s$" % self.params["app"], "--format", "{{.Names}}")
+        names = sorted(set(labelled.split()) | set(named.split()))
+        if not names:
+            return []
+        _, out, _ = self.docker("inspect", *names)
+        found = []
+        for info in json.loads(out):
+            labels = info["Config"]["Labels"] or {}
+            found.append((info["Name"].lstrip("/"), info["State"]["Running"], labels.get(LABEL_SPEC),
+                          labels.get(LABEL_RELEASE), labels.get(LABEL_PROTOCOL), info["Created"]))
+        return [c[:5] for c in sorted(found, key=lambda c: c[5])]
+
+    def image_id(self):
+        rc, out, _ = self.docker("image", "inspect", "--format", "{{.Id}}", self.params["image"], check=False)
+        if rc != 0:
+            raise SwapError("image %s is not on this host: ship it first (app role, image tasks)" % self.params["image"])
+        return out.strip()
+
+    def logs(self, name):
+        _, out, err = self.docker("logs", "--tail", "30", name, check=False)
+        return (out + err).strip()[-3000:]
+
+    def running(self, name):
+        rc, out, _ = self.docker("inspect", "--format", "{{.State.Running}}", name, check=False)
+        return rc == 0 and out.strip() == "true"
+
+    def stop_and_remove(self, name):
+        """SIGTERM, at most stop_timeout seconds of drain, then remove."""
+        self.docker("stop", "--time", str(self.params["stop_timeout"]), name, check=False)
+        self.docker("rm", "--force", "--volumes", name, check=False)
+
+    def health_gate(self, name):
+        """Successes must come from the new container itself: its name is in the health answer."""
+        h = self.params["health"]
+        deadline = time.monotonic() + h["timeout"]
+        attempts = streak = 0
+        last = "no answer yet"
+        while time.monotonic() < deadline:
+            attempts += 1
+            try:
+                status, body = probe(h["protocol"], h["address"], h["port"], h["path"], h["host_header"], 5.0)
+                text = body.decode("utf-8", "replace")
+                if status != 200:
+                    streak, last = 0, "status %s" % status
+                elif '"instance": "%s"' % name in text:
+                    streak += 1
+                    if streak >= h["successes"]:
+                        return attempts
+                # an answer from the old container: neither success nor failure
+            except (OSError, ProbeError) as exc:
+                streak, last = 0, "%s: %s" % (type(exc).__name__, exc)
+            if not self.running(name):
+                raise SwapError("the new container %s exited before it was healthy" % name, logs=self.logs(name))
+            time.sleep(h["interval"])
+        raise SwapError("the new container %s did not pass its health gate within %ss (last: %s)"
+                        % (name, h["timeout"], last), logs=self.logs(name), health_attempts=attempts)
+
+    def record(self, name):
+        path = self.params["state_file"]
+        history = []
+        if os.path.exists(path):
+            with open(path) as handle:
+                history = json.load(handle)
+        history = [h for h in history if h.get("release") != self.params["release"]]
+        history.append({"release": self.params["release"], "image": self.params["image"], "container": name,
+                        "variant": self.params["env"].get("DEPLOYKIT_VARIANT", ""), "at": int(time.time())})
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        temporary = path + ".tmp"
+        with open(temporary, "w") as handle:
+            json.dump(history, handle, indent=1)
+        os.rename(temporary, path)
+        return history
+
+    def prune_images(self, history):
+        keep = set(h["image"] for h in history[-self.params["keep_releases"]:])
+        repository = self.params["image"].rsplit(":", 1)[0]
+        _, out, _ = self.docker("images", repository, "--format", "{{.Repository}}:{{.Tag}}")
+        removed = []
+        for image in out.split():
+            if image not in keep and not image.endswith(":<none>"):
+                if self.docker("rmi", image, check=False)[0] == 0:
+                    removed.append(image)
+        return removed
+
+    def run(self):
+        p = self.params
+        digest = spec_hash(p, self.image_id())
+        name = container_name(p["app"], p["release"], digest)
+        containers = self.app_containers()
+        current = [c for c in containers if c[1] and c[2] == digest]
+        others = [c[0] for c in containers if not (c[1] and c[2] == digest)]
+        if current and not others:
+            return dict(changed=False, container=current[0][0], stopped=[])
+        if current:  # an interrupted swap left extra containers beside a healthy current one: converge
+            if not self.module.check_mode:
+                for other in others:
+                    self.stop_and_remove(other)
+            return dict(changed=True, container=current[0][0], stopped=others, converged=True)
+        protocol = p["health"]["protocol"]
+        speaking_other = [c[0] for c in containers if c[1] and c[4] and c[4] != protocol]
+        if p["strategy"] == "reuse-port" and speaking_other:
+            raise SwapError("cannot swap on one port from a server speaking %s (%s) to one speaking %s: nginx would "
+                            "send the old protocol to the new container. Deploy this change with strategy recreate."
+                            % (containers[0][4], ", ".join(speaking_other), protocol))
+        if self.module.check_mode:
+            return dict(changed=True, container=name, stopped=others)
+        stale = [c[0] for c in containers if c[0] == name]
+        for old in stale:  # a leftover of the same name, not running: clear it
+            self.docker("rm", "--force", old, check=False)
+        olds = [c for c in others if c not in stale]
+        if p["strategy"] == "recreate":
+            for old in olds:
+                self.stop_and_remove(old)
+            self.mark("old_stopped")
+        self.docker(*docker_run_argv(p, name, digest)[1:])
+        self.mark("started")
+        try:
+            attempts = self.health_gate(name)
+        except SwapError:
+            self.stop_and_remove(name)  # gracefully: its queued connections move back to the old one
+            raise
+        self.mark("healthy")
+        if p["strategy"] == "reuse-port":
+            for old in olds:
+                self.stop_and_remove(old)
+            self.mark("old_stopped")
+        history = self.record(name)
+        pruned = self.prune_images(history)
+        return dict(changed=True, container=name, stopped=olds, timings=self.timings, health_attempts=attempts,
+                    pruned_images=pruned)
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    if module.params["stop_timeout"] < 1 or module.params["keep_releases"] < 1:
+        module.fail_json(msg="stop_timeout and keep_releases must be at least 1")
+    try:
+        result = Swapper(module).run()
+    except SwapError as exc:
+        module.fail_json(msg=str(exc), **exc.details)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,93 @@
+"""The deploy lock and the audit log that rollback reads."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import deploy
+from deploy_tool.deploy import previous_release
+from deploy_tool.errors import DeployError
+from deploy_tool.journal import DeployLock, audit
+from deploy_tool.project import Project
+
+
+@pytest.fixture
+def project(tmp_path):
+    (tmp_path / "inv").mkdir()
+    return Project(tmp_path)
+
+
+def test_second_deploy_is_refused_naming_who_holds_the_lock(project):
+    inventory = project.root / "inv"
+    with DeployLock.acquire(project, inventory, "deploy", "1.0.0") as lock:
+        with pytest.raises(DeployError) as refused:
+            DeployLock.acquire(project, inventory, "deploy", "1.0.1")
+        message = str(refused.value)
+        assert f"(pid {lock.holder['pid']}) running deploy 1.0.0" in message
+        assert f"{lock.holder['user']}@{lock.holder['host']}" in message
+        assert str(lock.path) in message  # the hint says which file to remove if that process is gone
+    assert not lock.path.exists()  # released on exit
+
+
+def test_a_lock_left_by_a_killed_deploy_is_taken_over(project, caplog):
+    inventory = project.root / "inv"
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(finished.stdout)
+    lock = DeployLock.acquire(project, inventory, "deploy", "1.0.0")
+    lock.path.write_text(json.dumps({**lock.holder, "pid": dead_pid}))
+    taken = DeployLock.acquire(project, inventory, "deploy", "1.0.1")
+    assert json.loads(taken.path.read_text())["version"] == "1.0.1"
+    assert "stale deploy lock" in caplog.text
+    taken.release()
+
+
+def test_locks_are_per_inventory(project):
+    (project.root / "other").mkdir()
+    with DeployLock.acquire(project, project.root / "inv", "deploy", "1"):
+        with DeployLock.acquire(project, project.root / "other", "deploy", "1"):
+            pass
+
+
+def record(project, version, result="ok", variant="uwsgi"):
+    audit(project, {"action": "deploy", "inventory": str(project.root / "inv"), "version": version,
+                    "variant": variant, "app": "django", "strategy": "reuse-port", "result": result})
+
+
+def test_rollback_target_is_the_release_before_the_current(project):
+    record(project, "1.0.0", variant="gunicorn-sync")
+    record(project, "1.1.0")
+    record(project, "1.2.0", result="failed")  # never live: not a rollback target, not current
+    target = previous_release(project, project.root / "inv")
+    assert (target["version"], target["variant"]) == ("1.0.0", "gunicorn-sync")
+    assert previous_release(project, project.root / "inv", to="1.1.0")["version"] == "1.1.0"
+
+
+def test_rollback_refuses_without_a_previous_release(project):
+    with pytest.raises(DeployError, match="nothing to roll back to"):
+        previous_release(project, project.root / "inv")
+    record(project, "1.0.0")
+    with pytest.raises(DeployError, match="only release 1.0.0"):
+        previous_release(project, project.root / "inv")
+    with pytest.raises(DeployError, match="release 9.9 was never deployed") as unknown:
+        previous_release(project, project.root / "inv", to="9.9")
+    assert "1.0.0" in str(unknown.value)
+
+
+def test_rollback_command_refuses_cleanly_before_touching_hosts(tmp_path):
+    result = deploy("rollback", "-i", str(tmp_path), check=False, env={"DOCKER_HOST": "unix:///nonexistent.sock"})
+    assert result.returncode == 2
+    assert "nothing to roll back to" in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch", "0"], "invalid batch"), (["--batch", "150%"], "invalid batch"),
+    (["--strategy", "rolling"], "unknown strategy"), (["--max-fail-percent", "101"], "--max-fail-percent"),
+])
+def test_bad_rolling_options_are_refused_before_docker(tmp_path, args, message):
+    result = deploy("-i", str(tmp_path), "--version", "1.0.0", *args, check=False,
+                    env={"DOCKER_HOST": "unix:///nonexistent.sock"})
+    assert result.returncode == 2 and message in result.stderr

@@ -1,0 +1,170 @@
+"""Every server variant serves the example apps through nginx, and swaps under load lose no request.
+
+Variants are grouped by the protocol nginx speaks to them. A group's first deploy may change the protocol,
+so it uses strategy recreate, without load. Then every further deploy of the group is a reuse-port swap to
+the other release (and the next variant) while a separate load process keeps 64 connections per host
+busy (half keep-alive, half a new connection per request): its own count of failed requests must be 0.
+The last swap returns to the group's first variant, so each variant is swapped in and swapped out under load.
+After each deploy, on every host, through nginx: GET the page, POST the form, follow the redirect.
+"""
+
+from __future__ import annotations
+
+import http.cookiejar
+import json
+import re
+import signal
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+import uuid
+
+import pytest
+
+from conftest import ROOT, deploy
+from deploykit_serve import load_variants
+
+pytestmark = pytest.mark.lab
+
+VARIANTS = load_variants(ROOT / "apps" / "variants.yml")
+GROUPS = {protocol: [v for v in sorted(VARIANTS) if VARIANTS[v]["protocol"] == protocol]
+          for protocol in ("http", "uwsgi", "fastcgi")}
+HOST_HEADER = "demo.lab"
+CONCURRENCY_PER_HOST = 64
+SWAP_REPORT = ROOT / ".deploykit" / "swap-matrix.json"
+
+
+def steps() -> list[tuple[str, str, str, bool]]:
+    """(protocol, variant, release slot A/B, under load) in order."""
+    plan = []
+    for protocol, variants in GROUPS.items():
+        plan.append((protocol, variants[0], "A", False))
+        cycle = variants[1:] + variants[:1]
+        for i, variant in enumerate(cycle):
+            plan.append((protocol, variant, "B" if i % 2 == 0 else "A", True))
+    return plan
+
+
+STEPS = steps()
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def request(opener, address: str, path: str, data: dict[str, str] | None = None):
+    body = urllib.parse.urlencode(data).encode() if data is not None else None
+    req = urllib.request.Request(f"http://{address}{path}", data=body, headers={"Host": HOST_HEADER})
+    try:
+        with opener.open(req, timeout=15) as response:
+            return response.status, dict(response.headers), response.read().decode()
+    except urllib.error.HTTPError as exc:  # 3xx are not followed: they come back here
+        return exc.code, dict(exc.headers), exc.read().decode()
+
+
+def browse_and_post_django(host: dict[str, str], variant: str, release: str) -> None:
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), NoRedirect())
+    status, _, page = request(opener, host["address"], "/")
+    assert status == 200, f"{host['name']}: {page[:500]}"
+    assert f"release {release} {variant}" in page
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page).group(1)
+    message = f"{variant}-{host['name']}-{uuid.uuid4().hex[:8]}"
+    status, headers, _ = request(opener, host["address"], "/",
+                                 {"csrfmiddlewaretoken": token, "name": "ops", "message": message})
+    assert status == 302 and headers["Location"] == "/"
+    status, _, page = request(opener, host["address"], "/")
+    assert status == 200 and message in page
+    assert len(re.findall(r"<li>", page)) <= 20
+
+
+class Load:
+    """The load client in its own process, stopped (SIGINT) when the deploy is done."""
+
+    def __init__(self, hosts: list[dict[str, str]]) -> None:
+        urls = [arg for host in hosts for arg in ("--url", f"http://{host['address']}/health")]
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "deploy_tool.loadgen", *urls, "--host-header", HOST_HEADER,
+             "--concurrency", str(CONCURRENCY_PER_HOST), "--duration", "300", "--json"],
+            cwd=ROOT, stdout=subprocess.PIPE, text=True)
+
+    def finish(self) -> dict[str, object]:
+        self.process.send_signal(signal.SIGINT)
+        out, _ = self.process.communicate(timeout=60)
+        return json.loads(out)
+
+
+@pytest.fixture(scope="module")
+def fleet(provisioned_fleet, test_release, test_release_b):
+    return provisioned_fleet[0]
+
+
+@pytest.fixture(scope="module")
+def report():
+    rows: list[dict[str, object]] = []
+    yield rows
+    SWAP_REPORT.write_text(json.dumps(rows, indent=1))
+    print("\nswap matrix (failed requests / requests under load; seconds from the new container healthy to "
+          "the old one removed, per host):")
+    for row in rows:
+        print(f"  {row['variant']:18} {row['app']:6} {row['failures']}/{row['requests']} "
+              f"p99={row['p99_ms']}ms drain={row['drain_s']}")
+
+
+def swap_drains(stdout: str) -> list[float]:
+    return [round(float(stopped) - float(healthy), 3)
+            for healthy, stopped in re.findall(r"healthy=([\d.]+)s old_stopped=([\d.]+)s", stdout)]
+
+
+@pytest.mark.parametrize("protocol, variant, slot, loaded", STEPS,
+                         ids=[f"{s[1]}-{'swap' if s[3] else 'first'}" for s in STEPS])
+def test_django_variant(fleet, test_release, test_release_b, report, protocol, variant, slot, loaded):
+    release = test_release if slot == "A" else test_release_b
+    args = ["-i", str(fleet.inventory), "--version", release, "--variant", variant, "--app", "django"]
+    if not loaded:
+        deploy(*args, "--strategy", "recreate")
+    else:
+        load = Load(fleet.hosts)
+        try:
+            result = deploy(*args, "--strategy", "reuse-port", check=False)
+        finally:
+            counts = load.finish()
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        drains = swap_drains(result.stdout)
+        report.append({"variant": variant, "app": "django", "failures": counts["failures"],
+                       "requests": counts["requests"], "p99_ms": counts["p99_ms"], "drain_s": drains})
+        assert counts["requests"] > 100, counts
+        assert counts["failures"] == 0, f"{variant}: {counts['failures']} failed requests: {counts['errors']}"
+        assert len(drains) == len(fleet.hosts), result.stdout[-2000:]
+    for host in fleet.hosts:
+        browse_and_post_django(host, variant, release)
+        containers = fleet.ssh(host, "sudo docker ps --filter label=io.deploykit.app=deploykit-app "
+                                     "--format '{{.Names}}'").split()
+        assert len(containers) == 1, f"{host['name']}: {containers}"
+
+
+@pytest.mark.parametrize("protocol", list(GROUPS))
+def test_flask_over_each_protocol(fleet, test_release, protocol):
+    variant = GROUPS[protocol][0]
+    deploy("-i", str(fleet.inventory), "--version", test_release, "--variant", variant, "--app", "flask",
+           "--strategy", "recreate")
+    for host in fleet.hosts:
+        opener = urllib.request.build_opener(NoRedirect())
+        status, _, page = request(opener, host["address"], "/")
+        assert status == 200 and "<h1>Notes</h1>" in page
+        status, headers, _ = request(opener, host["address"], "/", {"note": f"hello {variant}"})
+        assert status == 303 and headers["Location"] == "/"
+
+
+def test_reuse_port_refuses_a_protocol_change(fleet, test_release):
+    """nginx would speak the old protocol to the new container: refused before anything changes."""
+    deploy("-i", str(fleet.inventory), "--version", test_release, "--variant", "gunicorn-sync", "--app", "flask",
+           "--strategy", "recreate")
+    result = deploy("-i", str(fleet.inventory), "--version", test_release, "--variant", "uwsgi", "--app", "flask",
+                    check=False)
+    assert result.returncode == 2
+    assert "cannot swap on one port from a server speaking http" in result.stdout + result.stderr
+    for host in fleet.hosts:
+        health = json.loads(fleet.ssh(host, "curl -s -H 'Host: demo.lab' http://127.0.0.1/health"))
+        assert health["variant"] == "gunicorn-sync"

@@ -1,0 +1,96 @@
+"""library/deploykit_swap.py: what it would run, checked as data (its effects are tested on the lab fleet)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+
+
+@pytest.fixture(scope="module")
+def swap():
+    return load_module("deploykit_swap")
+
+
+def params(**overrides):
+    base = dict(app="deploykit-app", image="deploykit/demo-app:1.2.0", release="1.2.0", strategy="reuse-port",
+                env={"DEPLOYKIT_VARIANT": "uwsgi", "DEPLOYKIT_PORT": "8000"}, env_file="/etc/deploykit/app.env",
+                user="10001:10001", read_only=True, tmpfs=["/tmp:size=64m"], cap_drop=["ALL"],
+                security_opts=["no-new-privileges:true"], restart_policy="unless-stopped",
+                labels={"io.deploykit.variant": "uwsgi"}, stop_timeout=40,
+                health={"protocol": "uwsgi", "port": 8000})
+    base.update(overrides)
+    return base
+
+
+def test_run_argv_is_host_network_hardened_and_names_its_instance(swap):
+    argv = swap.docker_run_argv(params(), "deploykit-app-1.2.0-abcdef", "abcdef123456")
+    assert argv[:5] == ["docker", "run", "--detach", "--name", "deploykit-app-1.2.0-abcdef"]
+    joined = " ".join(argv)
+    for part in ("--network host", "--restart unless-stopped", "--stop-timeout 40", "--read-only",
+                 "--tmpfs /tmp:size=64m", "--cap-drop ALL", "--security-opt no-new-privileges:true",
+                 "--user 10001:10001", "--env-file /etc/deploykit/app.env",
+                 "--label io.deploykit.app=deploykit-app", "--label io.deploykit.release=1.2.0",
+                 "--label io.deploykit.spec=abcdef123456", "--label io.deploykit.protocol=uwsgi",
+                 "--env DEPLOYKIT_INSTANCE=deploykit-app-1.2.0-abcdef"):
+        assert part in joined
+    assert argv[-1] == "deploykit/demo-app:1.2.0"
+    assert "SECRET" not in joined  # secrets only through the env file
+
+
+def test_spec_hash_changes_with_image_and_settings_only(swap):
+    first = swap.spec_hash(params(), "sha256:aaa")
+    assert first == swap.spec_hash(params(release="other"), "sha256:aaa")  # the release label is not a setting
+    assert first != swap.spec_hash(params(), "sha256:bbb")
+    assert first != swap.spec_hash(params(env={"DEPLOYKIT_VARIANT": "uwsgi-http"}), "sha256:aaa")
+    assert first != swap.spec_hash(params(stop_timeout=20), "sha256:aaa")
+
+
+def test_container_names_are_safe_for_docker(swap):
+    assert swap.container_name("deploykit-app", "1.2.0+build/7", "abcdef123456") == "deploykit-app-1.2.0-build-7-abcdef"
+
+
+MODULES = sorted(p.stem for p in (ROOT / "library").glob("*.py"))
+
+
+def load_module(name: str):
+    import deploykit_probe
+
+    sys.modules.setdefault("ansible.module_utils.deploykit_probe", deploykit_probe)
+    spec = importlib.util.spec_from_file_location(name, ROOT / "library" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_ansible_doc_reads_every_module(name):
+    import os
+    import subprocess
+
+    result = subprocess.run([str(Path(sys.executable).parent / "ansible-doc"), "--json", name],
+                            env={**os.environ, "ANSIBLE_LIBRARY": str(ROOT / "library")},
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    doc = json.loads(result.stdout)[name]
+    assert doc["examples"].strip() and doc["return"], name
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_every_module_documents_its_argument_spec(name):
+    import yaml
+
+    module = load_module(name)
+    documented = yaml.safe_load(module.DOCUMENTATION)["options"]
+    assert sorted(documented) == sorted(module.ARGUMENT_SPEC)
+    for option, spec in module.ARGUMENT_SPEC.items():
+        assert documented[option]["type"] == spec["type"], option
+        assert documented[option].get("default") == spec.get("default"), option
+        assert documented[option].get("choices") == spec.get("choices"), option
+        if "options" in spec:
+            assert sorted(documented[option]["suboptions"]) == sorted(spec["options"]), option
