@@ -15,6 +15,8 @@ description:
     net.ipv4.tcp_migrate_req=1, which the base role sets).
   - While two containers share the port, a health answer may come from either; only answers naming the new
     container (C(instance) in the health body) count as successes.
+  - The new container runs without a restart policy until it passed its gate (a crash shows at once), then
+    gets O(restart_policy).
   - When the new container fails its gate it is stopped gracefully too (its queue moves back to the old one)
     and removed; the old keeps serving and the module fails, naming the reason and the container's last logs.
   - With O(strategy=recreate) the old container is stopped first, then the new started (the downtime baseline).
@@ -236,8 +238,9 @@ def container_name(app, release, digest):
 
 def docker_run_argv(params, name, digest):
     """`docker run` of the new container, as data."""
+    # no restarts until it passed its gate: a crashing release must show as exited, not loop
     argv = ["docker", "run", "--detach", "--name", name, "--network", "host",
-            "--restart", params["restart_policy"], "--stop-timeout", str(params["stop_timeout"]),
+            "--restart", "no", "--stop-timeout", str(params["stop_timeout"]),
             "--label", "%s=%s" % (LABEL_APP, params["app"]), "--label", "%s=%s" % (LABEL_RELEASE, params["release"]),
             "--label", "%s=%s" % (LABEL_SPEC, digest),
             "--label", "%s=%s" % (LABEL_PROTOCOL, params["health"]["protocol"])]
@@ -405,6 +408,7 @@ class Swapper(object):
             self.stop_and_remove(name)  # gracefully: its queued connections move back to the old one
             raise
         self.mark("healthy")
+        self.docker("update", "--restart", p["restart_policy"], name)
         if p["strategy"] == "reuse-port":
             for old in olds:
                 self.stop_and_remove(old)

@@ -85,13 +85,14 @@ def provisioned_fleet(lab_fleet) -> tuple[Fleet, subprocess.CompletedProcess[str
 
 @pytest.fixture(scope="session")
 def test_release(docker_client) -> str:
-    """The release image the tests deploy, built offline like any release (kept when it exists)."""
-    deploy("build", "--version", TEST_RELEASE, "--archive")
+    """The release image the tests deploy, built offline like any release, from the code under test
+    (--rebuild: a test release left by another checkout must not be kept; unchanged layers are cached)."""
+    deploy("build", "--version", TEST_RELEASE, "--rebuild", "--archive")
     return TEST_RELEASE
 
 
 @pytest.fixture(scope="session")
 def test_release_b(docker_client) -> str:
     """A second release, to swap to and from."""
-    deploy("build", "--version", TEST_RELEASE_B, "--archive")
+    deploy("build", "--version", TEST_RELEASE_B, "--rebuild", "--archive")
     return TEST_RELEASE_B

@@ -32,7 +32,7 @@ def test_run_argv_is_host_network_hardened_and_names_its_instance(swap):
     argv = swap.docker_run_argv(params(), "deploykit-app-1.2.0-abcdef", "abcdef123456")
     assert argv[:5] == ["docker", "run", "--detach", "--name", "deploykit-app-1.2.0-abcdef"]
     joined = " ".join(argv)
-    for part in ("--network host", "--restart unless-stopped", "--stop-timeout 40", "--read-only",
+    for part in ("--network host", "--restart no", "--stop-timeout 40", "--read-only",
                  "--tmpfs /tmp:size=64m", "--cap-drop ALL", "--security-opt no-new-privileges:true",
                  "--user 10001:10001", "--env-file /etc/deploykit/app.env",
                  "--label io.deploykit.app=deploykit-app", "--label io.deploykit.release=1.2.0",

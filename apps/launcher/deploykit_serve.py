@@ -137,6 +137,24 @@ def _base_command(settings: Settings, spec: dict[str, Any]) -> tuple[list[str], 
     raise ConfigError(f"variant {settings.variant!r} names an unknown server {server!r}")
 
 
+def check_app(settings: Settings) -> None:
+    """Import the WSGI app once before anything binds the port. The kernel hands new connections to a
+    listener at once; a release whose app cannot even be imported must never listen, or the connections
+    queued on it would wait until its server gives up."""
+    import importlib
+
+    app = APPS[settings.app]
+    directory = str(APPS_DIR / app["dir"])
+    sys.path.insert(0, directory)
+    cwd = os.getcwd()
+    os.chdir(directory)
+    try:
+        getattr(importlib.import_module(app["module"]), app["callable"])
+    finally:
+        os.chdir(cwd)
+        sys.path.remove(directory)
+
+
 def bind_reuseport(bind: str, port: int, backlog: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in bind else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -155,12 +173,21 @@ def main() -> int:
     except ConfigError as exc:
         print(f"deploykit-serve: {exc}", file=sys.stderr)
         return 64
+    os.environ.update(server_environment(settings, spec))
+    try:
+        check_app(settings)
+    except Exception:  # noqa: BLE001 - any failure to import the app: report it and never bind
+        import traceback
+
+        traceback.print_exc()
+        print(f"deploykit-serve: the {settings.app} app cannot be loaded: not binding {settings.port}",
+              file=sys.stderr)
+        return 70
     if fd is not None:
         sock = bind_reuseport(settings.bind, settings.port, settings.backlog)
         if sock.fileno() != fd:
             os.dup2(sock.fileno(), fd)  # the copy is inheritable; the original closes on exec
         os.set_inheritable(fd, True)
-    os.environ.update(server_environment(settings, spec))
     print(f"deploykit-serve: {settings.variant} ({spec['description']}) for {settings.app} on "
           f"{settings.bind}:{settings.port}, {settings.processes}x{settings.threads}", file=sys.stderr, flush=True)
     os.execv(argv[0], argv)

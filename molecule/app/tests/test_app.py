@@ -6,8 +6,19 @@ import os
 RELEASE = os.environ.get("DEPLOYKIT_TEST_RELEASE", "0.0.0-ci")
 
 
+def app_containers(host):
+    return host.check_output(
+        "docker ps --all --filter label=io.deploykit.app=deploykit-app --format '{{.Names}}'").split()
+
+
 def inspect(host):
-    return json.loads(host.check_output("docker inspect deploykit-app"))[0]
+    (name,) = app_containers(host)
+    return json.loads(host.check_output(f"docker inspect {name}"))[0]
+
+
+def test_exactly_one_app_container_named_by_release(host):
+    (name,) = app_containers(host)
+    assert name.startswith(f"deploykit-app-{RELEASE}-")
 
 
 def test_container_runs_the_release_on_the_host_network(host):
@@ -28,13 +39,15 @@ def test_container_is_hardened(host):
 
 
 def test_pid_1_is_the_server(host):
-    cmdline = host.check_output("docker exec deploykit-app cat /proc/1/cmdline").replace("\x00", " ")
+    (name,) = app_containers(host)
+    cmdline = host.check_output(f"docker exec {name} cat /proc/1/cmdline").replace("\x00", " ")
     assert "gunicorn" in cmdline and "--worker-class gthread" in cmdline and "fd://3" in cmdline
 
 
 def test_answers_health_with_its_release(host):
     body = json.loads(host.check_output("curl -sf http://127.0.0.1:8000/health"))
     assert body["release"] == RELEASE and body["variant"] == "gunicorn-gthread"
+    assert body["instance"] == app_containers(host)[0]
 
 
 def test_post_then_redirect(host):
@@ -51,3 +64,8 @@ def test_secrets_file_is_private_and_not_in_the_image(host):
 
 def test_no_archive_left_behind(host):
     assert not host.file(f"/var/tmp/demo-app-{RELEASE}.tar").exists
+
+
+def test_release_recorded_for_rollback(host):
+    history = json.loads(host.file("/var/lib/deploykit/releases.json").content_string)
+    assert history[-1]["release"] == RELEASE

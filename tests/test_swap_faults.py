@@ -1,0 +1,102 @@
+"""When/Then: a deploy fails safe, under load.
+
+- When the new release crashes at start, then its health gate fails (the Flask app: with Django the crash
+  already stops the deploy at the migrations, before any container changes), the old release keeps serving,
+  the deploy fails naming the hosts and the reason, and the load client counts 0 failed requests.
+- When a second deploy starts while one runs, then it is refused, naming who holds the lock.
+- When a rollback is asked, then the previous release is swapped back in with 0 failed requests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, deploy
+from test_swap_matrix import Load, describe
+
+pytestmark = pytest.mark.lab
+
+BROKEN = "0.0.9-broken"
+
+
+@pytest.fixture(scope="module")
+def broken_release(docker_client, test_release):
+    """A release whose app cannot start: its per-request delay setting is not a number (import fails)."""
+    docker_client.images.build(path=str(ROOT), dockerfile="apps/Dockerfile", tag=f"deploykit/demo-app:{BROKEN}",
+                               buildargs={"RELEASE": BROKEN, "APP_DELAY_MS": "not-a-number"}, rm=True,
+                               network_mode="none")
+    return BROKEN
+
+
+@pytest.fixture(scope="module")
+def fleet(provisioned_fleet, test_release):
+    fleet = provisioned_fleet[0]
+    deploy("-i", str(fleet.inventory), "--version", test_release, "--variant", "gunicorn-gthread",
+           "--app", "flask", "--strategy", "recreate")
+    return fleet
+
+
+def serving(fleet) -> list[tuple[str, str]]:
+    found = []
+    for host in fleet.hosts:
+        health = json.loads(fleet.ssh(host, "curl -s -H 'Host: demo.lab' http://127.0.0.1/health"))
+        containers = fleet.ssh(host, "sudo docker ps --filter label=io.deploykit.app=deploykit-app "
+                                     "--format '{{.Names}}'").split()
+        assert len(containers) == 1, containers
+        found.append((health["release"], health["variant"]))
+    return found
+
+
+def test_a_release_that_crashes_at_start_is_not_let_in(fleet, test_release, broken_release):
+    load = Load(fleet.hosts)
+    try:
+        result = deploy("-i", str(fleet.inventory), "--version", broken_release, "--variant", "gunicorn-gthread",
+                        "--app", "flask", check=False)
+    finally:
+        counts = load.finish()
+    output = result.stdout + result.stderr
+    assert result.returncode == 2
+    assert "exited before it was healthy" in output
+    for host in fleet.hosts:
+        assert host["name"] in output
+    assert counts["failures"] == 0, describe(counts)
+    assert counts["requests"] > 100
+    assert serving(fleet) == [(test_release, "gunicorn-gthread")] * len(fleet.hosts)
+    last = json.loads((ROOT / ".deploykit" / "audit.log").read_text().splitlines()[-1])
+    assert (last["version"], last["result"]) == (broken_release, "failed")
+    assert sorted(last["failed_hosts"]) == sorted(h["name"] for h in fleet.hosts)
+
+
+def test_a_second_deploy_at_once_is_refused(fleet, test_release_b):
+    first = subprocess.Popen([sys.executable, "-m", "deploy_tool", "-i", str(fleet.inventory), "--version",
+                              test_release_b, "--variant", "gunicorn-gthread", "--app", "flask"], cwd=ROOT,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not list((ROOT / ".deploykit" / "locks").glob("hosts-*.lock")) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        second = deploy("-i", str(fleet.inventory), "--version", test_release_b, "--variant", "gunicorn-gthread",
+                        "--app", "flask", check=False)
+    finally:
+        out, err = first.communicate(timeout=600)
+    assert first.returncode == 0, out[-2000:] + err[-2000:]
+    assert second.returncode == 2
+    assert "another deploy holds the lock" in second.stderr
+    assert f"running deploy {test_release_b}" in second.stderr
+
+
+def test_rollback_returns_to_the_previous_release_without_failed_requests(fleet, test_release, test_release_b):
+    deploy("-i", str(fleet.inventory), "--version", test_release_b, "--variant", "gunicorn-gthread", "--app", "flask")
+    load = Load(fleet.hosts)
+    try:
+        result = deploy("rollback", "-i", str(fleet.inventory), check=False)
+    finally:
+        counts = load.finish()
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert counts["failures"] == 0, describe(counts)
+    assert serving(fleet) == [(test_release, "gunicorn-gthread")] * len(fleet.hosts)
