@@ -100,14 +100,10 @@ elapsed:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.deploykit_probe import PROTOCOLS, ProbeError, probe
+from ansible.module_utils.deploykit_probe import PROBE_OPTIONS, ProbeError, probe
 
 ARGUMENT_SPEC = dict(
-    protocol=dict(type="str", choices=list(PROTOCOLS), default="http"),
-    address=dict(type="str", default="127.0.0.1"),
-    port=dict(type="int", required=True),
-    path=dict(type="str", default="/health"),
-    host_header=dict(type="str", default="localhost"),
+    PROBE_OPTIONS,
     expect_status=dict(type="int", default=200),
     expect_body=dict(type="str"),
     successes=dict(type="int", default=3),

@@ -180,18 +180,14 @@ import os
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.deploykit_probe import ProbeError, probe
+from ansible.module_utils.deploykit_probe import PROBE_OPTIONS, ProbeError, probe
 
 LABEL_APP = "io.deploykit.app"
 LABEL_RELEASE = "io.deploykit.release"
 LABEL_SPEC = "io.deploykit.spec"
 LABEL_PROTOCOL = "io.deploykit.protocol"
 HEALTH_SPEC = dict(
-    protocol=dict(type="str", choices=["http", "uwsgi", "fastcgi"], default="http"),
-    address=dict(type="str", default="127.0.0.1"),
-    port=dict(type="int", required=True),
-    path=dict(type="str", default="/health"),
-    host_header=dict(type="str", default="localhost"),
+    PROBE_OPTIONS,
     successes=dict(type="int", default=3),
     timeout=dict(type="float", default=60.0),
     interval=dict(type="float", default=0.2),

@@ -12,6 +12,15 @@ import struct
 
 PROTOCOLS = ("http", "uwsgi", "fastcgi")
 
+# Argument spec of "where and how to probe", shared by the modules that probe (deploykit_probe, deploykit_swap).
+PROBE_OPTIONS = dict(
+    protocol=dict(type="str", choices=list(PROTOCOLS), default="http"),
+    address=dict(type="str", default="127.0.0.1"),
+    port=dict(type="int", required=True),
+    path=dict(type="str", default="/health"),
+    host_header=dict(type="str", default="localhost"),
+)
+
 
 class ProbeError(Exception):
     pass

@@ -1,5 +1,7 @@
 """nginx proxies to the app, with the production defaults and a validated configuration."""
 
+import time
+
 
 def test_configuration_is_valid(host):
     assert host.run("nginx -t").rc == 0
@@ -24,6 +26,7 @@ def test_refuses_bodies_over_the_limit(host):
 
 def test_logs_upstream_timing(host):
     host.check_output("curl -s -o /dev/null http://127.0.0.1/index.html")
+    time.sleep(1.5)  # the access log is buffered, flushed every second
     last = host.check_output("tail -n 1 /var/log/nginx/access.log")
     assert "urt=" in last and "ua=127.0.0.1:8000" in last
 
