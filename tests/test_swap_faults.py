@@ -17,7 +17,7 @@ import time
 import pytest
 
 from conftest import ROOT, deploy
-from test_swap_matrix import Load, describe, dropped
+from weblab import Load, describe, dropped
 
 pytestmark = pytest.mark.lab
 
