@@ -178,10 +178,15 @@ def cmd_provision(args: argparse.Namespace, project: Project) -> int:
     inventory = project.inventory_dir(args.inventory)
     run = PlaybookRun("site.yml", inventory, limit=args.limit, check=args.check)
     outcome = run_playbook(run, project, emit)
+    print_recap(outcome)
+    return 0
+
+
+def print_recap(outcome: Any) -> None:
+    """Ansible's recap, one line per host: ok, changed, failed, unreachable, skipped."""
     emit("RECAP")
     for host, counts in outcome.recap().items():
         emit(f"  {host:12} " + " ".join(f"{k}={v}" for k, v in counts.items()))
-    return 0
 
 
 def print_swaps(results: dict[str, dict[str, Any]]) -> None:
@@ -239,9 +244,7 @@ def run_deploy(request: Any, project: Project, action: str) -> int:
         audit(project, {**entry, "result": "ok", "hosts": outcome.results})
     emit("SWAPS")
     print_swaps(outcome.results)
-    emit("RECAP")
-    for host, counts in outcome.recap().items():
-        emit(f"  {host:12} " + " ".join(f"{k}={v}" for k, v in counts.items()))
+    print_recap(outcome)
     return 0
 
 
