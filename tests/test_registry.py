@@ -42,7 +42,8 @@ def test_deploy_through_the_registry(registry, test_release):
     deploy("-i", str(registry.inventory), "--version", test_release, "--variant", "gunicorn-gthread",
            "--app", "flask", "--image-source", "registry")
     for host in registry.hosts:
-        image = registry.ssh(host, "sudo docker inspect -f '{{.Config.Image}}' deploykit-app").strip()
+        image = registry.ssh(host, "sudo docker ps --filter label=io.deploykit.app=deploykit-app "
+                                   "--format '{{.Image}}'").strip()
         assert image == f"{endpoint}/deploykit/demo-app:{test_release}"
         assert registry.ssh(host, f"test -s /etc/docker/certs.d/{endpoint}/ca.crt && echo trusted").strip() == "trusted"
         health = json.loads(registry.ssh(host, "curl -s -H 'Host: demo.lab' http://127.0.0.1/health"))
