@@ -49,8 +49,30 @@ def build_deploy_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-source", default="archive", choices=["archive", "registry"],
                         help="ship the image as a docker save archive (default) or through the lab registry")
     parser.add_argument("--limit", help="only these hosts (Ansible pattern)")
+    parser.add_argument("--processes", type=int, help="server processes (default: the inventory's, 4)")
+    parser.add_argument("--threads", type=int, help="threads per process, for variants with threads")
     add_rolling_options(parser)
+    add_check_options(parser)
     return parser
+
+
+def add_check_options(parser: argparse.ArgumentParser) -> None:
+    """The smoke benchmark, its gate and the swap-window report, around a deploy or rollback."""
+    group = parser.add_argument_group("after the swap: smoke benchmark and gate; during it: the swap report")
+    group.add_argument("--no-smoke", action="store_true", help="skip the smoke benchmark (and its gate)")
+    group.add_argument("--smoke-duration", type=int, default=5, help="seconds of load per host (default 5)")
+    group.add_argument("--smoke-connections", type=int, default=16, help="wrk connections per host (default 16)")
+    group.add_argument("--smoke-rate", type=int, default=0,
+                       help="fixed rate in req/s per host (open loop, no coordinated omission) instead of wrk")
+    group.add_argument("--smoke-path", default="/", help="path benchmarked through nginx (default /)")
+    group.add_argument("--gate-threshold", type=float, default=50.0,
+                       help="percent of req/s lost or p90 gained, against the previous release on the same host, "
+                            "that fails the deploy (default 50); any failed request fails it too")
+    group.add_argument("--no-gate-rollback", action="store_true",
+                       help="when the gate fails, leave the release deployed (default: roll back)")
+    group.add_argument("--no-swap-report", action="store_true",
+                       help="no load through the swap and no HTML/PNG report")
+    parser.add_argument("--json", action="store_true", help="print the result as JSON (progress to stderr)")
 
 
 def add_rolling_options(parser: argparse.ArgumentParser) -> None:
@@ -88,12 +110,30 @@ def build_parser() -> argparse.ArgumentParser:
     rollback.add_argument("--to", help="a release deployed there before (default: the one before the current)")
     rollback.add_argument("--limit", help="only these hosts (Ansible pattern)")
     add_rolling_options(rollback)
+    add_check_options(rollback)
+
+    bench = commands.add_parser("bench", help="benchmark the fleet as deployed, or every server setup (--matrix)")
+    bench.add_argument("-i", "--inventory", default="lab", help="inventory name or path (default lab)")
+    bench.add_argument("--limit", help="only these hosts (Ansible pattern)")
+    bench.add_argument("--matrix", action="store_true",
+                       help="deploy each server setup in turn (recreate) and benchmark it; restore the current one")
+    bench.add_argument("--variants", help="matrix entries, e.g. uwsgi,uwsgi:3x3,gunicorn-gevent (default: all, "
+                                          "and uWSGI 3x3 on both protocols)")
+    bench.add_argument("--version", help="release for the matrix (default: the one deployed)")
+    bench.add_argument("--app", choices=["django", "flask"], help="app for the matrix (default: the one deployed)")
+    bench.add_argument("--direct", action="store_true", help="also benchmark the app server directly (HTTP variants)")
+    bench.add_argument("--duration", type=int, default=5, help="seconds of load per host and target (default 5)")
+    bench.add_argument("--connections", type=int, default=16, help="wrk connections per host (default 16)")
+    bench.add_argument("--rate", type=int, default=0, help="fixed rate in req/s per host instead of wrk")
+    bench.add_argument("--path", default="/", help="path to load (default /)")
+    bench.add_argument("--json", action="store_true", help="print the results as JSON (progress to stderr)")
 
     build = commands.add_parser("build", help="build a release image of the example apps (offline build)")
     build.add_argument("--version", required=True, help="release version: the image tag")
     build.add_argument("--archive", action="store_true", help="also save it to .cache/releases/ (docker save)")
     build.add_argument("--rebuild", action="store_true", help="replace an existing release of that version")
-    build.add_argument("--delay-ms", type=int, default=0, help=argparse.SUPPRESS)
+    build.add_argument("--delay-ms", type=int, default=0,
+                       help="bake a per-request delay into the pages (a deliberately slow release: tests the gate)")
 
     provision = commands.add_parser("provision", help="run playbooks/site.yml: base, docker")
     provision.add_argument("-i", "--inventory", default="lab", help="inventory name or path (default lab)")
@@ -183,19 +223,25 @@ def cmd_provision(args: argparse.Namespace, project: Project) -> int:
 
 
 def print_recap(outcome: Any) -> None:
+    for line in recap_lines(outcome.recap()):
+        emit(line)
+
+
+def recap_lines(recap: dict[str, dict[str, int]]) -> list[str]:
     """Ansible's recap, one line per host: ok, changed, failed, unreachable, skipped."""
-    emit("RECAP")
-    for host, counts in outcome.recap().items():
-        emit(f"  {host:12} " + " ".join(f"{k}={v}" for k, v in counts.items()))
+    return ["RECAP"] + [f"  {host:12} " + " ".join(f"{k}={v}" for k, v in counts.items())
+                        for host, counts in recap.items()]
 
 
-def print_swaps(results: dict[str, dict[str, Any]]) -> None:
-    """Per host: the container now serving, what it replaced, and when (seconds from the swap's start)."""
-    for host, result in sorted(results.items()):
-        timings = result.get("timings") or {}
-        steps = " ".join(f"{step}={seconds}s" for step, seconds in timings.items())
-        replaced = ", ".join(result.get("stopped") or []) or "nothing"
-        emit(f"  {host:12} {result.get('container', '?')} (replaced {replaced}) {steps}".rstrip())
+def checks_of(args: argparse.Namespace) -> Any:
+    from deploy_tool.bench import BenchLoad, Gate
+    from deploy_tool.flow import Checks
+
+    smoke = None if args.no_smoke else BenchLoad(engine="rate" if args.smoke_rate else "wrk",
+                                                 duration=args.smoke_duration, connections=args.smoke_connections,
+                                                 rate=args.smoke_rate or 100, path=args.smoke_path)
+    return Checks(smoke=smoke, gate=Gate(threshold=args.gate_threshold, rollback=not args.no_gate_rollback),
+                  report=not args.no_swap_report)
 
 
 def cmd_deploy(args: argparse.Namespace, project: Project) -> int:
@@ -204,8 +250,8 @@ def cmd_deploy(args: argparse.Namespace, project: Project) -> int:
     request = DeployRequest(inventory=project.inventory_dir(args.inventory), version=args.version,
                             variant=args.variant, app=args.app, strategy=args.strategy, limit=args.limit,
                             image_source=args.image_source, batch=args.batch, pause=args.pause,
-                            max_fail_percent=args.max_fail_percent)
-    return run_deploy(request, project, "deploy")
+                            max_fail_percent=args.max_fail_percent, processes=args.processes, threads=args.threads)
+    return run_deploy(request, checks_of(args), project, "deploy", args.json)
 
 
 def cmd_rollback(args: argparse.Namespace, project: Project) -> int:
@@ -213,44 +259,121 @@ def cmd_rollback(args: argparse.Namespace, project: Project) -> int:
 
     inventory = project.inventory_dir(args.inventory)
     target = previous_release(project, inventory, args.to)
-    emit(f"rolling back to {target['version']} ({target['variant']}, {target['app']}), "
-         f"deployed {target['at']} by {target['user']}")
+    say = progress_sink(args.json)
+    say(f"rolling back to {target['version']} ({target['variant']}, {target['app']}), "
+        f"deployed {target['at']} by {target['user']}")
     request = DeployRequest(inventory=inventory, version=target["version"], variant=target["variant"],
                             app=target["app"], strategy="reuse-port", limit=args.limit, batch=args.batch,
                             pause=args.pause, max_fail_percent=args.max_fail_percent)
-    return run_deploy(request, project, "rollback")
+    return run_deploy(request, checks_of(args), project, "rollback", args.json)
 
 
-def run_deploy(request: Any, project: Project, action: str) -> int:
-    """Validate, take the lock, run playbooks/deploy.yml, audit the result, report each host's swap."""
-    from deploy_tool.build import ReleaseBuilder
-    from deploy_tool.deploy import prepare
-    from deploy_tool.journal import DeployLock, audit
-    from deploy_tool.playbook import PlaybookFailed, run_playbook
+def progress_sink(as_json: bool) -> Any:
+    """Progress goes to stdout, or to stderr when stdout carries the JSON result."""
+    if as_json:
+        return lambda line: print(line, file=sys.stderr, flush=True)
+    return emit
 
-    request.validate(project)  # before anything else, even before asking Docker
-    run = prepare(request, project, ReleaseBuilder(project, docker_client()))
-    entry = {"action": action, "inventory": str(request.inventory), "version": request.version,
-             "variant": request.variant, "app": request.app, "strategy": request.strategy}
-    with DeployLock.acquire(project, request.inventory, action, request.version):
-        emit(f"{action}: {request.app} {request.version} ({request.variant}, strategy {request.strategy}, "
-             f"batch {request.batch})")
-        try:
-            outcome = run_playbook(run, project, emit)
-        except PlaybookFailed as exc:
-            audit(project, {**entry, "result": "failed", "error": exc.message, "hosts": exc.outcome.results,
-                            "failed_hosts": sorted({f.host for f in exc.outcome.failures})})
-            raise
-        audit(project, {**entry, "result": "ok", "hosts": outcome.results})
-    emit("SWAPS")
-    print_swaps(outcome.results)
-    print_recap(outcome)
+
+def run_deploy(request: Any, checks: Any, project: Project, action: str, as_json: bool) -> int:
+    from deploy_tool.flow import GateFailed
+    from deploy_tool.flow import run_deploy as flow
+
+    say = progress_sink(as_json)
+    try:
+        report = flow(request, checks, project, say, action, docker_client())
+    except GateFailed as exc:
+        print_report(exc.report, as_json, say)
+        raise
+    print_report(report, as_json, say)
+    return 0
+
+
+def print_report(report: Any, as_json: bool, say: Any) -> None:
+    if as_json:
+        print(json.dumps(report.as_dict(), indent=2, default=str), flush=True)
+        return
+    if report.swaps:
+        say("SWAPS")
+        for line in _swap_lines(report.swaps):
+            say(line)
+    if report.smoke_table:
+        say(f"SMOKE BENCHMARK ({report.smoke['verdict'] if report.smoke else ''}, "
+            f"compared with {report.smoke.get('baseline') or 'nothing: first of its kind'})")
+        for line in report.smoke_table:
+            say(f"  {line}")
+    if report.load:
+        load = report.load
+        say(f"SWAP WINDOW: {load['requests']} requests, {load['failures']} failed, p99 {load['p99_ms']} ms; "
+            f"report {report.report_html} (and swap.png)")
+    for line in recap_lines(report.recap):
+        say(line)
+
+
+def _swap_lines(results: dict[str, dict[str, Any]]) -> list[str]:
+    lines = []
+    for host, result in sorted(results.items()):
+        timings = result.get("timings") or {}
+        steps = " ".join(f"{step}={seconds}s" for step, seconds in timings.items())
+        replaced = ", ".join(result.get("stopped") or []) or "nothing"
+        lines.append(f"  {host:12} {result.get('container', '?')} (replaced {replaced}) {steps}".rstrip())
+    return lines
+
+
+def cmd_bench(args: argparse.Namespace, project: Project) -> int:
+    from deploy_tool.bench import BenchLoad, bench_run, format_table, results_by_host
+    from deploy_tool.deploy import DeployRequest, current_release
+    from deploy_tool.flow import Checks
+    from deploy_tool.flow import run_deploy as flow
+    from deploy_tool.matrix import matrix_table, parse_entries, run_matrix, save_matrix
+    from deploy_tool.playbook import run_playbook
+
+    say = progress_sink(args.json)
+    inventory = project.inventory_dir(args.inventory)
+    load = BenchLoad(engine="rate" if args.rate else "wrk", duration=args.duration, connections=args.connections,
+                     rate=args.rate or 100, path=args.path)
+    load.validate()
+    if not args.matrix:
+        outcome = run_playbook(bench_run(inventory, load, args.limit, direct=args.direct), project, say)
+        rows = [(f"{host} {target}", result) for host, targets in sorted(results_by_host(outcome).items())
+                for target, result in targets.items()]
+        if args.json:
+            print(json.dumps({"load": vars(load), "results": results_by_host(outcome)}, indent=2))
+        else:
+            for line in format_table(rows):
+                emit(line)
+        return 0
+    entries = parse_entries(project, args.variants)
+    current = current_release(project, inventory)
+    version = args.version or (current or {}).get("version")
+    if not version:
+        raise DeployError(f"nothing was deployed to {inventory} yet: the matrix needs a release",
+                          hint="name one with --version V (built with deploy build)")
+    base = DeployRequest(inventory=inventory, version=version, app=args.app or (current or {}).get("app", "django"),
+                         limit=args.limit)
+    base.validate(project)
+    quiet = Checks(smoke=None, report=False)
+    client = docker_client()
+    matrix = run_matrix(base, entries, load, project, say,
+                        lambda request: flow(request, quiet, project, lambda _: None, "bench", client))
+    if current:
+        say(f"restoring {current['version']} ({current['variant']}, {current['app']})")
+        flow(DeployRequest(inventory=inventory, version=current["version"], variant=current["variant"],
+                           app=current["app"], strategy="recreate", limit=args.limit), quiet, project,
+             lambda _: None, "bench", client)
+    path = save_matrix(project, inventory, matrix)
+    if args.json:
+        print(json.dumps(matrix, indent=2))
+    else:
+        for line in matrix_table(matrix):
+            emit(line)
+        emit(f"matrix: {path} and {path.with_suffix('.png')} ({matrix['seconds']} s)")
     return 0
 
 
 HANDLERS = {"lab": cmd_lab, "registry": cmd_registry, "images": cmd_images, "build": cmd_build,
-            "provision": cmd_provision, "deploy": cmd_deploy, "rollback": cmd_rollback}
-COMMANDS = ("lab", "registry", "images", "build", "provision", "rollback")
+            "provision": cmd_provision, "deploy": cmd_deploy, "rollback": cmd_rollback, "bench": cmd_bench}
+COMMANDS = ("lab", "registry", "images", "build", "provision", "rollback", "bench")
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:

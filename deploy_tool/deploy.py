@@ -32,6 +32,8 @@ class DeployRequest:
     batch: str = "100%"
     max_fail_percent: int = 0
     pause: int = 0
+    processes: int | None = None  # server processes (workers); None: the inventory's app_server_processes
+    threads: int | None = None  # threads per process, where the variant has threads
 
     def validate(self, project: Project) -> None:
         validate_version(self.version)
@@ -44,6 +46,9 @@ class DeployRequest:
             raise DeployError(f"invalid batch {self.batch!r}", hint="a number of hosts (1) or a percentage (30%)")
         if not 0 <= self.max_fail_percent <= 100 or not 0 <= self.pause <= 3600:
             raise DeployError("--max-fail-percent must be 0-100 and --pause 0-3600 seconds")
+        for name, value in (("processes", self.processes), ("threads", self.threads)):
+            if value is not None and not 1 <= value <= 64:
+                raise DeployError(f"--{name} must be 1-64, not {value}")
         if not self.inventory.exists():
             raise DeployError(f"inventory {self.inventory} does not exist",
                               hint="for the lab fleet run `deploy lab up --hosts 3` first")
@@ -52,7 +57,9 @@ class DeployRequest:
         return {"app_release": self.version, "app_server_variant": self.variant, "app_name": self.app,
                 "app_image_source": self.image_source, "app_image_archive_dir": str(archive_dir),
                 "app_image_id": image_id, "app_strategy": self.strategy, "deploykit_batch": self.batch,
-                "deploykit_max_fail_percentage": self.max_fail_percent, "deploykit_pause": self.pause}
+                "deploykit_max_fail_percentage": self.max_fail_percent, "deploykit_pause": self.pause,
+                **({"app_server_processes": self.processes} if self.processes else {}),
+                **({"app_server_threads": self.threads} if self.threads else {})}
 
     def playbook_run(self, archive_dir: Path, image_id: str) -> PlaybookRun:
         return PlaybookRun("deploy.yml", self.inventory, extravars=self.extravars(archive_dir, image_id),
@@ -87,16 +94,29 @@ def fleet_of(inventory: Path) -> str:
     return str(fleet)
 
 
-def previous_release(project: Project, inventory: Path, to: str | None = None) -> dict[str, Any]:
-    """The release a rollback returns to: the last one deployed successfully before the current one
-    (or the last successful deploy of version `to`), from the audit log."""
+def deployed_releases(project: Project, inventory: Path) -> list[dict[str, Any]]:
+    """Successful deploys and rollbacks of an inventory, oldest first, from the audit log (benchmark matrix
+    deploys and releases that failed their gate are not among them)."""
     path = project.state_dir / "audit.log"
     deployed: list[dict[str, Any]] = []
     if path.exists():
         for line in path.read_text(encoding="utf-8").splitlines():
             entry = json.loads(line)
-            if entry.get("inventory") == str(inventory) and entry.get("result") == "ok":
+            if (entry.get("inventory") == str(inventory) and entry.get("result") == "ok"
+                    and entry.get("action", "deploy") in ("deploy", "rollback")):
                 deployed.append(entry)
+    return deployed
+
+
+def current_release(project: Project, inventory: Path) -> dict[str, Any] | None:
+    deployed = deployed_releases(project, inventory)
+    return deployed[-1] if deployed else None
+
+
+def previous_release(project: Project, inventory: Path, to: str | None = None) -> dict[str, Any]:
+    """The release a rollback returns to: the last one deployed successfully before the current one
+    (or the last successful deploy of version `to`), from the audit log."""
+    deployed = deployed_releases(project, inventory)
     if not deployed:
         raise DeployError(f"no release was deployed to {inventory} from this controller: nothing to roll back to",
                           hint="deploy a release first; the audit log is .deploykit/audit.log")

@@ -43,6 +43,7 @@ def process_alive(pid: int) -> bool:
 class DeployLock:
     path: Path
     holder: dict[str, Any]
+    nested: bool = False  # taken again by the process holding it (a gate's rollback): released by the outer
 
     @classmethod
     def acquire(cls, project: Project, inventory: Path, action: str, version: str) -> DeployLock:
@@ -55,6 +56,8 @@ class DeployLock:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 current = cls._read(path)
+                if current and current.get("pid") == os.getpid():
+                    return cls(path, current, nested=True)
                 if current and process_alive(int(current.get("pid", 0))):
                     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(current.get("since", 0)))
                     raise DeployError(
@@ -79,6 +82,8 @@ class DeployLock:
             return None
 
     def release(self) -> None:
+        if self.nested:
+            return
         current = self._read(self.path)
         if current and current.get("pid") == self.holder["pid"]:
             self.path.unlink(missing_ok=True)

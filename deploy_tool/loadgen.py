@@ -40,6 +40,7 @@ class LoadResult:
     duration: float
     latencies_ms: list[float]
     buckets: list[dict[str, float]]
+    started_at: float = 0.0
 
     def percentile(self, q: float) -> float:
         if not self.latencies_ms:
@@ -53,7 +54,7 @@ class LoadResult:
             "duration_s": round(self.duration, 3), "rps": round(self.requests / self.duration, 1) if self.duration else 0,
             "p50_ms": round(self.percentile(0.50), 2), "p90_ms": round(self.percentile(0.90), 2),
             "p99_ms": round(self.percentile(0.99), 2), "max_ms": round(max(self.latencies_ms, default=0.0), 2),
-            "buckets": self.buckets,
+            "buckets": self.buckets, "started_at": round(self.started_at, 3),
         }
 
 
@@ -77,7 +78,8 @@ class LoadRun:
     """`concurrency` workers per URL, every one of them bounded by `duration`."""
 
     def __init__(self, urls: list[str] | str, host_header: str | None, concurrency: int, duration: float,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0, rate: float = 0.0) -> None:
+        self.rate = rate  # requests per second per URL, spread over its workers; 0: as fast as they can
         self.targets = [Target.parse(url, host_header) for url in ([urls] if isinstance(urls, str) else urls)]
         self.concurrency = concurrency
         self.duration = duration
@@ -108,12 +110,25 @@ class LoadRun:
             if error:
                 self.errors[error] += 1
 
-    def _worker(self, target: Target, keep_alive: bool) -> None:
+    def _pace(self, due: float) -> float:
+        """With a rate, wait until this worker's next request is due; return when the one after is due."""
+        if not self.rate:
+            return due
+        delay = due - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        return due + self.concurrency / self.rate
+
+    def _worker(self, target: Target, keep_alive: bool, index: int = 0) -> None:
         connection: http.client.HTTPConnection | None = None
+        due = self.start + (index / self.rate if self.rate else 0.0)
         headers = {"Host": target.host_header, "User-Agent": "deploykit-loadgen"}
         if not keep_alive:
             headers["Connection"] = "close"
         while time.monotonic() < self.deadline:
+            due = self._pace(due)
+            if time.monotonic() >= self.deadline:
+                break
             began = time.monotonic()
             try:
                 if connection is None:
@@ -136,8 +151,9 @@ class LoadRun:
 
     def run(self) -> LoadResult:
         self.start = time.monotonic()
+        started_at = time.time()
         self.deadline = self.start + self.duration
-        threads = [threading.Thread(target=self._worker, args=(target, i % 2 == 0), daemon=True)
+        threads = [threading.Thread(target=self._worker, args=(target, i % 2 == 0, i), daemon=True)
                    for target in self.targets for i in range(self.concurrency)]
         for thread in threads:
             thread.start()
@@ -154,7 +170,8 @@ class LoadRun:
                             "p50_ms": pick(0.5), "p99_ms": pick(0.99)})
         return LoadResult(requests=sum(b.requests for b in self.buckets.values()),
                           failures=sum(b.failures for b in self.buckets.values()), errors=dict(self.errors),
-                          statuses=dict(self.statuses), duration=elapsed, latencies_ms=latencies, buckets=buckets)
+                          statuses=dict(self.statuses), duration=elapsed, latencies_ms=latencies, buckets=buckets,
+                          started_at=started_at)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -164,11 +181,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=64, help="connections per URL")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds (at most 600)")
     parser.add_argument("--timeout", type=float, default=10.0)
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="requests per second per URL (default 0: each worker as fast as it can)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if not 0 < args.duration <= 600 or not 0 < args.concurrency <= 1024:
         parser.error("duration must be in (0, 600] seconds and concurrency in 1..1024")
-    run = LoadRun(args.url, args.host_header, args.concurrency, args.duration, args.timeout)
+    if args.rate < 0:
+        parser.error("rate must be 0 (unpaced) or more")
+    run = LoadRun(args.url, args.host_header, args.concurrency, args.duration, args.timeout, args.rate)
     for signum in (signal.SIGINT, signal.SIGTERM):  # stop early, still report
         signal.signal(signum, lambda *_: run.stop())
     result = run.run()

@@ -107,7 +107,7 @@ def _result_message(result: dict[str, Any]) -> str:
 class ProgressPrinter:
     """Turns ansible-runner events into one line per task and per host result."""
 
-    def __init__(self, emit: ProgressCallback, capture: tuple[str, ...] = ("deploykit_swap",)) -> None:
+    def __init__(self, emit: ProgressCallback, capture: tuple[str, ...] = ("deploykit_swap", "deploykit_bench")) -> None:
         self.emit = emit
         self.capture = capture
         self.failures: list[HostFailure] = []

@@ -168,6 +168,10 @@ timings:
   description: Seconds from the module's start to each step (started, healthy, old_stopped).
   returned: changed
   type: dict
+started_at:
+  description: When the module started, in seconds since the epoch (the host's clock); timings count from it.
+  returned: changed
+  type: float
 health_attempts:
   description: Probes sent by the health gate.
   returned: changed
@@ -265,6 +269,7 @@ class Swapper(object):
         self.module = module
         self.params = module.params
         self.start = time.monotonic()
+        self.started_at = time.time()
         self.timings = {}
 
     def mark(self, step):
@@ -412,7 +417,7 @@ class Swapper(object):
         history = self.record(name)
         pruned = self.prune_images(history)
         return dict(changed=True, container=name, stopped=olds, timings=self.timings, health_attempts=attempts,
-                    pruned_images=pruned)
+                    pruned_images=pruned, started_at=round(self.started_at, 3))
 
 
 def main():

@@ -14,6 +14,8 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
 TEST_RELEASE = os.environ.get("DEPLOYKIT_TEST_RELEASE", "0.0.0-ci")
 TEST_RELEASE_B = os.environ.get("DEPLOYKIT_TEST_RELEASE_B", "0.0.1-ci")
+# Deploys of tests that do not test the smoke benchmark or the swap-window report skip them (time).
+NO_CHECKS = ("--no-smoke", "--no-swap-report")
 sys.path.insert(0, str(ROOT / "module_utils"))
 sys.path.insert(0, str(ROOT / "apps" / "launcher"))
 

@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from conftest import ROOT, deploy
+from conftest import NO_CHECKS, ROOT, deploy
 
 pytestmark = pytest.mark.lab
 
@@ -39,7 +39,7 @@ def test_registry_serves_tls_signed_by_the_lab_ca(registry):
 def test_deploy_through_the_registry(registry, test_release):
     endpoint = registry_endpoint(registry)
     deploy("provision", "-i", str(registry.inventory))  # hosts learn to trust the registry's CA
-    deploy("-i", str(registry.inventory), "--version", test_release, "--variant", "gunicorn-gthread",
+    deploy(*NO_CHECKS, "-i", str(registry.inventory), "--version", test_release, "--variant", "gunicorn-gthread",
            "--app", "flask", "--image-source", "registry")
     for host in registry.hosts:
         image = registry.ssh(host, "sudo docker ps --filter label=io.deploykit.app=deploykit-app "

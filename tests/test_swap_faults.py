@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, deploy
+from conftest import NO_CHECKS, ROOT, deploy
 from weblab import Load, describe, dropped
 
 pytestmark = pytest.mark.lab
@@ -38,7 +38,7 @@ def fleet(provisioned_fleet, test_release, test_release_b, broken_release):
     fleet = provisioned_fleet[0]
     for release in (test_release, test_release_b, broken_release):
         fleet.preload(f"deploykit/demo-app:{release}")
-    deploy("-i", str(fleet.inventory), "--version", test_release, "--variant", "gunicorn-gthread",
+    deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release, "--variant", "gunicorn-gthread",
            "--app", "flask", "--strategy", "recreate")
     return fleet
 
@@ -57,7 +57,7 @@ def serving(fleet) -> list[tuple[str, str]]:
 def test_a_release_that_crashes_at_start_is_not_let_in(fleet, test_release, broken_release):
     load = Load(fleet.hosts)
     try:
-        result = deploy("-i", str(fleet.inventory), "--version", broken_release, "--variant", "gunicorn-gthread",
+        result = deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", broken_release, "--variant", "gunicorn-gthread",
                         "--app", "flask", check=False)
     finally:
         counts = load.finish()
@@ -75,14 +75,14 @@ def test_a_release_that_crashes_at_start_is_not_let_in(fleet, test_release, brok
 
 
 def test_a_second_deploy_at_once_is_refused(fleet, test_release_b):
-    first = subprocess.Popen([sys.executable, "-m", "deploy_tool", "-i", str(fleet.inventory), "--version",
+    first = subprocess.Popen([sys.executable, "-m", "deploy_tool", *NO_CHECKS, "-i", str(fleet.inventory), "--version",
                               test_release_b, "--variant", "gunicorn-gthread", "--app", "flask"], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while not list((ROOT / ".deploykit" / "locks").glob("hosts-*.lock")) and time.monotonic() < deadline:
             time.sleep(0.2)
-        second = deploy("-i", str(fleet.inventory), "--version", test_release_b, "--variant", "gunicorn-gthread",
+        second = deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release_b, "--variant", "gunicorn-gthread",
                         "--app", "flask", check=False)
     finally:
         out, err = first.communicate(timeout=600)
@@ -93,10 +93,10 @@ def test_a_second_deploy_at_once_is_refused(fleet, test_release_b):
 
 
 def test_rollback_returns_to_the_previous_release_without_failed_requests(fleet, test_release, test_release_b):
-    deploy("-i", str(fleet.inventory), "--version", test_release_b, "--variant", "gunicorn-gthread", "--app", "flask")
+    deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release_b, "--variant", "gunicorn-gthread", "--app", "flask")
     load = Load(fleet.hosts)
     try:
-        result = deploy("rollback", "-i", str(fleet.inventory), check=False)
+        result = deploy("rollback", *NO_CHECKS, "-i", str(fleet.inventory), check=False)
     finally:
         counts = load.finish()
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]

@@ -16,7 +16,7 @@ import re
 
 import pytest
 
-from conftest import ROOT, deploy
+from conftest import NO_CHECKS, ROOT, deploy
 from deploykit_serve import load_variants
 from weblab import Load, browse_and_post_django, describe, dropped
 
@@ -73,7 +73,7 @@ def swap_drains(stdout: str) -> list[float]:
                          ids=[f"{s[1]}-{'swap' if s[3] else 'first'}" for s in STEPS])
 def test_django_variant(fleet, test_release, test_release_b, report, protocol, variant, slot, loaded):
     release = test_release if slot == "A" else test_release_b
-    args = ["-i", str(fleet.inventory), "--version", release, "--variant", variant, "--app", "django"]
+    args = [*NO_CHECKS, "-i", str(fleet.inventory), "--version", release, "--variant", variant, "--app", "django"]
     if not loaded:
         deploy(*args, "--strategy", "recreate")
     else:
@@ -99,9 +99,9 @@ def test_django_variant(fleet, test_release, test_release_b, report, protocol, v
 
 def test_reuse_port_refuses_a_protocol_change(fleet, test_release):
     """nginx would speak the old protocol to the new container: refused before anything changes."""
-    deploy("-i", str(fleet.inventory), "--version", test_release, "--variant", "gunicorn-sync", "--app", "flask",
+    deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release, "--variant", "gunicorn-sync", "--app", "flask",
            "--strategy", "recreate")
-    result = deploy("-i", str(fleet.inventory), "--version", test_release, "--variant", "uwsgi", "--app", "flask",
+    result = deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release, "--variant", "uwsgi", "--app", "flask",
                     check=False)
     assert result.returncode == 2
     assert "cannot swap on one port from a server speaking http" in result.stdout + result.stderr

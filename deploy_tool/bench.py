@@ -1,0 +1,155 @@
+"""Benchmarks on the fleet: the smoke benchmark after each deploy, its performance gate, and the matrix.
+
+Each host benchmarks itself (playbooks/bench.yml, library/deploykit_bench.py), all hosts at once. Results are
+kept per inventory and release under .deploykit/bench/, so the next release on a host is compared with the one
+before it on the same host, with the same variant, app and load.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from deploy_tool.errors import DeployError
+from deploy_tool.journal import inventory_slug
+from deploy_tool.playbook import PlaybookRun, RunOutcome
+from deploy_tool.project import Project
+
+ENGINES = ("wrk", "rate")
+COLUMNS = ("rps", "failed", "p50_ms", "p90_ms", "p99_ms", "max_ms")
+
+
+@dataclass(frozen=True)
+class BenchLoad:
+    """The same load on every host: what makes two results comparable."""
+    engine: str = "wrk"
+    duration: int = 5
+    connections: int = 16
+    rate: int = 100
+    path: str = "/"
+
+    def validate(self) -> None:
+        if self.engine not in ENGINES:
+            raise DeployError(f"unknown benchmark engine {self.engine!r}", hint=f"choose one of: {', '.join(ENGINES)}")
+        if not 1 <= self.duration <= 600 or not 1 <= self.connections <= 4096 or not 1 <= self.rate <= 100000:
+            raise DeployError("benchmark duration must be 1-600 s, connections 1-4096, rate 1-100000 req/s")
+        if not self.path.startswith("/"):
+            raise DeployError(f"benchmark path {self.path!r} must start with /")
+
+    def extravars(self, direct: bool = False) -> dict[str, Any]:
+        return {"bench_engine": self.engine, "bench_duration": self.duration, "bench_connections": self.connections,
+                "bench_threads": min(2, self.connections), "bench_rate": self.rate,
+                "deploykit_bench_path": self.path, "deploykit_bench_direct": direct}
+
+    def label(self) -> str:
+        if self.engine == "rate":
+            return f"open loop at {self.rate} req/s, {self.duration} s, {self.path}"
+        return f"wrk, {self.connections} connections, {self.duration} s, {self.path}"
+
+
+@dataclass(frozen=True)
+class Gate:
+    """A release fails its smoke benchmark on a host when a request failed there, or when, against the previous
+    release on that host (same variant, app and load), req/s fell or p90 rose by more than `threshold` percent."""
+    threshold: float = 50.0
+    rollback: bool = True
+
+    def validate(self) -> None:
+        if not 0 < self.threshold <= 1000:
+            raise DeployError(f"gate threshold {self.threshold} must be a percentage above 0")
+
+    def findings(self, current: dict[str, dict[str, Any]],
+                 baseline: dict[str, dict[str, Any]] | None) -> list[str]:
+        found = []
+        for host, result in sorted(current.items()):
+            if result.get("failed", 0):
+                found.append(f"{host}: {result['failed']} failed requests ({result.get('errors')})")
+            before = (baseline or {}).get(host)
+            if not before or not before.get("rps"):
+                continue
+            drop = 100.0 * (before["rps"] - result["rps"]) / before["rps"]
+            if drop > self.threshold:
+                found.append(f"{host}: {result['rps']} req/s, {drop:.0f}% below {before['rps']} of the previous release")
+            if before.get("p90_ms") and result["p90_ms"] > before["p90_ms"] * (1 + self.threshold / 100):
+                found.append(f"{host}: p90 {result['p90_ms']} ms, above {before['p90_ms']} ms of the previous release "
+                             f"by more than {self.threshold:g}%")
+        return found
+
+
+@dataclass
+class SmokeRecord:
+    release: str
+    variant: str
+    app: str
+    load: dict[str, Any]
+    hosts: dict[str, dict[str, Any]]
+    at: float = field(default_factory=time.time)
+    verdict: str = "passed"
+    baseline_release: str | None = None
+    findings: list[str] = field(default_factory=list)
+
+    def comparable(self, other: SmokeRecord) -> bool:
+        return (self.variant, self.app, self.load) == (other.variant, other.app, other.load)
+
+
+class SmokeStore:
+    """.deploykit/bench/<inventory>/smoke/<release>.json (the latest smoke of each release), and history.jsonl."""
+
+    def __init__(self, project: Project, inventory: Path) -> None:
+        self.folder = project.state_dir / "bench" / inventory_slug(inventory) / "smoke"
+
+    def path(self, release: str) -> Path:
+        return self.folder / f"{release.replace('/', '_')}.json"
+
+    def save(self, record: SmokeRecord) -> Path:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.path(record.release)
+        path.write_text(json.dumps(asdict(record), indent=2) + "\n", encoding="utf-8")
+        with (self.folder / "history.jsonl").open("a", encoding="utf-8") as history:
+            history.write(json.dumps(asdict(record)) + "\n")
+        return path
+
+    def history(self) -> list[SmokeRecord]:
+        path = self.folder / "history.jsonl"
+        if not path.exists():
+            return []
+        return [SmokeRecord(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+    def baseline(self, record: SmokeRecord) -> SmokeRecord | None:
+        """The last passed smoke of another release, with the same variant, app and load."""
+        for earlier in reversed(self.history()):
+            if (earlier.release != record.release and earlier.verdict == "passed" and earlier.hosts
+                    and earlier.comparable(record)):
+                return earlier
+        return None
+
+
+def bench_run(inventory: Path, load: BenchLoad, limit: str | None = None, direct: bool = False) -> PlaybookRun:
+    return PlaybookRun("bench.yml", inventory, extravars=load.extravars(direct), limit=limit)
+
+
+def results_by_host(outcome: RunOutcome) -> dict[str, dict[str, dict[str, Any]]]:
+    """{host: {target name (nginx, direct): summary}} from the captured deploykit_bench loop results."""
+    table: dict[str, dict[str, dict[str, Any]]] = {}
+    for host, captured in outcome.results.items():
+        for item in captured.get("results", []):
+            name = (item.get("item") or {}).get("name", "?")
+            table.setdefault(host, {})[name] = {k: item.get(k) for k in
+                                                ("requests", "failed", "errors", "rps", "p50_ms", "p90_ms",
+                                                 "p99_ms", "max_ms", "engine")}
+    return table
+
+
+def format_table(rows: list[tuple[str, dict[str, Any] | None]], first: str = "host") -> list[str]:
+    """Lines of a fixed-width table: one row per label, the COLUMNS of its result (or n/a)."""
+    width = max([len(first)] + [len(label) for label, _ in rows]) + 2
+    lines = [f"{first:<{width}}" + "".join(f"{c.replace('_ms', ' ms'):>11}" for c in COLUMNS)]
+    for label, result in rows:
+        if result is None:
+            lines.append(f"{label:<{width}}" + f"{'n/a':>11}" * len(COLUMNS))
+            continue
+        lines.append(f"{label:<{width}}" + "".join(f"{result.get(c, 0):>11}" for c in COLUMNS))
+    return lines

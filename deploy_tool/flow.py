@@ -1,0 +1,157 @@
+"""A deploy or rollback from start to end, on the controller:
+
+validate -> lock -> [swap-window load] -> playbooks/deploy.yml -> smoke benchmark -> performance gate
+-> audit -> (automatic rollback when the gate fails) -> report.
+
+Everything is checked before any host is touched; every outcome, failed ones too, is in the audit log.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from deploy_tool.bench import BenchLoad, Gate, SmokeRecord, SmokeStore, bench_run, format_table, results_by_host
+from deploy_tool.build import ReleaseBuilder
+from deploy_tool.deploy import DeployRequest, current_release, prepare, previous_release
+from deploy_tool.errors import DeployError
+from deploy_tool.journal import DeployLock, audit
+from deploy_tool.playbook import PlaybookFailed, ProgressCallback, run_playbook
+from deploy_tool.project import Project
+from deploy_tool.report import SwapWatch, web_addresses, write_report
+
+
+@dataclass(frozen=True)
+class Checks:
+    """What runs around the swap: the smoke benchmark (None: none), its gate, the swap-window report."""
+    smoke: BenchLoad | None = field(default_factory=BenchLoad)
+    gate: Gate = field(default_factory=Gate)
+    report: bool = True
+
+    def validate(self) -> None:
+        if self.smoke is not None:
+            self.smoke.validate()
+        self.gate.validate()
+
+
+@dataclass
+class DeployReport:
+    action: str
+    version: str
+    result: str = "ok"
+    swaps: dict[str, dict[str, Any]] = field(default_factory=dict)
+    recap: dict[str, dict[str, int]] = field(default_factory=dict)
+    smoke: dict[str, Any] | None = None
+    smoke_table: list[str] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)
+    report_html: str | None = None
+    load: dict[str, Any] | None = None
+    rolled_back_to: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = dict(vars(self))
+        if data["load"]:
+            data["load"] = {k: v for k, v in data["load"].items() if k != "buckets"}
+        return data
+
+
+class GateFailed(DeployError):
+    """The release failed its smoke benchmark; carries the report (and the rollback, if one ran)."""
+
+    def __init__(self, message: str, hint: str, report: DeployReport) -> None:
+        super().__init__(message, hint)
+        self.report = report
+
+
+def run_deploy(request: DeployRequest, checks: Checks, project: Project, emit: ProgressCallback,
+               action: str = "deploy", docker_client: Any = None) -> DeployReport:
+    request.validate(project)  # before anything else, even before asking Docker
+    checks.validate()
+    run = prepare(request, project, ReleaseBuilder(project, docker_client))
+    entry = {"action": action, "inventory": str(request.inventory), "version": request.version,
+             "variant": request.variant, "app": request.app, "strategy": request.strategy}
+    report = DeployReport(action, request.version)
+    with DeployLock.acquire(project, request.inventory, action, request.version):
+        emit(f"{action}: {request.app} {request.version} ({request.variant}, strategy {request.strategy}, "
+             f"batch {request.batch})")
+        watch = None
+        if checks.report:
+            watch = SwapWatch(web_addresses(request.inventory, request.limit))
+            watch.start()
+        try:
+            outcome = run_playbook(run, project, emit)
+        except PlaybookFailed as exc:
+            if watch:
+                report.load = watch.stop()
+            audit(project, {**entry, "result": "failed", "error": exc.message, "hosts": exc.outcome.results,
+                            "failed_hosts": sorted({f.host for f in exc.outcome.failures})})
+            raise
+        finally:
+            if watch and watch.process and watch.process.poll() is None and report.load is None:
+                report.load = watch.stop()
+        report.swaps, report.recap = outcome.results, outcome.recap()
+        if checks.smoke is not None:
+            smoke(report, request, checks, project, emit, gated=action == "deploy")
+        if report.load is not None:
+            report.report_html = str(write_report(project, action, request.version, report.load, report.swaps,
+                                                  report.smoke_table))
+        if report.findings:
+            report.result = "regressed"
+        audit(project, {**entry, "result": report.result, "hosts": outcome.results,
+                        **({"findings": report.findings} if report.findings else {})})
+        if report.findings:
+            gate_failed(report, request, checks, project, emit, docker_client)
+    return report
+
+
+def smoke(report: DeployReport, request: DeployRequest, checks: Checks, project: Project, emit: ProgressCallback,
+          gated: bool) -> None:
+    """Benchmark every host of the deploy at once; store the results; judge them against the last release."""
+    load = checks.smoke
+    assert load is not None
+    emit(f"smoke benchmark on every host ({load.label()})")
+    outcome = run_playbook(bench_run(request.inventory, load, request.limit), project, emit)
+    hosts = {host: targets["nginx"] for host, targets in results_by_host(outcome).items() if "nginx" in targets}
+    record = SmokeRecord(release=request.version, variant=request.variant, app=request.app,
+                         load=vars(load).copy(), hosts=hosts)
+    store = SmokeStore(project, request.inventory)
+    baseline = store.baseline(record)
+    if gated:
+        record.findings = checks.gate.findings(hosts, baseline.hosts if baseline else None)
+        record.verdict = "regressed" if record.findings else "passed"
+    record.baseline_release = baseline.release if baseline else None
+    store.save(record)
+    report.smoke = {"release": record.release, "verdict": record.verdict, "baseline": record.baseline_release,
+                    "hosts": hosts, "load": record.load}
+    report.smoke_table = format_table(sorted(hosts.items()))
+    if baseline:
+        report.smoke_table += [f"previous release {baseline.release}:"]
+        report.smoke_table += format_table(sorted(baseline.hosts.items()))[1:]
+    report.findings = record.findings
+
+
+def gate_failed(report: DeployReport, request: DeployRequest, checks: Checks, project: Project,
+                emit: ProgressCallback, docker_client: Any) -> None:
+    """The release regressed: roll back to the previous release (unless told not to) and fail."""
+    detail = "\n".join(f"  {line}" for line in report.findings)
+    if not checks.gate.rollback:
+        raise GateFailed(f"release {request.version} failed its smoke benchmark:\n{detail}",
+                         hint="it is still deployed (--no-gate-rollback); `deploy rollback` returns to the "
+                              "previous release", report=report)
+    try:  # the release that served before this one (this one is audited as regressed, not ok)
+        target = current_release(project, request.inventory)
+        if target is None or target["version"] == request.version:
+            target = previous_release(project, request.inventory)
+    except DeployError as exc:
+        raise GateFailed(f"release {request.version} failed its smoke benchmark:\n{detail}\nand there is no "
+                         f"release to roll back to ({exc})", hint="deploy a release that passes", report=report) \
+            from exc
+    emit(f"release {request.version} failed its smoke benchmark; rolling back to {target['version']}")
+    rollback = replace(request, version=target["version"], variant=target["variant"], app=target["app"])
+    run_deploy(rollback, Checks(smoke=checks.smoke, gate=checks.gate, report=False), project, emit, "rollback",
+               docker_client)
+    report.rolled_back_to = target["version"]
+    report.result = "rolled-back"
+    raise GateFailed(f"release {request.version} failed its smoke benchmark and was rolled back to "
+                     f"{target['version']}:\n{detail}",
+                     hint="see the smoke table above; the threshold is --gate-threshold", report=report)

@@ -1,0 +1,277 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: deploykit contributors; MIT License
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: deploykit_bench
+short_description: Run a short HTTP benchmark from the host against a server on it
+description:
+  - Runs a load against an HTTP URL from the host itself and returns requests per second, failed requests
+    and latency percentiles.
+  - O(engine=wrk) runs wrk (closed loop, as many requests as the connections can carry).
+  - O(engine=rate) runs a built-in open-loop client at a fixed O(rate). Each request has a scheduled start,
+    and its latency counts from that moment, so a stalled server shows as latency instead of hiding it
+    (coordinated omission). Debian's wrk has no fixed-rate mode (that is wrk2).
+  - In check mode nothing is sent.
+version_added: "0.1.0"
+author: deploykit
+options:
+  url:
+    description: The http:// URL to load, e.g. http://127.0.0.1:80/.
+    type: str
+    required: true
+  host_header:
+    description: The Host header sent (one of Django's ALLOWED_HOSTS, nginx's server_name).
+    type: str
+    default: localhost
+  engine:
+    description: wrk (closed loop) or rate (open loop at O(rate) requests per second).
+    type: str
+    choices: [wrk, rate]
+    default: wrk
+  duration:
+    description: Seconds of load.
+    type: int
+    default: 5
+  connections:
+    description: Connections kept open (wrk), or the most requests in flight at once (rate).
+    type: int
+    default: 16
+  threads:
+    description: wrk threads.
+    type: int
+    default: 2
+  rate:
+    description: Requests per second, for O(engine=rate).
+    type: int
+    default: 100
+  timeout:
+    description: Seconds after which a request counts as failed.
+    type: int
+    default: 10
+  wrk_path:
+    description: The wrk program.
+    type: path
+    default: wrk
+"""
+
+EXAMPLES = r"""
+- name: Benchmark the site through nginx for 5 seconds
+  deploykit_bench:
+    url: http://127.0.0.1:80/
+    host_header: demo.lab
+    connections: 16
+
+- name: Measure latency at a fixed 200 requests per second
+  deploykit_bench:
+    url: http://127.0.0.1:8000/
+    host_header: demo.lab
+    engine: rate
+    rate: 200
+"""
+
+RETURN = r"""
+requests:
+  description: Requests completed or failed.
+  type: int
+  returned: success
+failed:
+  description: Failed requests (connection errors, timeouts, answers other than 2xx and 3xx).
+  type: int
+  returned: success
+errors:
+  description: Failed requests by cause.
+  type: dict
+  returned: success
+rps:
+  description: Requests per second.
+  type: float
+  returned: success
+p50_ms:
+  description: Median latency in milliseconds (p90_ms, p99_ms and max_ms are returned too).
+  type: float
+  returned: success
+"""
+
+import http.client as http_client  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+from urllib.parse import urlsplit  # noqa: E402
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+
+ARGUMENT_SPEC = dict(
+    url=dict(type="str", required=True),
+    host_header=dict(type="str", default="localhost"),
+    engine=dict(type="str", choices=["wrk", "rate"], default="wrk"),
+    duration=dict(type="int", default=5),
+    connections=dict(type="int", default=16),
+    threads=dict(type="int", default=2),
+    rate=dict(type="int", default=100),
+    timeout=dict(type="int", default=10),
+    wrk_path=dict(type="path", default="wrk"),
+)
+
+# wrk's done() hook: one JSON line with the summary (latencies in microseconds).
+WRK_REPORT = r"""
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('DEPLOYKIT_BENCH {"requests": %d, "duration_us": %d, "connect": %d, "read": %d, '
+    .. '"write": %d, "status": %d, "timeout": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
+end
+"""
+
+
+class BenchError(Exception):
+    pass
+
+
+def validate(params):
+    parts = urlsplit(params["url"])
+    if parts.scheme != "http" or not parts.hostname:
+        raise BenchError("url must be an http:// URL with a host, not %r" % params["url"])
+    for name, low, high in (("duration", 1, 600), ("connections", 1, 4096), ("threads", 1, 64),
+                            ("rate", 1, 100000), ("timeout", 1, 300)):
+        if not low <= params[name] <= high:
+            raise BenchError("%s must be between %d and %d, not %d" % (name, low, high, params[name]))
+    if params["engine"] == "wrk" and params["threads"] > params["connections"]:
+        raise BenchError("wrk needs at least as many connections as threads")
+
+
+def percentile(ordered, q):
+    if not ordered:
+        return 0.0
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def summarize(requests, errors, duration, p50, p90, p99, top):
+    failed = sum(errors.values())
+    return dict(requests=requests, failed=failed, errors=dict((k, v) for k, v in errors.items() if v),
+                duration_s=round(duration, 3), rps=round(requests / duration, 1) if duration else 0.0,
+                p50_ms=round(p50, 2), p90_ms=round(p90, 2), p99_ms=round(p99, 2), max_ms=round(top, 2))
+
+
+def run_wrk(module, params):
+    handle, script = tempfile.mkstemp(suffix=".lua", prefix="deploykit-bench-")
+    try:
+        with os.fdopen(handle, "w") as stream:
+            stream.write(WRK_REPORT)
+        argv = [params["wrk_path"], "-t", str(params["threads"]), "-c", str(params["connections"]),
+                "-d", "%ds" % params["duration"], "--timeout", "%ds" % params["timeout"], "-s", script,
+                "-H", "Host: %s" % params["host_header"], params["url"]]
+        rc, out, err = module.run_command(argv)
+    finally:
+        os.unlink(script)
+    lines = [line for line in out.splitlines() if line.startswith("DEPLOYKIT_BENCH ")]
+    if rc != 0 or not lines:
+        raise BenchError("wrk failed (rc=%s): %s" % (rc, (err or out).strip()[-500:]))
+    data = json.loads(lines[-1].split(" ", 1)[1])
+    errors = dict((k, data[k]) for k in ("connect", "read", "write", "status", "timeout"))
+    us = 1000.0
+    return summarize(data["requests"], errors, data["duration_us"] / 1e6, data["p50_us"] / us,
+                     data["p90_us"] / us, data["p99_us"] / us, data["max_us"] / us)
+
+
+class OpenLoop(object):
+    """Request i is due at start + i / rate; a free worker takes the next due request, and its latency
+    counts from when it was due, not from when a worker was free to send it."""
+
+    def __init__(self, params):
+        parts = urlsplit(params["url"])
+        self.address, self.port = parts.hostname, parts.port or 80
+        self.path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
+        self.params = params
+        self.lock = threading.Lock()
+        self.next_index = 0
+        self.latencies = []
+        self.errors = {}
+        self.total = int(params["rate"] * params["duration"])
+
+    def take(self):
+        with self.lock:
+            index = self.next_index
+            self.next_index += 1
+        return index if index < self.total else None
+
+    def record(self, latency_ms, error):
+        with self.lock:
+            if error:
+                self.errors[error] = self.errors.get(error, 0) + 1
+            else:
+                self.latencies.append(latency_ms)
+
+    def worker(self):
+        connection = None
+        headers = {"Host": self.params["host_header"], "User-Agent": "deploykit-bench"}
+        while True:
+            index = self.take()
+            if index is None:
+                break
+            due = self.start + float(index) / self.params["rate"]
+            delay = due - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+            error = None
+            try:
+                if connection is None:
+                    connection = http_client.HTTPConnection(self.address, self.port, timeout=self.params["timeout"])
+                connection.request("GET", self.path, headers=headers)
+                response = connection.getresponse()
+                response.read()
+                if not 200 <= response.status < 400:
+                    error = "status"
+                if response.will_close:
+                    connection.close()
+                    connection = None
+            except Exception as exc:  # any failure of one request is counted, never raised
+                error = "timeout" if "timed out" in str(exc) else type(exc).__name__
+                if connection is not None:
+                    connection.close()
+                connection = None
+            self.record((time.monotonic() - due) * 1000.0, error)
+        if connection is not None:
+            connection.close()
+
+    def run(self):
+        self.start = time.monotonic() + 0.05
+        threads = [threading.Thread(target=self.worker) for _ in range(self.params["connections"])]
+        for thread in threads:
+            thread.daemon = True
+            thread.start()
+        for thread in threads:
+            thread.join(self.params["duration"] + self.params["timeout"] + 30)
+        duration = max(time.monotonic() - self.start, 0.001)
+        ordered = sorted(self.latencies)
+        requests = len(ordered) + sum(self.errors.values())
+        return summarize(requests, self.errors, duration, percentile(ordered, 0.5), percentile(ordered, 0.9),
+                         percentile(ordered, 0.99), ordered[-1] if ordered else 0.0)
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    params = module.params
+    try:
+        validate(params)
+    except BenchError as exc:
+        module.fail_json(msg=str(exc))
+    if module.check_mode:
+        module.exit_json(changed=False, skipped=True, msg="check mode: no load sent")
+    try:
+        result = run_wrk(module, params) if params["engine"] == "wrk" else OpenLoop(params).run()
+    except BenchError as exc:
+        module.fail_json(msg=str(exc))
+    result.update(engine=params["engine"], url=params["url"], connections=params["connections"],
+                  rate=params["rate"] if params["engine"] == "rate" else None)
+    module.exit_json(changed=False, **result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,190 @@
+"""The benchmark side without a fleet: the gate's verdicts, the smoke history, the benchmark module's two
+engines against a real HTTP server on loopback, the swap-window report and the matrix entries."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import struct
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT
+from deploy_tool.bench import BenchLoad, Gate, SmokeRecord, SmokeStore, format_table
+from deploy_tool.errors import DeployError
+from deploy_tool.matrix import fleet_totals, parse_entries, progress_bar
+from deploy_tool.project import Project
+from deploy_tool.report import swap_marks, write_report
+
+
+def result(rps: float, p90: float = 10.0, failed: int = 0) -> dict:
+    return {"rps": rps, "failed": failed, "errors": {"status": failed} if failed else {}, "p50_ms": p90 / 2,
+            "p90_ms": p90, "p99_ms": p90 * 2, "max_ms": p90 * 3}
+
+
+def test_gate_passes_a_release_within_the_threshold():
+    gate = Gate(threshold=50)
+    assert gate.findings({"h1": result(60, 14)}, {"h1": result(100, 10)}) == []
+
+
+def test_gate_fails_on_lost_throughput_on_a_host():
+    findings = Gate(threshold=50).findings({"h1": result(100), "h2": result(20, 10)},
+                                           {"h1": result(100), "h2": result(100, 10)})
+    assert len(findings) == 1 and findings[0].startswith("h2: 20 req/s, 80% below 100")
+
+
+def test_gate_fails_on_latency_and_on_any_failed_request():
+    findings = Gate(threshold=50).findings({"h1": result(100, 40), "h2": result(100, 10, failed=1)},
+                                           {"h1": result(100, 10), "h2": result(100, 10)})
+    assert [f.split(":")[0] for f in findings] == ["h1", "h2"]
+    assert "p90 40" in findings[0] and "1 failed requests" in findings[1]
+
+
+def test_gate_without_a_baseline_judges_failures_only():
+    assert Gate().findings({"h1": result(1)}, None) == []
+    assert Gate().findings({"h1": result(1, failed=3)}, None) != []
+
+
+def test_bad_bench_options_are_refused():
+    for load in (BenchLoad(engine="ab"), BenchLoad(duration=0), BenchLoad(path="health")):
+        with pytest.raises(DeployError):
+            load.validate()
+    with pytest.raises(DeployError):
+        Gate(threshold=0).validate()
+
+
+def test_smoke_baseline_is_the_last_passed_comparable_release(tmp_path):
+    project = Project(root=tmp_path)
+    store = SmokeStore(project, tmp_path / "inventory")
+    load = vars(BenchLoad()).copy()
+    store.save(SmokeRecord("1.0", "uwsgi", "django", load, {"h1": result(100)}))
+    store.save(SmokeRecord("1.1", "uwsgi", "django", load, {"h1": result(90)}))
+    store.save(SmokeRecord("1.2", "uwsgi", "django", load, {"h1": result(10)}, verdict="regressed"))
+    store.save(SmokeRecord("1.3", "gunicorn-sync", "django", load, {"h1": result(50)}))
+    store.save(SmokeRecord("1.4", "uwsgi", "django", load, {}))  # a smoke that measured nothing
+    new = SmokeRecord("1.5", "uwsgi", "django", load, {"h1": result(95)})
+    assert store.baseline(new).release == "1.1"
+    assert json.loads(store.path("1.1").read_text())["hosts"]["h1"]["rps"] == 90
+    other_load = SmokeRecord("1.5", "uwsgi", "django", vars(BenchLoad(connections=64)).copy(), {})
+    assert store.baseline(other_load) is None
+
+
+def test_format_table_has_a_row_per_host_and_na_for_missing():
+    lines = format_table([("h1", result(123.4)), ("h2", None)])
+    assert lines[0].split()[:3] == ["host", "rps", "failed"]
+    assert lines[1].split()[:3] == ["h1", "123.4", "0"]
+    assert lines[2].split() == ["h2"] + ["n/a"] * 6
+
+
+class Slow(http.server.BaseHTTPRequestHandler):
+    """Answers after 50 ms; /fail answers 500."""
+    protocol_version = "HTTP/1.1"
+    delay = 0.05
+
+    def do_GET(self):  # noqa: N802 - the http.server API
+        time.sleep(self.delay)
+        status = 500 if self.path == "/fail" else 200
+        body = f"host={self.headers['Host']}".encode()
+        self.send_response(status)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture()
+def slow_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+
+
+def run_module(args: dict) -> dict:
+    """Run library/deploykit_bench.py as Ansible runs a module: JSON arguments in, JSON result out."""
+    payload = json.dumps({"ANSIBLE_MODULE_ARGS": args})
+    result = subprocess.run([sys.executable, str(ROOT / "library" / "deploykit_bench.py")], input=payload,
+                            capture_output=True, text=True, timeout=120)
+    return json.loads(result.stdout)
+
+
+def test_rate_engine_holds_the_rate_and_counts_from_the_due_time(slow_server):
+    out = run_module({"url": f"{slow_server}/", "engine": "rate", "rate": 40, "duration": 2, "connections": 4})
+    assert out["failed"] == 0 and out["requests"] == 80
+    assert 30 <= out["rps"] <= 42
+    assert out["p50_ms"] >= 50  # the server's 50 ms
+    # one connection cannot carry 40 req/s at 50 ms each: requests queue, and their wait counts
+    starved = run_module({"url": f"{slow_server}/", "engine": "rate", "rate": 40, "duration": 2, "connections": 1})
+    assert starved["p90_ms"] > 500
+
+
+def test_rate_engine_counts_error_answers(slow_server):
+    out = run_module({"url": f"{slow_server}/fail", "engine": "rate", "rate": 20, "duration": 1, "connections": 2})
+    assert out["failed"] == out["requests"] == 20 and out["errors"] == {"status": 20}
+
+
+def test_wrk_engine_reports_its_summary(slow_server):
+    out = run_module({"url": f"{slow_server}/", "duration": 2, "connections": 4, "threads": 2})
+    assert out["engine"] == "wrk" and out["failed"] == 0
+    assert out["requests"] > 20 and out["p50_ms"] >= 50
+
+
+def test_bench_module_refuses_bad_arguments():
+    out = run_module({"url": "ftp://x/", "engine": "rate"})
+    assert out["failed"] is True and "http:// URL" in out["msg"]
+    out = run_module({"url": "http://127.0.0.1:1/", "connections": 1, "threads": 4})
+    assert out["failed"] is True and "threads" in out["msg"]
+
+
+def test_swap_report_marks_each_host_and_writes_html_and_png(tmp_path):
+    project = Project(root=tmp_path)
+    load = {"requests": 300, "failures": 0, "errors": {}, "rps": 100.0, "p50_ms": 2.0, "p99_ms": 9.0, "max_ms": 12.0,
+            "started_at": 1000.0,
+            "buckets": [{"second": s, "requests": 100, "failures": 0, "p50_ms": 2.0, "p99_ms": 9.0} for s in range(3)]}
+    swaps = {"h1": {"started_at": 1000.5, "timings": {"started": 0.2, "healthy": 1.0, "old_stopped": 1.4}},
+             "h2": {"changed": False}}
+    assert swap_marks(swaps, 1000.0) == [{"host": "h1", "step": "healthy", "second": 1.5},
+                                         {"host": "h1", "step": "old_stopped", "second": 1.9}]
+    page = write_report(project, "deploy", "1.2.3", load, swaps, ["host rps"])
+    text = page.read_text()
+    assert "deploy 1.2.3: 300 requests, 0 failed" in text and 'src="swap.png"' in text and "old stopped" in text
+    png = (page.parent / "swap.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", png[16:24])
+    assert (width, height) == (1000, 600)
+    assert json.loads((page.parent / "swap.json").read_text())["marks"][0]["host"] == "h1"
+
+
+def test_matrix_entries_and_fleet_totals():
+    project = Project.locate()
+    entries = parse_entries(project, None)
+    labels = [e.label for e in entries]
+    assert "gunicorn-eventlet" in labels and "flup-threaded" in labels and "uwsgi 3x3" in labels
+    assert parse_entries(project, "uwsgi:2x8")[0].threads == 8
+    for bad in ("nope", "uwsgi:0x1", "uwsgi:3"):
+        with pytest.raises(DeployError):
+            parse_entries(project, bad)
+    totals = fleet_totals({"h1": result(100, 10), "h2": result(50, 30, failed=2)})
+    assert totals["rps"] == 150 and totals["failed"] == 2 and totals["p90_ms"] == 30
+    assert progress_bar(1, 4, width=8) == "[##......] 1/4"
+
+
+def test_loadgen_rate_paces_the_requests(slow_server):
+    out = subprocess.run([sys.executable, "-m", "deploy_tool.loadgen", "--url", f"{slow_server}/", "--concurrency", "4",
+                          "--rate", "20", "--duration", "2", "--json"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=60)
+    summary = json.loads(out.stdout)
+    assert 30 <= summary["requests"] <= 44 and summary["failures"] == 0
+    assert abs(summary["started_at"] - time.time()) < 30
+
+
+def test_project_locate_is_this_checkout():
+    assert Project.locate().root == Path(ROOT)
