@@ -137,9 +137,10 @@ def results_by_host(outcome: RunOutcome) -> dict[str, dict[str, dict[str, Any]]]
     for host, captured in outcome.results.items():
         for item in captured.get("results", []):
             name = (item.get("item") or {}).get("name", "?")
-            table.setdefault(host, {})[name] = {k: item.get(k) for k in
-                                                ("requests", "failed", "errors", "rps", "p50_ms", "p90_ms",
-                                                 "p99_ms", "max_ms", "engine")}
+            summary = {k: item.get(k) for k in ("requests", "errors", "rps", "p50_ms", "p90_ms", "p99_ms",
+                                                "max_ms", "engine")}
+            # the module says `failures` (a `failed` key would fail the Ansible task)
+            table.setdefault(host, {})[name] = {**summary, "failed": item.get("failures", 0)}
     return table
 
 

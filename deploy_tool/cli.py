@@ -45,7 +45,9 @@ def build_deploy_parser() -> argparse.ArgumentParser:
     parser.add_argument("--variant", default="gunicorn-sync", help="server variant (apps/variants.yml)")
     parser.add_argument("--app", default="django", help="example app: django or flask")
     parser.add_argument("--strategy", default="reuse-port",
-                        help="reuse-port (default: new beside old, zero failed requests) or recreate (stop, start)")
+                        help="reuse-port (default: new beside old on one port, zero failed requests), recreate "
+                             "(stop, start: the downtime baseline) or blue-green (new on a second port, nginx "
+                             "switched and reloaded, old drained)")
     parser.add_argument("--image-source", default="archive", choices=["archive", "registry"],
                         help="ship the image as a docker save archive (default) or through the lab registry")
     parser.add_argument("--limit", help="only these hosts (Ansible pattern)")

@@ -15,7 +15,7 @@ from deploy_tool.project import Project
 from deploy_tool.registry import LabRegistry
 from deploy_tool.variants import validate_variant
 
-STRATEGIES = ("reuse-port", "recreate")
+STRATEGIES = ("reuse-port", "recreate", "blue-green")
 BATCH = re.compile(r"^([1-9][0-9]*|([1-9][0-9]?|100)%)$")
 APPS = ("django", "flask")
 

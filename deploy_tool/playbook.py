@@ -104,6 +104,19 @@ def _result_message(result: dict[str, Any]) -> str:
     return "no message"
 
 
+def _detail(result: dict[str, Any]) -> str:
+    """What a host's swap or benchmark did, on its progress line as soon as that host is done."""
+    if result.get("timings"):
+        phases = ", ".join(f"{step.replace('_', ' ')} {seconds:.1f} s" for step, seconds in result["timings"].items())
+        return f" ({result.get('container')}: {phases})"
+    if "rps" in result and "failures" in result:
+        return f" ({result['rps']} req/s, {result['failures']} failed, p99 {result['p99_ms']} ms)"
+    if result.get("results") and all("rps" in r for r in result["results"]):
+        return " (" + "; ".join(f"{(r.get('item') or {}).get('name', '?')}: {r['rps']} req/s, {r['failures']} failed"
+                                for r in result["results"]) + ")"
+    return ""
+
+
 class ProgressPrinter:
     """Turns ansible-runner events into one line per task and per host result."""
 
@@ -128,7 +141,7 @@ class ProgressPrinter:
             if data.get("task_action") in self.capture:
                 self.results[host] = {k: v for k, v in result.items() if not k.startswith("_")}
             if kind == "runner_on_ok":
-                self.emit(f"    {host}: {'changed' if result.get('changed') else 'ok'}")
+                self.emit(f"    {host}: {'changed' if result.get('changed') else 'ok'}{_detail(result)}")
             elif kind == "runner_on_failed" and data.get("ignore_errors"):
                 self.emit(f"    {host}: failed (ignored)")
             else:

@@ -78,7 +78,7 @@ requests:
   description: Requests completed or failed.
   type: int
   returned: success
-failed:
+failures:
   description: Failed requests (connection errors, timeouts, answers other than 2xx and 3xx).
   type: int
   returned: success
@@ -153,8 +153,8 @@ def percentile(ordered, q):
 
 
 def summarize(requests, errors, duration, p50, p90, p99, top):
-    failed = sum(errors.values())
-    return dict(requests=requests, failed=failed, errors=dict((k, v) for k, v in errors.items() if v),
+    failures = sum(errors.values())
+    return dict(requests=requests, failures=failures, errors=dict((k, v) for k, v in errors.items() if v),
                 duration_s=round(duration, 3), rps=round(requests / duration, 1) if duration else 0.0,
                 p50_ms=round(p50, 2), p90_ms=round(p90, 2), p99_ms=round(p99, 2), max_ms=round(top, 2))
 

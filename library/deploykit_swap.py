@@ -20,6 +20,11 @@ description:
   - When the new container fails its gate it is stopped gracefully too (its queue moves back to the old one)
     and removed; the old keeps serving and the module fails, naming the reason and the container's last logs.
   - With O(strategy=recreate) the old container is stopped first, then the new started (the downtime baseline).
+  - With O(strategy=blue-green) the new container listens on the other of two O(ports) and passes its gate
+    there; the old keeps running and is returned in RV(retire). The caller points nginx at RV(port), reloads
+    it, then stops the old containers (the app role does).
+  - The container's port is labelled C(io.deploykit.port); reuse-port swaps stay on the port the running
+    container listens on, and RV(port) always says where the app listens now.
   - A host left with several app containers (an interrupted swap) converges; every app container but the
     healthy new one is stopped gracefully and removed.
   - Idempotent. When a running app container already has this exact image and settings, nothing changes.
@@ -41,8 +46,13 @@ options:
   strategy:
     description: How the new container replaces the old.
     type: str
-    choices: [reuse-port, recreate]
+    choices: [reuse-port, recreate, blue-green]
     default: reuse-port
+  ports:
+    description: The two ports blue-green alternates between. Default the health port and the one after it.
+    type: list
+    elements: int
+    default: []
   env:
     description: Environment variables of the container (not secrets).
     type: dict
@@ -165,9 +175,18 @@ stopped:
   type: list
   elements: str
 timings:
-  description: Seconds from the module's start to each step (started, healthy, old_stopped).
+  description: Seconds from the module's start to each step (started, healthy, old_stopped, old_removed).
   returned: changed
   type: dict
+port:
+  description: The port the app listens on now (nginx's upstream port).
+  returned: always
+  type: int
+retire:
+  description: With blue-green, the old containers still running, to stop once nginx points at RV(port).
+  returned: always
+  type: list
+  elements: str
 started_at:
   description: When the module started, in seconds since the epoch (the host's clock); timings count from it.
   returned: changed
@@ -181,6 +200,7 @@ health_attempts:
 import hashlib
 import json
 import os
+import re
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -190,6 +210,7 @@ LABEL_APP = "io.deploykit.app"
 LABEL_RELEASE = "io.deploykit.release"
 LABEL_SPEC = "io.deploykit.spec"
 LABEL_PROTOCOL = "io.deploykit.protocol"
+LABEL_PORT = "io.deploykit.port"
 HEALTH_SPEC = dict(
     PROBE_OPTIONS,
     successes=dict(type="int", default=3),
@@ -200,7 +221,8 @@ ARGUMENT_SPEC = dict(
     app=dict(type="str", required=True),
     image=dict(type="str", required=True),
     release=dict(type="str", required=True),
-    strategy=dict(type="str", choices=["reuse-port", "recreate"], default="reuse-port"),
+    strategy=dict(type="str", choices=["reuse-port", "recreate", "blue-green"], default="reuse-port"),
+    ports=dict(type="list", elements="int", default=[]),
     env=dict(type="dict", default={}),
     env_file=dict(type="path"),
     user=dict(type="str"),
@@ -236,14 +258,16 @@ def container_name(app, release, digest):
     return "%s-%s-%s" % (app, safe, digest[:6])
 
 
-def docker_run_argv(params, name, digest):
-    """`docker run` of the new container, as data."""
+def docker_run_argv(params, name, digest, port=None):
+    """`docker run` of the new container, listening on `port` (default the health port), as data."""
+    port = port or params["health"]["port"]
     # no restarts until it passed its gate: a crashing release must show as exited, not loop
     argv = ["docker", "run", "--detach", "--name", name, "--network", "host",
             "--restart", "no", "--stop-timeout", str(params["stop_timeout"]),
             "--label", "%s=%s" % (LABEL_APP, params["app"]), "--label", "%s=%s" % (LABEL_RELEASE, params["release"]),
             "--label", "%s=%s" % (LABEL_SPEC, digest),
-            "--label", "%s=%s" % (LABEL_PROTOCOL, params["health"]["protocol"])]
+            "--label", "%s=%s" % (LABEL_PROTOCOL, params["health"]["protocol"]),
+            "--label", "%s=%s" % (LABEL_PORT, port)]
     for key, value in sorted(params["labels"].items()):
         argv += ["--label", "%s=%s" % (key, value)]
     if params["user"]:
@@ -258,7 +282,7 @@ def docker_run_argv(params, name, digest):
         argv += ["--security-opt", opt]
     if params["env_file"]:
         argv += ["--env-file", params["env_file"]]
-    env = dict(params["env"], DEPLOYKIT_INSTANCE=name)
+    env = dict(params["env"], DEPLOYKIT_INSTANCE=name, DEPLOYKIT_PORT=str(port))
     for key, value in sorted(env.items()):
         argv += ["--env", "%s=%s" % (key, value)]
     return argv + [params["image"]]
@@ -295,9 +319,48 @@ class Swapper(object):
         found = []
         for info in json.loads(out):
             labels = info["Config"]["Labels"] or {}
+            port = labels.get(LABEL_PORT) or (info["Config"].get("Env") and dict(
+                e.split("=", 1) for e in info["Config"]["Env"] if "=" in e).get("DEPLOYKIT_PORT"))
             found.append((info["Name"].lstrip("/"), info["State"]["Running"], labels.get(LABEL_SPEC),
-                          labels.get(LABEL_RELEASE), labels.get(LABEL_PROTOCOL), info["Created"]))
-        return [c[:5] for c in sorted(found, key=lambda c: c[5])]
+                          labels.get(LABEL_RELEASE), labels.get(LABEL_PROTOCOL), int(port) if port else None,
+                          info["Created"]))
+        return [c[:6] for c in sorted(found, key=lambda c: c[6])]
+
+    def listen_port(self, containers):
+        """Where the new container listens: blue-green takes the port no running container of the app holds;
+        reuse-port joins the running container's port; recreate uses the configured one."""
+        configured = self.params["health"]["port"]
+        running = [c[5] for c in containers if c[1] and c[5]]
+        if self.params["strategy"] == "reuse-port":
+            return running[-1] if running else configured
+        if self.params["strategy"] == "recreate":
+            return configured
+        ports = self.params["ports"] or [configured, configured + 1]
+        if len(ports) != 2 or ports[0] == ports[1]:
+            raise SwapError("blue-green needs two different ports, not %s" % ports)
+        free = [port for port in ports if port not in running]
+        if not free:
+            raise SwapError("both blue-green ports %s are held by running containers of %s (an interrupted deploy): "
+                            "deploy again with strategy reuse-port to converge" % (ports, self.params["app"]))
+        return free[0]
+
+    def foreign_listeners(self, port):
+        """Processes listening on `port` that are not in one of this app's containers (by cgroup)."""
+        rc, out, _ = self.module.run_command(["ss", "-Hltnp", "sport = :%d" % port])
+        if rc != 0:
+            return []  # no ss: the new container's bind reports a conflict instead
+        _, ids, _ = self.docker("ps", "--quiet", "--no-trunc", "--filter", "label=%s=%s" % (LABEL_APP, self.params["app"]))
+        own = ids.split()
+        foreign = set()
+        for name, pid in re.findall(r'"([^"]+)",pid=(\d+)', out):
+            try:
+                with open("/proc/%s/cgroup" % pid) as stream:
+                    cgroup = stream.read()
+            except (IOError, OSError):
+                continue
+            if not any(container in cgroup for container in own):
+                foreign.add("%s (pid %s)" % (name, pid))
+        return sorted(foreign)
 
     def image_id(self):
         rc, out, _ = self.docker("image", "inspect", "--format", "{{.Id}}", self.params["image"], check=False)
@@ -315,12 +378,23 @@ class Swapper(object):
 
     def stop_and_remove(self, name):
         """SIGTERM, at most stop_timeout seconds of drain, then remove."""
-        self.docker("stop", "--time", str(self.params["stop_timeout"]), name, check=False)
-        self.docker("rm", "--force", "--volumes", name, check=False)
+        self.retire([name])
 
-    def health_gate(self, name):
+    def retire(self, names, step=None):
+        """Stop the containers (SIGTERM, at most stop_timeout seconds of drain), mark `step`, then remove them
+        and mark `step`_removed: a stopped container serves nothing, its removal is housekeeping."""
+        for name in names:
+            self.docker("stop", "--time", str(self.params["stop_timeout"]), name, check=False)
+        if step:
+            self.mark(step)
+        for name in names:
+            self.docker("rm", "--force", "--volumes", name, check=False)
+        if step:
+            self.mark(step.replace("stopped", "removed"))
+
+    def health_gate(self, name, port):
         """Successes must come from the new container itself: its name is in the health answer."""
-        h = self.params["health"]
+        h = dict(self.params["health"], port=port)
         deadline = time.monotonic() + h["timeout"]
         attempts = streak = 0
         last = "no answer yet"
@@ -379,45 +453,58 @@ class Swapper(object):
         current = [c for c in containers if c[1] and c[2] == digest]
         others = [c[0] for c in containers if not (c[1] and c[2] == digest)]
         if current and not others:
-            return dict(changed=False, container=current[0][0], stopped=[])
+            return dict(changed=False, container=current[0][0], stopped=[], retire=[], port=current[0][5])
         if current:  # an interrupted swap left extra containers beside a healthy current one: converge
+            running_others = [c[0] for c in containers if c[1] and c[0] in others]
+            if p["strategy"] == "blue-green" and running_others:  # nginx may still point at them: caller retires
+                return dict(changed=True, container=current[0][0], stopped=[], retire=running_others,
+                            port=current[0][5], converged=True)
             if not self.module.check_mode:
                 for other in others:
                     self.stop_and_remove(other)
-            return dict(changed=True, container=current[0][0], stopped=others, converged=True)
+            return dict(changed=True, container=current[0][0], stopped=others, retire=[], port=current[0][5],
+                        converged=True)
         protocol = p["health"]["protocol"]
         speaking_other = [c[0] for c in containers if c[1] and c[4] and c[4] != protocol]
         if p["strategy"] == "reuse-port" and speaking_other:
             raise SwapError("cannot swap on one port from a server speaking %s (%s) to one speaking %s: nginx would "
-                            "send the old protocol to the new container. Deploy this change with strategy recreate."
-                            % (containers[0][4], ", ".join(speaking_other), protocol))
+                            "send the old protocol to the new container. Deploy this change with strategy recreate "
+                            "or blue-green." % (containers[0][4], ", ".join(speaking_other), protocol))
+        port = self.listen_port(containers)
+        foreign = self.foreign_listeners(port)
+        if foreign:
+            raise SwapError("port %d is in use by %s, not by a container of %s: nothing was changed. Stop that "
+                            "process, or give the app another port (app_port)" % (port, ", ".join(foreign), p["app"]))
         if self.module.check_mode:
-            return dict(changed=True, container=name, stopped=others)
+            return dict(changed=True, container=name, stopped=others, retire=[], port=port)
         stale = [c[0] for c in containers if c[0] == name]
         for old in stale:  # a leftover of the same name, not running: clear it
             self.docker("rm", "--force", old, check=False)
         olds = [c for c in others if c not in stale]
         if p["strategy"] == "recreate":
-            for old in olds:
-                self.stop_and_remove(old)
-            self.mark("old_stopped")
-        self.docker(*docker_run_argv(p, name, digest)[1:])
+            self.retire(olds, "old_stopped")
+        self.docker(*docker_run_argv(p, name, digest, port)[1:])
         self.mark("started")
         try:
-            attempts = self.health_gate(name)
+            attempts = self.health_gate(name, port)
         except SwapError:
             self.stop_and_remove(name)  # gracefully: its queued connections move back to the old one
             raise
         self.mark("healthy")
         self.docker("update", "--restart", p["restart_policy"], name)
+        retire = []
         if p["strategy"] == "reuse-port":
-            for old in olds:
+            self.retire(olds, "old_stopped")
+        elif p["strategy"] == "blue-green":
+            running = set(c[0] for c in containers if c[1])
+            for old in [o for o in olds if o not in running]:  # already stopped: nothing to drain
                 self.stop_and_remove(old)
-            self.mark("old_stopped")
+            retire = [o for o in olds if o in running]
         history = self.record(name)
         pruned = self.prune_images(history)
-        return dict(changed=True, container=name, stopped=olds, timings=self.timings, health_attempts=attempts,
-                    pruned_images=pruned, started_at=round(self.started_at, 3))
+        return dict(changed=True, container=name, stopped=[o for o in olds if o not in retire], retire=retire,
+                    port=port, timings=self.timings, health_attempts=attempts, pruned_images=pruned,
+                    started_at=round(self.started_at, 3))
 
 
 def main():

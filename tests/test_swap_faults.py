@@ -5,6 +5,8 @@
   the deploy fails naming the hosts and the reason, and the load client sees no request dropped.
 - When a second deploy starts while one runs, then it is refused, naming who holds the lock.
 - When a rollback is asked, then the previous release is swapped back in, no request dropped.
+- When blue-green deploys run, then the new container listens on the other port, nginx is switched to it,
+  the old one drained; a reuse-port swap in between stays on that port; no request dropped.
 """
 
 from __future__ import annotations
@@ -100,5 +102,41 @@ def test_rollback_returns_to_the_previous_release_without_failed_requests(fleet,
     finally:
         counts = load.finish()
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert dropped(counts) == 0, describe(counts)
+    assert serving(fleet) == [(test_release, "gunicorn-gthread")] * len(fleet.hosts)
+
+
+def listening_ports(fleet) -> set[str]:
+    ports = set()
+    for host in fleet.hosts:
+        labels = fleet.ssh(host, "sudo docker ps --filter label=io.deploykit.app=deploykit-app "
+                                 "--format '{{.Label \"io.deploykit.port\"}}'").split()
+        assert len(labels) == 1, labels
+        upstream = fleet.ssh(host, "grep -o 'server 127.0.0.1:[0-9]*' /etc/nginx/nginx.conf").split(":")[-1].strip()
+        assert upstream == labels[0], f"{host['name']}: nginx sends to {upstream}, the app listens on {labels[0]}"
+        ports.add(labels[0])
+    return ports
+
+
+def test_blue_green_moves_to_the_other_port_and_back_without_failed_requests(fleet, test_release, test_release_b):
+    deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release_b, "--variant", "gunicorn-gthread",
+           "--app", "flask")
+    before = listening_ports(fleet)
+    assert len(before) == 1
+    load = Load(fleet.hosts)
+    try:
+        deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release, "--variant", "gunicorn-gthread",
+               "--app", "flask", "--strategy", "blue-green")
+        after = listening_ports(fleet)
+        # a reuse-port swap joins the port blue-green left the app on
+        deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release_b, "--variant", "gunicorn-gthread",
+               "--app", "flask")
+        assert listening_ports(fleet) == after
+        deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release, "--variant", "gunicorn-gthread",
+               "--app", "flask", "--strategy", "blue-green")
+    finally:
+        counts = load.finish()
+    assert after != before and len(after) == 1
+    assert listening_ports(fleet) == before
     assert dropped(counts) == 0, describe(counts)
     assert serving(fleet) == [(test_release, "gunicorn-gthread")] * len(fleet.hosts)

@@ -37,7 +37,8 @@ def test_run_argv_is_host_network_hardened_and_names_its_instance(swap):
                  "--user 10001:10001", "--env-file /etc/deploykit/app.env",
                  "--label io.deploykit.app=deploykit-app", "--label io.deploykit.release=1.2.0",
                  "--label io.deploykit.spec=abcdef123456", "--label io.deploykit.protocol=uwsgi",
-                 "--env DEPLOYKIT_INSTANCE=deploykit-app-1.2.0-abcdef"):
+                 "--env DEPLOYKIT_INSTANCE=deploykit-app-1.2.0-abcdef", "--label io.deploykit.port=8000",
+                 "--env DEPLOYKIT_PORT=8000"):
         assert part in joined
     assert argv[-1] == "deploykit/demo-app:1.2.0"
     assert "SECRET" not in joined  # secrets only through the env file
@@ -94,3 +95,27 @@ def test_every_module_documents_its_argument_spec(name):
         assert documented[option].get("choices") == spec.get("choices"), option
         if "options" in spec:
             assert sorted(documented[option]["suboptions"]) == sorted(spec["options"]), option
+
+
+def test_blue_green_listens_on_the_port_no_running_container_holds(swap):
+    argv = " ".join(swap.docker_run_argv(params(strategy="blue-green"), "n", "abcdef123456", 8001))
+    assert "--label io.deploykit.port=8001" in argv and "--env DEPLOYKIT_PORT=8001" in argv
+
+    class Module:
+        def __init__(self, **overrides):
+            self.params = params(**overrides)
+            self.check_mode = False
+
+    def port(strategy, running, ports=()):
+        swapper = swap.Swapper(Module(strategy=strategy, ports=list(ports)))
+        containers = [("c%d" % i, True, "spec", "1.0", "http", p) for i, p in enumerate(running)]
+        return swapper.listen_port(containers)
+
+    assert port("blue-green", [8000]) == 8001
+    assert port("blue-green", [8001]) == 8000
+    assert port("blue-green", []) == 8000
+    assert port("blue-green", [9000], ports=(9000, 9100)) == 9100
+    assert port("reuse-port", [8001]) == 8001  # joins the running container, wherever blue-green left it
+    assert port("recreate", [8001]) == 8000
+    with pytest.raises(swap.SwapError, match="both blue-green ports"):
+        port("blue-green", [8000, 8001])

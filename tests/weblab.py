@@ -16,7 +16,9 @@ import uuid
 from conftest import ROOT
 
 HOST_HEADER = "demo.lab"
-CONCURRENCY_PER_HOST = 64
+# 22 per host: 66 connections on the 3-host fleet, above the 64 the swap must hold, without the client
+# process taking a whole core of this 2-core machine from the hosts under test.
+CONCURRENCY_PER_HOST = 22
 
 
 class NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -1,0 +1,104 @@
+"""When/Then on the lab fleet: the smoke benchmark and swap-window report of every deploy, the performance
+gate rolling back a slow release, and the benchmark matrix.
+
+- When a release is deployed, then every host is benchmarked (a table, results stored per release), and the
+  swap-window report (HTML, PNG, JSON) marks each host's new-healthy and old-stopped moments, with no failed
+  request in the load that ran through the swap.
+- When a release that sleeps 300 ms per page is deployed, then its smoke benchmark fails the gate, the deploy
+  fails naming the hosts, and the previous release is back on every host.
+- When `deploy bench --matrix` runs, then every setup asked for is deployed and benchmarked through nginx (and
+  directly when it speaks HTTP), and the setup deployed before is restored.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from conftest import ROOT, deploy
+from deploy_tool.journal import inventory_slug
+
+pytestmark = pytest.mark.lab
+
+SLOW = "0.0.3-ci-slow"
+# This 2-core machine runs the hosts, their databases and the benchmark at once: req/s of one release vary by
+# up to half between runs. A release that sleeps 300 ms per page loses about 90%.
+THRESHOLD = ("--gate-threshold", "80")
+
+
+@pytest.fixture(scope="module")
+def fleet(provisioned_fleet, test_release, test_release_b):
+    fleet = provisioned_fleet[0]
+    deploy("build", "--version", SLOW, "--delay-ms", "300", "--rebuild", "--archive")
+    for release in (test_release, test_release_b, SLOW):
+        fleet.preload(f"deploykit/demo-app:{release}")
+    shutil.rmtree(ROOT / ".deploykit" / "bench" / inventory_slug(fleet.inventory), ignore_errors=True)
+    return fleet
+
+
+def deploy_json(fleet, *args: str, check: bool = True):
+    result = deploy("-i", str(fleet.inventory), "--app", "django", "--variant", "gunicorn-sync", *THRESHOLD,
+                    "--json", *args, check=check)
+    return result, (json.loads(result.stdout) if result.stdout.strip().startswith("{") else None)
+
+
+def serving(fleet) -> set[tuple[str, str]]:
+    return {tuple(json.loads(fleet.ssh(h, "curl -s -H 'Host: demo.lab' http://127.0.0.1/health"))[k]
+                  for k in ("release", "variant")) for h in fleet.hosts}
+
+
+def test_each_deploy_is_benchmarked_and_its_swap_window_reported(fleet, test_release, test_release_b):
+    _, first = deploy_json(fleet, "--version", test_release, "--strategy", "recreate")
+    names = sorted(h["name"] for h in fleet.hosts)
+    assert sorted(first["smoke"]["hosts"]) == names
+    assert first["smoke"]["baseline"] is None  # the first of its kind on this fleet
+    _, second = deploy_json(fleet, "--version", test_release_b)
+    smoke = second["smoke"]
+    assert (smoke["verdict"], smoke["baseline"]) == ("passed", test_release)
+    for host in names:
+        assert smoke["hosts"][host]["failed"] == 0 and smoke["hosts"][host]["rps"] > 0
+    stored = json.loads((ROOT / ".deploykit" / "bench" / inventory_slug(fleet.inventory) / "smoke"
+                         / f"{test_release_b}.json").read_text())
+    assert stored["hosts"] == smoke["hosts"]
+    assert any(line.split()[:1] == [names[0]] for line in second["smoke_table"])
+
+    assert second["load"]["failures"] == 0 and second["load"]["requests"] > 100
+    report = json.loads((ROOT / ".deploykit" / "reports" / second["report_html"].split("/")[-2] / "swap.json")
+                        .read_text())
+    marks = {(m["host"], m["step"]) for m in report["marks"]}
+    assert marks == {(h, step) for h in names for step in ("healthy", "old_stopped")}
+    duration = len(report["load"]["buckets"])
+    assert all(0 < m["second"] < duration for m in report["marks"])
+    html = open(second["report_html"], encoding="utf-8").read()
+    assert "swap.png" in html and f"deploy {test_release_b}" in html
+
+
+def test_a_slow_release_fails_the_gate_and_is_rolled_back(fleet, test_release_b):
+    result, report = deploy_json(fleet, "--version", SLOW, "--no-swap-report", check=False)
+    assert result.returncode == 2, result.stdout[-2000:] + result.stderr[-2000:]
+    assert f"release {SLOW} failed its smoke benchmark and was rolled back to {test_release_b}" in result.stderr
+    for host in fleet.hosts:
+        assert f"{host['name']}: " in result.stderr
+    assert report["result"] == "rolled-back" and report["smoke"]["verdict"] == "regressed"
+    assert serving(fleet) == {(test_release_b, "gunicorn-sync")}
+    audit = [json.loads(line) for line in (ROOT / ".deploykit" / "audit.log").read_text().splitlines()]
+    ours = [e for e in audit if e["inventory"] == str(fleet.inventory)][-2:]
+    assert [(e["action"], e["version"], e["result"]) for e in ours] == [
+        ("deploy", SLOW, "regressed"), ("rollback", test_release_b, "ok")]
+
+
+def test_bench_matrix_compares_setups_and_restores_the_deployed_one(fleet, test_release_b):
+    result = deploy("bench", "-i", str(fleet.inventory), "--matrix", "--variants", "gunicorn-gthread,uwsgi:3x3",
+                    "--duration", "2", "--json")
+    matrix = json.loads(result.stdout)
+    rows = {(row["setup"], row["target"]): row for row in matrix["rows"]}
+    assert set(rows) == {("gunicorn-gthread", "nginx"), ("gunicorn-gthread", "direct"),
+                         ("uwsgi 3x3", "nginx"), ("uwsgi 3x3", "direct")}
+    for key in (("gunicorn-gthread", "nginx"), ("gunicorn-gthread", "direct"), ("uwsgi 3x3", "nginx")):
+        assert rows[key]["fleet"]["hosts"] == len(fleet.hosts) and rows[key]["fleet"]["rps"] > 0, key
+        assert rows[key]["fleet"]["failed"] == 0, rows[key]
+    assert rows[("uwsgi 3x3", "direct")]["fleet"] is None  # uwsgi protocol: no HTTP to load directly
+    assert "1/2" in result.stderr and "restoring" in result.stderr
+    assert serving(fleet) == {(test_release_b, "gunicorn-sync")}

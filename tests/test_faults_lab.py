@@ -1,0 +1,150 @@
+"""When/Then on the lab fleet: faults during deploys, with a load running and its failures counted.
+
+- When a host's SSH is down during a deploy, then the other hosts get the release (max-fail rule), the report
+  names the unreachable host, that host keeps serving the old release, and a rerun after it is back converges.
+- When the deploy process is killed (SIGKILL, the whole process group) in the middle of the swap, then the next
+  deploy says it takes over the stale lock, cleans up the half-done swap and converges: one app container per
+  host, the new release.
+- When something else listens on the app's port, then the deploy fails before changing that host, naming the
+  process.
+- When the Docker engine restarts on a host, then the app keeps serving (live-restore); when the host itself
+  restarts, the app container comes back by its restart policy and serves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import NO_CHECKS, ROOT, deploy
+from weblab import Load, describe, dropped
+
+pytestmark = pytest.mark.lab
+
+
+@pytest.fixture(scope="module")
+def fleet(provisioned_fleet, test_release, test_release_b):
+    fleet = provisioned_fleet[0]
+    for release in (test_release, test_release_b):
+        fleet.preload(f"deploykit/demo-app:{release}")
+    deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release, "--variant", "gunicorn-gthread",
+           "--app", "flask", "--strategy", "recreate")
+    return fleet
+
+
+def host_exec(host: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
+    """A command on the lab host as its console would run it (not over SSH: SSH may be what is down)."""
+    return subprocess.run(["docker", "exec", host["container"], *argv], capture_output=True, text=True, timeout=120)
+
+
+def health(fleet, host) -> dict:
+    return json.loads(fleet.ssh(host, "curl -s -m 5 -H 'Host: demo.lab' http://127.0.0.1/health"))
+
+
+def app_containers(fleet, host) -> list[str]:
+    return fleet.ssh(host, "sudo docker ps --filter label=io.deploykit.app=deploykit-app --format '{{.Names}}'").split()
+
+
+def release_deploy(fleet, release: str, *extra: str, check: bool = True):
+    return deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", release, "--variant", "gunicorn-gthread",
+                  "--app", "flask", *extra, check=check)
+
+
+def test_an_unreachable_host_is_named_and_a_rerun_converges(fleet, test_release, test_release_b):
+    down = fleet.hosts[-1]
+    assert host_exec(down, "pkill", "-x", "sshd").returncode == 0
+    load = Load(fleet.hosts)
+    try:
+        result = release_deploy(fleet, test_release_b, "--max-fail-percent", "50", check=False)
+    finally:
+        counts = load.finish()
+        host_exec(down, "/etc/init.d/ssh", "start")
+    assert result.returncode == 2, result.stdout[-2000:]
+    assert f"{down['name']}: UNREACHABLE" in result.stdout and down["name"] in result.stderr
+    assert dropped(counts) == 0, describe(counts)
+    for host in fleet.hosts[:-1]:
+        assert health(fleet, host)["release"] == test_release_b
+    assert health(fleet, down)["release"] == test_release  # untouched, still serving
+    rerun = release_deploy(fleet, test_release_b)
+    assert "RECAP" in rerun.stdout
+    for host in fleet.hosts:
+        assert health(fleet, host)["release"] == test_release_b and len(app_containers(fleet, host)) == 1
+
+
+def test_a_deploy_killed_mid_swap_is_cleaned_up_by_the_next(fleet, test_release, test_release_b):
+    release_deploy(fleet, test_release_b)
+    load = Load(fleet.hosts)
+    try:
+        killed = subprocess.Popen([sys.executable, "-m", "deploy_tool", *NO_CHECKS, "-i", str(fleet.inventory),
+                                   "--version", test_release, "--variant", "gunicorn-gthread", "--app", "flask"],
+                                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                  start_new_session=True)
+        seen = []
+        for line in killed.stdout:  # wait for the swap to start on the hosts
+            seen.append(line)
+            if "task: Swap the app container" in line:
+                break
+        time.sleep(2.5)  # new containers started, not all of them through their gate yet
+        os.killpg(killed.pid, signal.SIGKILL)
+        killed.wait(timeout=30)
+        assert any("Swap the app container" in line for line in seen), "".join(seen[-20:])
+        rerun = release_deploy(fleet, test_release)
+    finally:
+        counts = load.finish()
+    assert "taking over a stale deploy lock" in rerun.stderr
+    assert dropped(counts) == 0, describe(counts)
+    for host in fleet.hosts:
+        assert len(app_containers(fleet, host)) == 1
+        assert health(fleet, host)["release"] == test_release
+
+
+def test_a_foreign_process_on_the_app_port_stops_the_deploy_before_any_change(fleet, test_release,
+                                                                              test_release_b):
+    host = fleet.hosts[0]
+    before = app_containers(fleet, host)
+    squatter = subprocess.Popen(["docker", "exec", host["container"], "python3", "-c",
+                                 "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 8000)); s.listen(); "
+                                 "time.sleep(120)"])
+    try:
+        time.sleep(1.5)
+        result = release_deploy(fleet, test_release_b, "--limit", host["name"], check=False)
+    finally:
+        squatter.kill()
+        host_exec(host, "pkill", "-f", "time.sleep\\(120\\)")
+    assert result.returncode == 2
+    assert "port 8000 is in use by python3 (pid" in result.stderr and "nothing was changed" in result.stderr
+    assert app_containers(fleet, host) == before
+
+
+def test_the_app_survives_an_engine_restart_and_a_host_restart(fleet, test_release):
+    host, others = fleet.hosts[0], fleet.hosts[1:]
+    container = app_containers(fleet, host)
+    load = Load(fleet.hosts)
+    try:
+        restart = host_exec(host, "service", "docker", "restart")
+        assert restart.returncode == 0, restart.stderr
+    finally:
+        counts = load.finish()
+    assert dropped(counts) == 0, describe(counts)
+    assert app_containers(fleet, host) == container
+
+    load = Load(others)
+    try:
+        subprocess.run(["docker", "restart", "--time", "5", host["container"]], check=True, timeout=120)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            probe = host_exec(host, "curl", "-s", "-m", "2", "-H", "Host: demo.lab", "http://127.0.0.1/health")
+            if probe.returncode == 0 and '"release"' in probe.stdout:
+                break
+            time.sleep(1)
+    finally:
+        counts = load.finish()
+    assert dropped(counts) == 0, describe(counts)  # the other hosts did not notice
+    assert json.loads(probe.stdout)["release"] == test_release
+    assert app_containers(fleet, host) == container
