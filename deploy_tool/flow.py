@@ -117,7 +117,16 @@ def smoke(report: DeployReport, request: DeployRequest, checks: Checks, project:
     store = SmokeStore(project, request.inventory)
     baseline = store.baseline(record)
     if gated:
-        record.findings = checks.gate.findings(hosts, baseline.hosts if baseline else None)
+        before = baseline.hosts if baseline else None
+        record.findings = checks.gate.findings(hosts, before)
+        suspects = sorted({line.split(":", 1)[0] for line in record.findings})
+        if suspects:  # re-measure before judging: one slow run on a busy machine is not a regression
+            emit(f"smoke benchmark again on {', '.join(suspects)} (a regression is confirmed by a second run)")
+            again = run_playbook(bench_run(request.inventory, load, ",".join(suspects)), project, emit)
+            for host, targets in results_by_host(again).items():
+                if "nginx" in targets and not checks.gate.findings({host: targets["nginx"]}, before):
+                    hosts[host] = targets["nginx"]
+            record.findings = checks.gate.findings(hosts, before)
         record.verdict = "regressed" if record.findings else "passed"
     record.baseline_release = baseline.release if baseline else None
     store.save(record)

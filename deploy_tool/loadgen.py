@@ -4,6 +4,9 @@ wrk and ab count a server's normal close after a non-keep-alive answer as an err
 requests in flight at its deadline as failures; this client counts what a user would see: a request fails
 when the connection is refused or reset, times out, or the answer is not 2xx/3xx. Half of the workers keep
 one connection alive across requests, the other half open a new connection for each request.
+A request sent on a kept-alive connection that the server closed at that moment (no answer at all) is sent
+again once on a new connection, as browsers and HTTP libraries do for idempotent requests (RFC 9112, 9.3.1):
+nginx closes idle kept-alive connections when it reloads. Those retries are counted apart (`retried`).
 Bounded in time; it stops by itself. Targets must be loopback or the lab hosts' own addresses.
 
     python -m deploy_tool.loadgen --url http://172.22.0.2/health --url http://172.22.0.3/health \\
@@ -41,6 +44,7 @@ class LoadResult:
     latencies_ms: list[float]
     buckets: list[dict[str, float]]
     started_at: float = 0.0
+    retried: int = 0
 
     def percentile(self, q: float) -> float:
         if not self.latencies_ms:
@@ -54,7 +58,7 @@ class LoadResult:
             "duration_s": round(self.duration, 3), "rps": round(self.requests / self.duration, 1) if self.duration else 0,
             "p50_ms": round(self.percentile(0.50), 2), "p90_ms": round(self.percentile(0.90), 2),
             "p99_ms": round(self.percentile(0.99), 2), "max_ms": round(max(self.latencies_ms, default=0.0), 2),
-            "buckets": self.buckets, "started_at": round(self.started_at, 3),
+            "buckets": self.buckets, "started_at": round(self.started_at, 3), "retried": self.retried,
         }
 
 
@@ -87,6 +91,7 @@ class LoadRun:
         self.lock = threading.Lock()
         self.errors: Counter[str] = Counter()
         self.statuses: Counter[str] = Counter()
+        self.retried = 0
         self.buckets: dict[int, Bucket] = {}
         self.start = 0.0
         self.deadline = 0.0
@@ -131,10 +136,21 @@ class LoadRun:
                 break
             began = time.monotonic()
             try:
+                reused = connection is not None
                 if connection is None:
                     connection = http.client.HTTPConnection(target.address, target.port, timeout=self.timeout)
-                connection.request("GET", target.path, headers=headers)
-                response = connection.getresponse()
+                try:
+                    connection.request("GET", target.path, headers=headers)
+                    response = connection.getresponse()
+                except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                    if not reused:
+                        raise
+                    connection.close()  # closed by the server as we sent: once more, on a new connection
+                    with self.lock:
+                        self.retried += 1
+                    connection = http.client.HTTPConnection(target.address, target.port, timeout=self.timeout)
+                    connection.request("GET", target.path, headers=headers)
+                    response = connection.getresponse()
                 response.read()
                 ok = 200 <= response.status < 400
                 self._record(began, ok, str(response.status), None if ok else f"HTTP {response.status}")
@@ -171,7 +187,7 @@ class LoadRun:
         return LoadResult(requests=sum(b.requests for b in self.buckets.values()),
                           failures=sum(b.failures for b in self.buckets.values()), errors=dict(self.errors),
                           statuses=dict(self.statuses), duration=elapsed, latencies_ms=latencies, buckets=buckets,
-                          started_at=started_at)
+                          started_at=started_at, retried=self.retried)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -198,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(summary))
     else:
         print(f"{summary['requests']} requests, {summary['failures']} failed, {summary['rps']} req/s, "
-              f"p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms, errors {summary['errors']}")
+              f"p50 {summary['p50_ms']} ms, p99 {summary['p99_ms']} ms, errors {summary['errors']}, "
+              f"retried on a closed kept-alive connection {summary['retried']}")
     return 0
 
 

@@ -189,3 +189,40 @@ def test_loadgen_rate_paces_the_requests(slow_server):
 
 def test_project_locate_is_this_checkout():
     assert Project.locate().root == Path(ROOT)
+
+
+def test_loadgen_sends_again_once_when_a_kept_alive_connection_was_closed_under_it():
+    """A server that answers with keep-alive, then closes the connection (as nginx closes idle connections when
+    it reloads): the next request on that connection gets no answer and goes again on a new one."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    stop = threading.Event()
+
+    def serve():
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                continue
+            with conn:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok")
+                time.sleep(0.01)  # then closed, unannounced
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        out = subprocess.run([sys.executable, "-m", "deploy_tool.loadgen", "--url",
+                              f"http://127.0.0.1:{listener.getsockname()[1]}/", "--concurrency", "2", "--rate", "20",
+                              "--duration", "1.5", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+    summary = json.loads(out.stdout)
+    assert summary["failures"] == 0, summary["errors"]
+    assert summary["retried"] > 0  # the kept-alive worker's second and later requests

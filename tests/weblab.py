@@ -85,5 +85,6 @@ def dropped(counts: dict) -> int:
 def describe(counts: dict) -> str:
     """The load's figures, and the seconds in which requests failed, for assertion messages."""
     failing = [b for b in counts["buckets"] if b["failures"]]
-    return (f"{counts['failures']} failed of {counts['requests']} ({counts['errors']}), p99 {counts['p99_ms']} ms, "
+    return (f"{counts['failures']} failed of {counts['requests']} ({counts['errors']}), "
+            f"{counts.get('retried', 0)} retried on a closed kept-alive connection, p99 {counts['p99_ms']} ms, "
             f"max {counts['max_ms']} ms; failing seconds: {failing}")
