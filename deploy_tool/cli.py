@@ -282,6 +282,8 @@ def run_deploy(request: Any, checks: Any, project: Project, action: str, as_json
     from deploy_tool.flow import run_deploy as flow
 
     say = progress_sink(as_json)
+    request.validate(project)  # before anything else, even before asking Docker
+    checks.validate()
     try:
         report = flow(request, checks, project, say, action, docker_client())
     except GateFailed as exc:

@@ -64,14 +64,14 @@ class GateFailed(DeployError):
 
 
 def run_deploy(request: DeployRequest, checks: Checks, project: Project, emit: ProgressCallback,
-               action: str = "deploy", docker_client: Any = None) -> DeployReport:
+               action: str = "deploy", docker_client: Any = None, inside_lock: bool = False) -> DeployReport:
     request.validate(project)  # before anything else, even before asking Docker
     checks.validate()
     run = prepare(request, project, ReleaseBuilder(project, docker_client))
     entry = {"action": action, "inventory": str(request.inventory), "version": request.version,
              "variant": request.variant, "app": request.app, "strategy": request.strategy}
     report = DeployReport(action, request.version)
-    with DeployLock.acquire(project, request.inventory, action, request.version):
+    with DeployLock.acquire(project, request.inventory, action, request.version, nested=inside_lock):
         emit(f"{action}: {request.app} {request.version} ({request.variant}, strategy {request.strategy}, "
              f"batch {request.batch})")
         watch = None
@@ -158,7 +158,7 @@ def gate_failed(report: DeployReport, request: DeployRequest, checks: Checks, pr
     emit(f"release {request.version} failed its smoke benchmark; rolling back to {target['version']}")
     rollback = replace(request, version=target["version"], variant=target["variant"], app=target["app"])
     run_deploy(rollback, Checks(smoke=checks.smoke, gate=checks.gate, report=False), project, emit, "rollback",
-               docker_client)
+               docker_client, inside_lock=True)
     report.rolled_back_to = target["version"]
     report.result = "rolled-back"
     raise GateFailed(f"release {request.version} failed its smoke benchmark and was rolled back to "

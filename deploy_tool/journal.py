@@ -46,7 +46,10 @@ class DeployLock:
     nested: bool = False  # taken again by the process holding it (a gate's rollback): released by the outer
 
     @classmethod
-    def acquire(cls, project: Project, inventory: Path, action: str, version: str) -> DeployLock:
+    def acquire(cls, project: Project, inventory: Path, action: str, version: str,
+                nested: bool = False) -> DeployLock:
+        """Take the inventory's lock. nested: this process may hold it already (a gate's rollback inside its
+        deploy); that inner hold does not release it."""
         path = project.state_dir / "locks" / f"{inventory_slug(inventory)}.lock"
         path.parent.mkdir(parents=True, exist_ok=True)
         holder = {"user": getpass.getuser(), "host": socket.gethostname(), "pid": os.getpid(),
@@ -56,7 +59,7 @@ class DeployLock:
                 fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
                 current = cls._read(path)
-                if current and current.get("pid") == os.getpid():
+                if nested and current and current.get("pid") == os.getpid():
                     return cls(path, current, nested=True)
                 if current and process_alive(int(current.get("pid", 0))):
                     since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(current.get("since", 0)))

@@ -91,3 +91,13 @@ def test_bad_rolling_options_are_refused_before_docker(tmp_path, args, message):
     result = deploy("-i", str(tmp_path), "--version", "1.0.0", *args, check=False,
                     env={"DOCKER_HOST": "unix:///nonexistent.sock"})
     assert result.returncode == 2 and message in result.stderr
+
+
+def test_a_gate_rollback_takes_the_lock_its_deploy_holds_without_releasing_it(project):
+    inventory = project.root / "inventories" / "lab"
+    outer = DeployLock.acquire(project, inventory, "deploy", "1.1.0")
+    with DeployLock.acquire(project, inventory, "rollback", "1.0.0", nested=True) as inner:
+        assert inner.nested
+    assert outer.path.exists()  # still the deploy's
+    outer.release()
+    assert not outer.path.exists()
