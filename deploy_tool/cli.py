@@ -53,6 +53,8 @@ def build_deploy_parser() -> argparse.ArgumentParser:
     parser.add_argument("--limit", help="only these hosts (Ansible pattern)")
     parser.add_argument("--processes", type=int, help="server processes (default: the inventory's, 4)")
     parser.add_argument("--threads", type=int, help="threads per process, for variants with threads")
+    parser.add_argument("--health-timeout", type=int,
+                        help="seconds a new container has to pass its health gate (default: the inventory's, 60)")
     add_rolling_options(parser)
     add_check_options(parser)
     return parser
@@ -252,7 +254,8 @@ def cmd_deploy(args: argparse.Namespace, project: Project) -> int:
     request = DeployRequest(inventory=project.inventory_dir(args.inventory), version=args.version,
                             variant=args.variant, app=args.app, strategy=args.strategy, limit=args.limit,
                             image_source=args.image_source, batch=args.batch, pause=args.pause,
-                            max_fail_percent=args.max_fail_percent, processes=args.processes, threads=args.threads)
+                            max_fail_percent=args.max_fail_percent, processes=args.processes, threads=args.threads,
+                            health_timeout=args.health_timeout)
     return run_deploy(request, checks_of(args), project, "deploy", args.json)
 
 

@@ -34,6 +34,7 @@ class DeployRequest:
     pause: int = 0
     processes: int | None = None  # server processes (workers); None: the inventory's app_server_processes
     threads: int | None = None  # threads per process, where the variant has threads
+    health_timeout: int | None = None  # seconds a new container has to pass its gate; None: the inventory's
 
     def validate(self, project: Project) -> None:
         validate_version(self.version)
@@ -49,6 +50,8 @@ class DeployRequest:
         for name, value in (("processes", self.processes), ("threads", self.threads)):
             if value is not None and not 1 <= value <= 64:
                 raise DeployError(f"--{name} must be 1-64, not {value}")
+        if self.health_timeout is not None and not 1 <= self.health_timeout <= 3600:
+            raise DeployError(f"--health-timeout must be 1-3600 seconds, not {self.health_timeout}")
         if not self.inventory.exists():
             raise DeployError(f"inventory {self.inventory} does not exist",
                               hint="for the lab fleet run `deploy lab up --hosts 3` first")
@@ -59,7 +62,8 @@ class DeployRequest:
                 "app_image_id": image_id, "app_strategy": self.strategy, "deploykit_batch": self.batch,
                 "deploykit_max_fail_percentage": self.max_fail_percent, "deploykit_pause": self.pause,
                 **({"app_server_processes": self.processes} if self.processes else {}),
-                **({"app_server_threads": self.threads} if self.threads else {})}
+                **({"app_server_threads": self.threads} if self.threads else {}),
+                **({"app_health_timeout": self.health_timeout} if self.health_timeout else {})}
 
     def playbook_run(self, archive_dir: Path, image_id: str) -> PlaybookRun:
         return PlaybookRun("deploy.yml", self.inventory, extravars=self.extravars(archive_dir, image_id),

@@ -48,6 +48,12 @@ options:
     type: str
     choices: [reuse-port, recreate, blue-green]
     default: reuse-port
+  settle:
+    description: >-
+      Seconds the new container must keep running after it passed its gate before the old one is stopped: a
+      release that crashes soon after it became healthy is caught while the old one still serves.
+    type: float
+    default: 2.0
   ports:
     description: The two ports blue-green alternates between. Default the health port and the one after it.
     type: list
@@ -175,7 +181,7 @@ stopped:
   type: list
   elements: str
 timings:
-  description: Seconds from the module's start to each step (started, healthy, old_stopped, old_removed).
+  description: Seconds from the module's start to each step (started, healthy, settled, old_stopped, old_removed).
   returned: changed
   type: dict
 port:
@@ -223,6 +229,7 @@ ARGUMENT_SPEC = dict(
     release=dict(type="str", required=True),
     strategy=dict(type="str", choices=["reuse-port", "recreate", "blue-green"], default="reuse-port"),
     ports=dict(type="list", elements="int", default=[]),
+    settle=dict(type="float", default=2.0),
     env=dict(type="dict", default={}),
     env_file=dict(type="path"),
     user=dict(type="str"),
@@ -380,13 +387,21 @@ class Swapper(object):
         """SIGTERM, at most stop_timeout seconds of drain, then remove."""
         self.retire([name])
 
-    def retire(self, names, step=None):
+    def retire(self, names, step=None, successor=None):
         """Stop the containers (SIGTERM, at most stop_timeout seconds of drain), mark `step`, then remove them
-        and mark `step`_removed: a stopped container serves nothing, its removal is housekeeping."""
+        and mark `step`_removed: a stopped container serves nothing, its removal is housekeeping.
+        When the `successor` died meanwhile, the stopped containers are started again instead."""
         for name in names:
             self.docker("stop", "--time", str(self.params["stop_timeout"]), name, check=False)
         if step:
             self.mark(step)
+        if successor and names and not self.running(successor):
+            for name in names:
+                self.docker("start", name, check=False)
+            logs = self.logs(successor)
+            self.docker("rm", "--force", successor, check=False)
+            raise SwapError("the new container %s exited while the old one drained; the old container (%s) was "
+                            "started again" % (successor, ", ".join(names)), logs=logs)
         for name in names:
             self.docker("rm", "--force", "--volumes", name, check=False)
         if step:
@@ -417,6 +432,21 @@ class Swapper(object):
             time.sleep(h["interval"])
         raise SwapError("the new container %s did not pass its health gate within %ss (last: %s)"
                         % (name, h["timeout"], last), logs=self.logs(name), health_attempts=attempts)
+
+    def settle(self, name, seconds=None):
+        """The new container must still run `settle` seconds after its gate, while the old one still serves."""
+        deadline = time.monotonic() + (self.params["settle"] if seconds is None else seconds)
+        while True:
+            if not self.running(name):
+                logs = self.logs(name)
+                self.docker("rm", "--force", name, check=False)
+                raise SwapError("the new container %s exited %.1f s after it passed its health gate; the old one "
+                                "kept serving" % (name, time.monotonic() - self.start - self.timings["healthy"]),
+                                logs=logs)
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(0.25)
+        self.mark("settled")
 
     def record(self, name):
         path = self.params["state_file"]
@@ -491,10 +521,16 @@ class Swapper(object):
             self.stop_and_remove(name)  # gracefully: its queued connections move back to the old one
             raise
         self.mark("healthy")
-        self.docker("update", "--restart", p["restart_policy"], name)
+        self.settle(name)
+        if self.docker("update", "--restart", p["restart_policy"], name, check=False)[0] != 0:
+            self.settle(name, seconds=0)  # it exited just now: said as such; else the update's error
+            self.docker("update", "--restart", p["restart_policy"], name)
         retire = []
         if p["strategy"] == "reuse-port":
-            self.retire(olds, "old_stopped")
+            running = set(c[0] for c in containers if c[1])
+            for dead in [o for o in olds if o not in running]:  # leftovers: nothing to drain or to start again
+                self.stop_and_remove(dead)
+            self.retire([o for o in olds if o in running], "old_stopped", successor=name)
         elif p["strategy"] == "blue-green":
             running = set(c[0] for c in containers if c[1])
             for old in [o for o in olds if o not in running]:  # already stopped: nothing to drain

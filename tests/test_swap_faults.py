@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -36,9 +37,22 @@ def broken_release(docker_client, test_release):
 
 
 @pytest.fixture(scope="module")
-def fleet(provisioned_fleet, test_release, test_release_b, broken_release):
+def faulty_releases(docker_client, test_release):
+    """Flask releases with a fault baked in (apps/Dockerfile APP_FAULT): one never healthy, one that stops
+    0.8 s after its first health answer (before its gate or inside the settle window after it)."""
+    releases = {}
+    for fault in ("unhealthy", "crash-after-healthy"):
+        release = f"0.0.8-{fault}"
+        docker_client.images.build(path=str(ROOT), dockerfile="apps/Dockerfile", tag=f"deploykit/demo-app:{release}",
+                                   buildargs={"RELEASE": release, "APP_FAULT": fault}, rm=True, network_mode="none")
+        releases[fault] = release
+    return releases
+
+
+@pytest.fixture(scope="module")
+def fleet(provisioned_fleet, test_release, test_release_b, broken_release, faulty_releases):
     fleet = provisioned_fleet[0]
-    for release in (test_release, test_release_b, broken_release):
+    for release in (test_release, test_release_b, broken_release, *faulty_releases.values()):
         fleet.preload(f"deploykit/demo-app:{release}")
     deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release, "--variant", "gunicorn-gthread",
            "--app", "flask", "--strategy", "recreate")
@@ -74,6 +88,29 @@ def test_a_release_that_crashes_at_start_is_not_let_in(fleet, test_release, brok
     last = json.loads((ROOT / ".deploykit" / "audit.log").read_text().splitlines()[-1])
     assert (last["version"], last["result"]) == (broken_release, "failed")
     assert sorted(last["failed_hosts"]) == sorted(h["name"] for h in fleet.hosts)
+
+
+@pytest.mark.parametrize("fault, reason", [
+    ("unhealthy", "did not pass its health gate within 15"),
+    # where the crash lands depends on how soon the gate's probes reach the new container (the old shares the
+    # port): during the gate, or in the settle window after it; either way before the old one is stopped
+    ("crash-after-healthy", r"exited (before it was healthy|[0-9.]+ s after it passed its health gate)"),
+])
+def test_a_release_that_is_never_healthy_or_crashes_after_its_gate_is_not_let_in(fleet, test_release,
+                                                                                 faulty_releases, fault, reason):
+    load = Load(fleet.hosts)
+    try:
+        result = deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", faulty_releases[fault], "--variant",
+                        "gunicorn-gthread", "--app", "flask", "--health-timeout", "15", check=False)
+    finally:
+        counts = load.finish()
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-2000:]
+    assert re.search(reason, output), output[-3000:]
+    for host in fleet.hosts:
+        assert host["name"] in result.stderr
+    assert dropped(counts) == 0, describe(counts)
+    assert serving(fleet) == [(test_release, "gunicorn-gthread")] * len(fleet.hosts)
 
 
 def test_a_second_deploy_at_once_is_refused(fleet, test_release_b):

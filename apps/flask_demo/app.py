@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import threading
 import time
 from collections import deque
@@ -12,6 +13,8 @@ RELEASE = os.environ.get("DEPLOYKIT_RELEASE", "dev")
 VARIANT = os.environ.get("DEPLOYKIT_VARIANT", "")
 INSTANCE = os.environ.get("DEPLOYKIT_INSTANCE", "")  # which container answered (two share the port in a swap)
 DELAY_S = int(os.environ.get("DEPLOYKIT_APP_DELAY_MS", "0")) / 1000
+FAULT = os.environ.get("DEPLOYKIT_APP_FAULT", "")  # test releases only: see apps/Dockerfile
+_crash = threading.Event()
 
 app = Flask(__name__)
 _notes: deque[str] = deque(maxlen=20)  # per process: this app has no database
@@ -49,6 +52,11 @@ def index():
 
 @app.get("/health")
 def health():
+    if FAULT == "unhealthy":
+        return json_response(status="unhealthy by build (DEPLOYKIT_APP_FAULT)"), 503
+    if FAULT == "crash-after-healthy" and not _crash.is_set():
+        _crash.set()  # the server (PID 1 of the container) is stopped 0.8 s after its first health answer
+        threading.Timer(0.8, os.kill, (1, signal.SIGQUIT)).start()  # quick shutdown
     return json_response(status="ok", app="flask", release=RELEASE, variant=VARIANT, instance=INSTANCE,
                          pid=os.getpid())
 
