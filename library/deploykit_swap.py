@@ -328,10 +328,11 @@ class Swapper(object):
             labels = info["Config"]["Labels"] or {}
             port = labels.get(LABEL_PORT) or (info["Config"].get("Env") and dict(
                 e.split("=", 1) for e in info["Config"]["Env"] if "=" in e).get("DEPLOYKIT_PORT"))
+            restart = ((info.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
             found.append((info["Name"].lstrip("/"), info["State"]["Running"], labels.get(LABEL_SPEC),
                           labels.get(LABEL_RELEASE), labels.get(LABEL_PROTOCOL), int(port) if port else None,
-                          info["Created"]))
-        return [c[:6] for c in sorted(found, key=lambda c: c[6])]
+                          restart, info["Created"]))
+        return [c[:7] for c in sorted(found, key=lambda c: c[7])]
 
     def listen_port(self, containers):
         """Where the new container listens: blue-green takes the port no running container of the app holds;
@@ -484,7 +485,16 @@ class Swapper(object):
         others = [c[0] for c in containers if not (c[1] and c[2] == digest)]
         if current and not others:
             return dict(changed=False, container=current[0][0], stopped=[], retire=[], port=current[0][5])
-        if current:  # an interrupted swap left extra containers beside a healthy current one: converge
+        if current:  # an interrupted swap left extra containers beside the new one: converge
+            if current[0][6] == "no" and not self.module.check_mode:
+                # still without its restart policy: the swap stopped before or during the gate; gate it now
+                try:
+                    self.health_gate(current[0][0], current[0][5] or p["health"]["port"])
+                    self.settle(current[0][0])
+                except SwapError:
+                    self.stop_and_remove(current[0][0])
+                    raise
+                self.docker("update", "--restart", p["restart_policy"], current[0][0])
             running_others = [c[0] for c in containers if c[1] and c[0] in others]
             if p["strategy"] == "blue-green" and running_others:  # nginx may still point at them: caller retires
                 return dict(changed=True, container=current[0][0], stopped=[], retire=running_others,

@@ -4,7 +4,7 @@ gate rolling back a slow release, and the benchmark matrix.
 - When a release is deployed, then every host is benchmarked (a table, results stored per release), and the
   swap-window report (HTML, PNG, JSON) marks each host's new-healthy and old-stopped moments, with no failed
   request in the load that ran through the swap.
-- When a release that sleeps 300 ms per page is deployed, then its smoke benchmark fails the gate, the deploy
+- When a release that sleeps 500 ms per page is deployed, then its smoke benchmark fails the gate, the deploy
   fails naming the hosts, and the previous release is back on every host.
 - When `deploy bench --matrix` runs, then every setup asked for is deployed and benchmarked through nginx (and
   directly when it speaks HTTP), and the setup deployed before is restored.
@@ -24,14 +24,14 @@ pytestmark = pytest.mark.lab
 
 SLOW = "0.0.3-ci-slow"
 # This 2-core machine runs the hosts, their databases and the benchmark at once: req/s of one release vary by
-# up to half between runs. A release that sleeps 300 ms per page loses about 90%.
+# up to half between runs. A release that sleeps 500 ms per page loses about 95%.
 THRESHOLD = ("--gate-threshold", "80")
 
 
 @pytest.fixture(scope="module")
 def fleet(provisioned_fleet, test_release, test_release_b):
     fleet = provisioned_fleet[0]
-    deploy("build", "--version", SLOW, "--delay-ms", "300", "--rebuild", "--archive")
+    deploy("build", "--version", SLOW, "--delay-ms", "500", "--rebuild", "--archive")
     for release in (test_release, test_release_b, SLOW):
         fleet.preload(f"deploykit/demo-app:{release}")
     shutil.rmtree(ROOT / ".deploykit" / "bench" / inventory_slug(fleet.inventory), ignore_errors=True)

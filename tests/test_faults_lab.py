@@ -106,19 +106,22 @@ def test_a_deploy_killed_mid_swap_is_cleaned_up_by_the_next(fleet, test_release,
 
 def test_a_foreign_process_on_the_app_port_stops_the_deploy_before_any_change(fleet, test_release,
                                                                               test_release_b):
+    """The app holds 8000 (with SO_REUSEPORT; nothing else can bind it meanwhile); blue-green would move it to
+    8001, where another program listens."""
     host = fleet.hosts[0]
     before = app_containers(fleet, host)
     squatter = subprocess.Popen(["docker", "exec", host["container"], "python3", "-c",
-                                 "import socket,time; s=socket.socket(); s.bind(('0.0.0.0', 8000)); s.listen(); "
+                                 "import socket,time; s=socket.socket(); s.bind(('127.0.0.1', 8001)); s.listen(); "
                                  "time.sleep(120)"])
     try:
         time.sleep(1.5)
-        result = release_deploy(fleet, test_release_b, "--limit", host["name"], check=False)
+        result = release_deploy(fleet, test_release_b, "--limit", host["name"], "--strategy", "blue-green",
+                                check=False)
     finally:
         squatter.kill()
         host_exec(host, "pkill", "-f", "time.sleep\\(120\\)")
     assert result.returncode == 2
-    assert "port 8000 is in use by python3 (pid" in result.stderr and "nothing was changed" in result.stderr
+    assert "port 8001 is in use by python3 (pid" in result.stderr and "nothing was changed" in result.stderr
     assert app_containers(fleet, host) == before
 
 

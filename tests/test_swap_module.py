@@ -108,7 +108,7 @@ def test_blue_green_listens_on_the_port_no_running_container_holds(swap):
 
     def port(strategy, running, ports=()):
         swapper = swap.Swapper(Module(strategy=strategy, ports=list(ports)))
-        containers = [("c%d" % i, True, "spec", "1.0", "http", p) for i, p in enumerate(running)]
+        containers = [("c%d" % i, True, "spec", "1.0", "http", p, "unless-stopped") for i, p in enumerate(running)]
         return swapper.listen_port(containers)
 
     assert port("blue-green", [8000]) == 8001
