@@ -18,7 +18,7 @@ from deploy_tool.journal import inventory_slug
 from deploy_tool.playbook import PlaybookRun, RunOutcome
 from deploy_tool.project import Project
 
-ENGINES = ("wrk", "rate")
+ENGINES = ("wrk", "rate", "locust")
 COLUMNS = ("rps", "failed", "p50_ms", "p90_ms", "p99_ms", "max_ms")
 
 
@@ -30,6 +30,7 @@ class BenchLoad:
     connections: int = 16
     rate: int = 100
     path: str = "/"
+    workers: int = 0  # locust: worker processes per host's master (distributed mode); 0: one process
 
     def validate(self) -> None:
         if self.engine not in ENGINES:
@@ -38,6 +39,8 @@ class BenchLoad:
             raise DeployError("benchmark duration must be 1-600 s, connections 1-4096, rate 1-100000 req/s")
         if not self.path.startswith("/"):
             raise DeployError(f"benchmark path {self.path!r} must start with /")
+        if not 0 <= self.workers <= 16 or (self.workers and self.engine != "locust"):
+            raise DeployError("locust workers must be 0-16, and only with the locust engine")
 
     def extravars(self, direct: bool = False) -> dict[str, Any]:
         return {"bench_engine": self.engine, "bench_duration": self.duration, "bench_connections": self.connections,
@@ -45,6 +48,10 @@ class BenchLoad:
                 "deploykit_bench_path": self.path, "deploykit_bench_direct": direct}
 
     def label(self) -> str:
+        if self.engine == "locust":
+            workers = f", {self.workers} workers per host" if self.workers else ""
+            return (f"locust browse-form-POST, {self.connections} users at {self.rate} req/s per host, "
+                    f"{self.duration} s{workers}")
         if self.engine == "rate":
             return f"open loop at {self.rate} req/s, {self.duration} s, {self.path}"
         return f"wrk, {self.connections} connections, {self.duration} s, {self.path}"
@@ -129,6 +136,21 @@ class SmokeStore:
 
 def bench_run(inventory: Path, load: BenchLoad, limit: str | None = None, direct: bool = False) -> PlaybookRun:
     return PlaybookRun("bench.yml", inventory, extravars=load.extravars(direct), limit=limit)
+
+
+def measure(project: Project, inventory: Path, load: BenchLoad, limit: str | None = None, direct: bool = False,
+            emit: Any = None) -> dict[str, dict[str, dict[str, Any]]]:
+    """{host: {target: summary}}: wrk and rate run on every host (playbooks/bench.yml); locust runs from the
+    controller against each host's nginx (the app's own port listens on the host's loopback only)."""
+    if load.engine == "locust":
+        from deploy_tool.locust import run_locust
+        from deploy_tool.report import web_addresses
+
+        return {host: {"nginx": summary} for host, summary in run_locust(web_addresses(inventory, limit), load).items()}
+    from deploy_tool.playbook import run_playbook
+
+    outcome = run_playbook(bench_run(inventory, load, limit, direct), project, emit or (lambda _: None))
+    return results_by_host(outcome)
 
 
 def results_by_host(outcome: RunOutcome) -> dict[str, dict[str, dict[str, Any]]]:

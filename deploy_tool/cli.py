@@ -64,6 +64,9 @@ def add_check_options(parser: argparse.ArgumentParser) -> None:
     """The smoke benchmark, its gate and the swap-window report, around a deploy or rollback."""
     group = parser.add_argument_group("after the swap: smoke benchmark and gate; during it: the swap report")
     group.add_argument("--no-smoke", action="store_true", help="skip the smoke benchmark (and its gate)")
+    group.add_argument("--smoke-engine", choices=["wrk", "rate", "locust"], default="wrk",
+                       help="wrk on each host (default), rate (open loop on each host) or locust (the Django "
+                            "browse-form-POST scenario from the controller)")
     group.add_argument("--smoke-duration", type=int, default=5, help="seconds of load per host (default 5)")
     group.add_argument("--smoke-connections", type=int, default=16, help="wrk connections per host (default 16)")
     group.add_argument("--smoke-rate", type=int, default=0,
@@ -128,7 +131,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--direct", action="store_true", help="also benchmark the app server directly (HTTP variants)")
     bench.add_argument("--duration", type=int, default=5, help="seconds of load per host and target (default 5)")
     bench.add_argument("--connections", type=int, default=16, help="wrk connections per host (default 16)")
-    bench.add_argument("--rate", type=int, default=0, help="fixed rate in req/s per host instead of wrk")
+    bench.add_argument("--rate", type=int, default=0, help="fixed rate in req/s per host (open loop) instead of wrk")
+    bench.add_argument("--engine", choices=["wrk", "rate", "locust"], default="wrk",
+                       help="wrk (default), rate (open loop), or locust (Django browse-form-POST, from the controller)")
+    bench.add_argument("--users", type=int, default=0, help="locust users per host (default: --connections)")
+    bench.add_argument("--locust-workers", type=int, default=0,
+                       help="locust distributed mode: a master and this many worker processes per host")
     bench.add_argument("--path", default="/", help="path to load (default /)")
     bench.add_argument("--json", action="store_true", help="print the results as JSON (progress to stderr)")
 
@@ -241,9 +249,10 @@ def checks_of(args: argparse.Namespace) -> Any:
     from deploy_tool.bench import BenchLoad, Gate
     from deploy_tool.flow import Checks
 
-    smoke = None if args.no_smoke else BenchLoad(engine="rate" if args.smoke_rate else "wrk",
-                                                 duration=args.smoke_duration, connections=args.smoke_connections,
-                                                 rate=args.smoke_rate or 100, path=args.smoke_path)
+    engine = "rate" if args.smoke_rate and args.smoke_engine == "wrk" else args.smoke_engine
+    smoke = None if args.no_smoke else BenchLoad(engine=engine, duration=args.smoke_duration,
+                                                 connections=args.smoke_connections, rate=args.smoke_rate or 100,
+                                                 path=args.smoke_path)
     return Checks(smoke=smoke, gate=Gate(threshold=args.gate_threshold, rollback=not args.no_gate_rollback),
                   report=not args.no_swap_report)
 
@@ -328,24 +337,26 @@ def _swap_lines(results: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def cmd_bench(args: argparse.Namespace, project: Project) -> int:
-    from deploy_tool.bench import BenchLoad, bench_run, format_table, results_by_host
+    from deploy_tool.bench import BenchLoad, format_table, measure
     from deploy_tool.deploy import DeployRequest, current_release
     from deploy_tool.flow import Checks
     from deploy_tool.flow import run_deploy as flow
     from deploy_tool.matrix import matrix_table, parse_entries, run_matrix, save_matrix
-    from deploy_tool.playbook import run_playbook
 
     say = progress_sink(args.json)
     inventory = project.inventory_dir(args.inventory)
-    load = BenchLoad(engine="rate" if args.rate else "wrk", duration=args.duration, connections=args.connections,
-                     rate=args.rate or 100, path=args.path)
+    engine = "rate" if args.rate and args.engine == "wrk" else args.engine
+    load = BenchLoad(engine=engine, duration=args.duration, connections=args.users or args.connections,
+                     rate=args.rate or (20 * (args.users or args.connections) if engine == "locust" else 100),
+                     path=args.path, workers=args.locust_workers)
     load.validate()
     if not args.matrix:
-        outcome = run_playbook(bench_run(inventory, load, args.limit, direct=args.direct), project, say)
-        rows = [(f"{host} {target}", result) for host, targets in sorted(results_by_host(outcome).items())
+        say(f"benchmark of every host ({load.label()})")
+        measured = measure(project, inventory, load, args.limit, direct=args.direct, emit=say)
+        rows = [(f"{host} {target}", result) for host, targets in sorted(measured.items())
                 for target, result in targets.items()]
         if args.json:
-            print(json.dumps({"load": vars(load), "results": results_by_host(outcome)}, indent=2))
+            print(json.dumps({"load": vars(load), "results": measured}, indent=2))
         else:
             for line in format_table(rows):
                 emit(line)

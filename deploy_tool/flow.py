@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from deploy_tool.bench import BenchLoad, Gate, SmokeRecord, SmokeStore, bench_run, format_table, results_by_host
+from deploy_tool.bench import BenchLoad, Gate, SmokeRecord, SmokeStore, format_table, measure
 from deploy_tool.build import ReleaseBuilder
 from deploy_tool.deploy import DeployRequest, current_release, prepare, previous_release
 from deploy_tool.errors import DeployError
@@ -110,8 +110,8 @@ def smoke(report: DeployReport, request: DeployRequest, checks: Checks, project:
     load = checks.smoke
     assert load is not None
     emit(f"smoke benchmark on every host ({load.label()})")
-    outcome = run_playbook(bench_run(request.inventory, load, request.limit), project, emit)
-    hosts = {host: targets["nginx"] for host, targets in results_by_host(outcome).items() if "nginx" in targets}
+    measured = measure(project, request.inventory, load, request.limit, emit=emit)
+    hosts = {host: targets["nginx"] for host, targets in measured.items() if "nginx" in targets}
     record = SmokeRecord(release=request.version, variant=request.variant, app=request.app,
                          load=vars(load).copy(), hosts=hosts)
     store = SmokeStore(project, request.inventory)
@@ -122,8 +122,8 @@ def smoke(report: DeployReport, request: DeployRequest, checks: Checks, project:
         suspects = sorted({line.split(":", 1)[0] for line in record.findings})
         if suspects:  # re-measure before judging: one slow run on a busy machine is not a regression
             emit(f"smoke benchmark again on {', '.join(suspects)} (a regression is confirmed by a second run)")
-            again = run_playbook(bench_run(request.inventory, load, ",".join(suspects)), project, emit)
-            for host, targets in results_by_host(again).items():
+            again = measure(project, request.inventory, load, ",".join(suspects), emit=emit)
+            for host, targets in again.items():
                 if "nginx" in targets and not checks.gate.findings({host: targets["nginx"]}, before):
                     hosts[host] = targets["nginx"]
             record.findings = checks.gate.findings(hosts, before)

@@ -14,11 +14,11 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from deploy_tool.bench import BenchLoad, bench_run, format_table, results_by_host
+from deploy_tool.bench import BenchLoad, format_table, measure
 from deploy_tool.deploy import DeployRequest
 from deploy_tool.errors import DeployError
 from deploy_tool.journal import inventory_slug
-from deploy_tool.playbook import ProgressCallback, run_playbook
+from deploy_tool.playbook import ProgressCallback
 from deploy_tool.project import Project
 from deploy_tool.variants import load_variants
 
@@ -81,8 +81,7 @@ def run_matrix(base: DeployRequest, entries: list[MatrixEntry], load: BenchLoad,
         deploy(request)
         direct = variants[entry.variant]["protocol"] == "http"
         emit(f"{progress_bar(index, len(entries))} {entry.label}: benchmarking ({load.label()})")
-        outcome = run_playbook(bench_run(base.inventory, load, base.limit, direct=direct), project, lambda _: None)
-        per_host = results_by_host(outcome)
+        per_host = measure(project, base.inventory, load, base.limit, direct=direct)
         for target in ("nginx", "direct"):
             hosts = {h: t[target] for h, t in per_host.items() if target in t}
             rows.append({"setup": entry.label, "variant": entry.variant, "processes": entry.processes,

@@ -226,3 +226,20 @@ def test_loadgen_sends_again_once_when_a_kept_alive_connection_was_closed_under_
     summary = json.loads(out.stdout)
     assert summary["failures"] == 0, summary["errors"]
     assert summary["retried"] > 0  # the kept-alive worker's second and later requests
+
+
+def test_locust_stats_become_one_summary_and_its_command_is_data():
+    from deploy_tool.locust import command, summarize
+
+    stats = [{"num_requests": 90, "num_failures": 0, "start_time": 100.0, "last_request_timestamp": 110.0,
+              "max_response_time": 250.5, "response_times": {"10": 50, "20": 30, "200": 10}},
+             {"num_requests": 10, "num_failures": 2, "start_time": 101.0, "last_request_timestamp": 109.0,
+              "max_response_time": 90.0, "response_times": {"30": 8}}]
+    summary = summarize(stats)
+    assert (summary["requests"], summary["failed"], summary["rps"]) == (100, 2, 10.0)
+    assert (summary["p50_ms"], summary["p90_ms"], summary["p99_ms"], summary["max_ms"]) == (10.0, 200.0, 200.0, 250.5)
+    argv, env = command("10.0.0.5", BenchLoad(engine="locust", connections=8, rate=40, duration=3), "demo.lab")
+    assert argv[argv.index("--host") + 1] == "http://10.0.0.5" and argv[argv.index("-u") + 1] == "8"
+    assert (env["DEPLOYKIT_HOST_HEADER"], env["DEPLOYKIT_USER_RATE"]) == ("demo.lab", "5.0")
+    with pytest.raises(DeployError):
+        BenchLoad(engine="wrk", workers=2).validate()

@@ -6,6 +6,8 @@ gate rolling back a slow release, and the benchmark matrix.
   request in the load that ran through the swap.
 - When a release that sleeps 500 ms per page is deployed, then its smoke benchmark fails the gate, the deploy
   fails naming the hosts, and the previous release is back on every host.
+- When locust runs the Django scenario (browse, form, POST, redirect) in distributed mode, then every host
+  answers it without a failed request.
 - When `deploy bench --matrix` runs, then every setup asked for is deployed and benchmarked through nginx (and
   directly when it speaks HTTP), and the setup deployed before is restored.
 """
@@ -102,3 +104,12 @@ def test_bench_matrix_compares_setups_and_restores_the_deployed_one(fleet, test_
     assert rows[("uwsgi 3x3", "direct")]["fleet"] is None  # uwsgi protocol: no HTTP to load directly
     assert "1/2" in result.stderr and "restoring" in result.stderr
     assert serving(fleet) == {(test_release_b, "gunicorn-sync")}
+
+
+def test_locust_runs_the_django_scenario_on_every_host_in_distributed_mode(fleet):
+    result = deploy("bench", "-i", str(fleet.inventory), "--engine", "locust", "--users", "4", "--duration", "3",
+                    "--locust-workers", "1", "--json")
+    results = json.loads(result.stdout)["results"]
+    assert sorted(results) == sorted(h["name"] for h in fleet.hosts)
+    for host, targets in results.items():
+        assert targets["nginx"]["requests"] > 0 and targets["nginx"]["failed"] == 0, (host, targets)
