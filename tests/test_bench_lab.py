@@ -92,13 +92,13 @@ def test_a_slow_release_fails_the_gate_and_is_rolled_back(fleet, test_release_b)
 
 
 def test_bench_matrix_compares_setups_and_restores_the_deployed_one(fleet, test_release_b):
-    result = deploy("bench", "-i", str(fleet.inventory), "--matrix", "--variants", "gunicorn-gthread,uwsgi:3x3",
+    result = deploy("bench", "-i", str(fleet.inventory), "--matrix", "--variants", "uwsgi:3x3,uwsgi-http:2x2",
                     "--duration", "2", "--json")
     matrix = json.loads(result.stdout)
     rows = {(row["setup"], row["target"]): row for row in matrix["rows"]}
-    assert set(rows) == {("gunicorn-gthread", "nginx"), ("gunicorn-gthread", "direct"),
-                         ("uwsgi 3x3", "nginx"), ("uwsgi 3x3", "direct")}
-    for key in (("gunicorn-gthread", "nginx"), ("gunicorn-gthread", "direct"), ("uwsgi 3x3", "nginx")):
+    assert set(rows) == {("uwsgi 3x3", "nginx"), ("uwsgi 3x3", "direct"),
+                         ("uwsgi-http 2x2", "nginx"), ("uwsgi-http 2x2", "direct")}
+    for key in (("uwsgi 3x3", "nginx"), ("uwsgi-http 2x2", "nginx"), ("uwsgi-http 2x2", "direct")):
         assert rows[key]["fleet"]["hosts"] == len(fleet.hosts) and rows[key]["fleet"]["rps"] > 0, key
         assert rows[key]["fleet"]["failed"] == 0, rows[key]
     assert rows[("uwsgi 3x3", "direct")]["fleet"] is None  # uwsgi protocol: no HTTP to load directly

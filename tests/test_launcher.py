@@ -111,3 +111,20 @@ def test_strip_header_whitespace_adapter():
     body = strip_header_whitespace(django_like)({}, lambda status, headers, exc_info=None: seen.append(headers))
     assert body == [b"ok"]
     assert seen == [[("Set-Cookie", "csrftoken=abc; Path=/"), ("Content-Type", "text/html")]]
+
+
+def test_the_launcher_asks_the_app_for_its_health_before_binding():
+    import deploykit_serve
+
+    seen = {}
+
+    def app(environ, start_response):
+        seen.update(path=environ["PATH_INFO"], host=environ["HTTP_HOST"])
+        healthy = environ["PATH_INFO"] == "/health"
+        start_response("200 OK" if healthy else "503 Service Unavailable", [("Content-Type", "text/plain")])
+        return [b"ok" if healthy else b"database down"]
+
+    deploykit_serve.check_health(app, "/health", "demo.lab")
+    assert seen == {"path": "/health", "host": "demo.lab"}
+    with pytest.raises(deploykit_serve.UnhealthyApp, match="503 Service Unavailable: database down"):
+        deploykit_serve.check_health(app, "/ready", "demo.lab")

@@ -42,9 +42,12 @@ def test_deploy_through_the_registry(registry, test_release):
     deploy(*NO_CHECKS, "-i", str(registry.inventory), "--version", test_release, "--variant", "gunicorn-gthread",
            "--app", "flask", "--image-source", "registry")
     for host in registry.hosts:
-        image = registry.ssh(host, "sudo docker ps --filter label=io.deploykit.app=deploykit-app "
-                                   "--format '{{.Image}}'").strip()
-        assert image == f"{endpoint}/deploykit/demo-app:{test_release}"
+        # pulled from the registry; the container runs that image (when an earlier test left a container of the
+        # same image id and settings, the swap rightly kept it: same image, same container)
+        pulled = registry.ssh(host, f"sudo docker image inspect -f '{{{{.Id}}}}' {endpoint}/deploykit/demo-app:{test_release}")
+        running = registry.ssh(host, "sudo docker inspect -f '{{.Image}}' $(sudo docker ps -q --filter "
+                                     "label=io.deploykit.app=deploykit-app)")
+        assert pulled.strip() and pulled.strip() == running.strip()
         assert registry.ssh(host, f"test -s /etc/docker/certs.d/{endpoint}/ca.crt && echo trusted").strip() == "trusted"
         health = json.loads(registry.ssh(host, "curl -s -H 'Host: demo.lab' http://127.0.0.1/health"))
         assert (health["release"], health["variant"]) == (test_release, "gunicorn-gthread")

@@ -137,10 +137,11 @@ def _base_command(settings: Settings, spec: dict[str, Any]) -> tuple[list[str], 
     raise ConfigError(f"variant {settings.variant!r} names an unknown server {server!r}")
 
 
-def check_app(settings: Settings) -> None:
-    """Import the WSGI app once before anything binds the port. The kernel hands new connections to a
-    listener at once; a release whose app cannot even be imported must never listen, or the connections
-    queued on it would wait until its server gives up."""
+def check_app(settings: Settings, environ: dict[str, str] | None = None) -> None:
+    """Load the WSGI app and ask it for its health page, in this process, before anything binds the port.
+    The kernel hands new connections to a listener at once, and during a reuse-port swap the new container
+    shares the port with the old one: a release that cannot load, or that is not healthy, must never listen,
+    or users would get its errors (or wait on its queue) until its health gate gives up."""
     import importlib
 
     app = APPS[settings.app]
@@ -149,10 +150,44 @@ def check_app(settings: Settings) -> None:
     cwd = os.getcwd()
     os.chdir(directory)
     try:
-        getattr(importlib.import_module(app["module"]), app["callable"])
+        application = getattr(importlib.import_module(app["module"]), app["callable"])
+        env = os.environ if environ is None else environ
+        hosts = [h for h in env.get("DJANGO_ALLOWED_HOSTS", "").split(",") if h]
+        check_health(application, env.get("DEPLOYKIT_HEALTH_PATH", "/health"), hosts[0] if hosts else "localhost")
     finally:
+        if "django.db" in sys.modules:  # no database connection may outlive the check into the server
+            sys.modules["django.db"].connections.close_all()
         os.chdir(cwd)
         sys.path.remove(directory)
+
+
+class UnhealthyApp(Exception):
+    pass
+
+
+def check_health(application: Any, path: str, host: str) -> None:
+    """GET `path` from the WSGI callable itself; anything but 200 raises UnhealthyApp."""
+    import io
+
+    answer: dict[str, str] = {}
+
+    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
+        answer["status"] = status
+        return lambda data: None
+
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": host,
+               "SERVER_PORT": "80", "HTTP_HOST": host, "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.version": (1, 0),
+               "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr,
+               "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False,
+               "REMOTE_ADDR": "127.0.0.1", "HTTP_USER_AGENT": "deploykit-serve self-check"}
+    body = application(environ, start_response)
+    try:
+        text = b"".join(body)[:300].decode("utf-8", "replace")
+    finally:
+        if hasattr(body, "close"):
+            body.close()
+    if not answer.get("status", "").startswith("200"):
+        raise UnhealthyApp(f"GET {path} (Host {host}) answered {answer.get('status')}: {text}")
 
 
 def bind_reuseport(bind: str, port: int, backlog: int) -> socket.socket:
@@ -180,8 +215,8 @@ def main() -> int:
         import traceback
 
         traceback.print_exc()
-        print(f"deploykit-serve: the {settings.app} app cannot be loaded: not binding {settings.port}",
-              file=sys.stderr)
+        print(f"deploykit-serve: the {settings.app} app cannot be loaded or is not healthy: not binding "
+              f"{settings.port}", file=sys.stderr)
         return 70
     if fd is not None:
         sock = bind_reuseport(settings.bind, settings.port, settings.backlog)
