@@ -293,9 +293,15 @@ def run_deploy(request: Any, checks: Any, project: Project, action: str, as_json
     from deploy_tool.flow import GateFailed
     from deploy_tool.flow import run_deploy as flow
 
+    from deploy_tool.report import web_addresses
+
     say = progress_sink(as_json)
     request.validate(project)  # before anything else, even before asking Docker
     checks.validate()
+    if not web_addresses(request.inventory, request.limit):  # the inventory parses, and names web hosts
+        raise DeployError(f"inventory {request.inventory} has no hosts in the group web"
+                          + (f" matching --limit {request.limit}" if request.limit else ""),
+                          hint="the deploy targets the group web (see inventories/production/hosts.yml)")
     try:
         report = flow(request, checks, project, say, action, docker_client())
     except GateFailed as exc:

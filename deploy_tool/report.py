@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -26,10 +27,13 @@ def web_addresses(inventory: Path, limit: str | None = None) -> dict[str, str]:
     argv = [str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(inventory), "--list"]
     if limit:
         argv += ["--limit", limit]
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=120)
+    env = {**os.environ, "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True", "ANSIBLE_NOCOLOR": "True"}
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
     if result.returncode != 0:
-        raise DeployError(f"ansible-inventory could not read {inventory}: {result.stderr.strip()[-400:]}",
-                          hint="check the inventory's YAML")
+        reasons = [line.strip() for line in result.stderr.splitlines() if "failed" in line.lower()]
+        raise DeployError(f"ansible-inventory could not read {inventory}: "
+                          f"{(reasons[0] if reasons else result.stderr.strip())[-400:]}",
+                          hint="check the inventory's YAML (ansible-inventory -i INVENTORY --list shows it)")
     data = json.loads(result.stdout)
     hostvars = data.get("_meta", {}).get("hostvars", {})
     hosts = data.get("web", {}).get("hosts", [])

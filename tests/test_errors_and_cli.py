@@ -66,3 +66,15 @@ def test_parser_defaults():
     assert (args.hosts, args.fleet) == (3, "lab")
     args = build_parser().parse_args(["provision"])
     assert (args.inventory, args.check, args.limit) == ("lab", False, None)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("all:\n  children:\n    web:\n      hosts: [unclosed\n", "could not read"),
+    ("all:\n  children:\n    db:\n      hosts:\n        db-1: {}\n", "has no hosts in the group web"),
+])
+def test_a_malformed_or_webless_inventory_is_refused_before_docker(tmp_path, text, message):
+    (tmp_path / "hosts.yml").write_text(text)
+    result = deploy("-i", str(tmp_path), "--version", "1.0.0", check=False,
+                    env={"DOCKER_HOST": "unix:///nonexistent.sock"})
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Docker" not in result.stderr
