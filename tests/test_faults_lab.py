@@ -143,7 +143,8 @@ def test_the_app_survives_an_engine_restart_and_a_host_restart(fleet, test_relea
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             probe = host_exec(host, "curl", "-s", "-m", "2", "-H", "Host: demo.lab", "http://127.0.0.1/health")
-            if probe.returncode == 0 and '"release"' in probe.stdout:
+            sshd = host_exec(host, "pgrep", "-x", "sshd")  # boot starts the engine and nginx before sshd
+            if probe.returncode == 0 and '"release"' in probe.stdout and sshd.returncode == 0:
                 break
             time.sleep(1)
     finally:
