@@ -22,6 +22,11 @@ ENGINES = ("wrk", "rate", "locust")
 COLUMNS = ("rps", "failed", "p50_ms", "p90_ms", "p99_ms", "max_ms")
 
 
+def pick_engine(engine: str, rate: int) -> str:
+    """A rate given with the default engine (wrk, which has no fixed rate) asks for the open-loop engine."""
+    return "rate" if rate and engine == "wrk" else engine
+
+
 @dataclass(frozen=True)
 class BenchLoad:
     """The same load on every host: what makes two results comparable."""

@@ -246,10 +246,10 @@ def recap_lines(recap: dict[str, dict[str, int]]) -> list[str]:
 
 
 def checks_of(args: argparse.Namespace) -> Any:
-    from deploy_tool.bench import BenchLoad, Gate
+    from deploy_tool.bench import BenchLoad, Gate, pick_engine
     from deploy_tool.flow import Checks
 
-    engine = "rate" if args.smoke_rate and args.smoke_engine == "wrk" else args.smoke_engine
+    engine = pick_engine(args.smoke_engine, args.smoke_rate)
     smoke = None if args.no_smoke else BenchLoad(engine=engine, duration=args.smoke_duration,
                                                  connections=args.smoke_connections, rate=args.smoke_rate or 100,
                                                  path=args.smoke_path)
@@ -293,17 +293,9 @@ def run_deploy(request: Any, checks: Any, project: Project, action: str, as_json
     from deploy_tool.flow import GateFailed
     from deploy_tool.flow import run_deploy as flow
 
-    from deploy_tool.report import web_addresses
-
     say = progress_sink(as_json)
-    request.validate(project)  # before anything else, even before asking Docker
-    checks.validate()
-    if not web_addresses(request.inventory, request.limit):  # the inventory parses, and names web hosts
-        raise DeployError(f"inventory {request.inventory} has no hosts in the group web"
-                          + (f" matching --limit {request.limit}" if request.limit else ""),
-                          hint="the deploy targets the group web (see inventories/production/hosts.yml)")
     try:
-        report = flow(request, checks, project, say, action, docker_client())
+        report = flow(request, checks, project, say, action, docker_client)
     except GateFailed as exc:
         print_report(exc.report, as_json, say)
         raise
@@ -343,7 +335,7 @@ def _swap_lines(results: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def cmd_bench(args: argparse.Namespace, project: Project) -> int:
-    from deploy_tool.bench import BenchLoad, format_table, measure
+    from deploy_tool.bench import BenchLoad, format_table, measure, pick_engine
     from deploy_tool.deploy import DeployRequest, current_release
     from deploy_tool.flow import Checks
     from deploy_tool.flow import run_deploy as flow
@@ -351,7 +343,7 @@ def cmd_bench(args: argparse.Namespace, project: Project) -> int:
 
     say = progress_sink(args.json)
     inventory = project.inventory_dir(args.inventory)
-    engine = "rate" if args.rate and args.engine == "wrk" else args.engine
+    engine = pick_engine(args.engine, args.rate)
     load = BenchLoad(engine=engine, duration=args.duration, connections=args.users or args.connections,
                      rate=args.rate or (20 * (args.users or args.connections) if engine == "locust" else 100),
                      path=args.path, workers=args.locust_workers)
@@ -379,12 +371,12 @@ def cmd_bench(args: argparse.Namespace, project: Project) -> int:
     quiet = Checks(smoke=None, report=False)
     client = docker_client()
     matrix = run_matrix(base, entries, load, project, say,
-                        lambda request: flow(request, quiet, project, lambda _: None, "bench", client))
+                        lambda request: flow(request, quiet, project, lambda _: None, "bench", lambda: client))
     if current:
         say(f"restoring {current['version']} ({current['variant']}, {current['app']})")
         flow(DeployRequest(inventory=inventory, version=current["version"], variant=current["variant"],
                            app=current["app"], strategy="recreate", limit=args.limit), quiet, project,
-             lambda _: None, "bench", client)
+             lambda _: None, "bench", lambda: client)
     path = save_matrix(project, inventory, matrix)
     if args.json:
         print(json.dumps(matrix, indent=2))

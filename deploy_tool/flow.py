@@ -8,6 +8,7 @@ Everything is checked before any host is touched; every outcome, failed ones too
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -64,10 +65,17 @@ class GateFailed(DeployError):
 
 
 def run_deploy(request: DeployRequest, checks: Checks, project: Project, emit: ProgressCallback,
-               action: str = "deploy", docker_client: Any = None, inside_lock: bool = False) -> DeployReport:
+               action: str = "deploy", docker_client: Callable[[], Any] = lambda: None,
+               inside_lock: bool = False) -> DeployReport:
+    """docker_client: called once the request, the checks and the inventory are known to be good."""
     request.validate(project)  # before anything else, even before asking Docker
     checks.validate()
-    run = prepare(request, project, ReleaseBuilder(project, docker_client))
+    addresses = web_addresses(request.inventory, request.limit)  # the inventory parses, and names web hosts
+    if not addresses:
+        raise DeployError(f"inventory {request.inventory} has no hosts in the group web"
+                          + (f" matching --limit {request.limit}" if request.limit else ""),
+                          hint="the deploy targets the group web (see inventories/production/hosts.yml)")
+    run = prepare(request, project, ReleaseBuilder(project, docker_client()))
     entry = {"action": action, "inventory": str(request.inventory), "version": request.version,
              "variant": request.variant, "app": request.app, "strategy": request.strategy}
     report = DeployReport(action, request.version)
@@ -76,7 +84,7 @@ def run_deploy(request: DeployRequest, checks: Checks, project: Project, emit: P
              f"batch {request.batch})")
         watch = None
         if checks.report:
-            watch = SwapWatch(web_addresses(request.inventory, request.limit))
+            watch = SwapWatch(addresses)
             watch.start()
         try:
             outcome = run_playbook(run, project, emit)
@@ -140,7 +148,7 @@ def smoke(report: DeployReport, request: DeployRequest, checks: Checks, project:
 
 
 def gate_failed(report: DeployReport, request: DeployRequest, checks: Checks, project: Project,
-                emit: ProgressCallback, docker_client: Any) -> None:
+                emit: ProgressCallback, docker_client: Callable[[], Any]) -> None:
     """The release regressed: roll back to the previous release (unless told not to) and fail."""
     detail = "\n".join(f"  {line}" for line in report.findings)
     if not checks.gate.rollback:
