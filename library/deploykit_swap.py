@@ -17,6 +17,10 @@ description:
     container (C(instance) in the health body) count as successes.
   - The new container runs without a restart policy until it passed its gate (a crash shows at once), then
     gets O(restart_policy).
+  - While the old container drains, the module holds a listener of its own in the port's SO_REUSEPORT group
+    that accepts nothing (a drain guard), so the port never lacks a listener. If the new container dies during
+    the drain, the old one is started again and the guard is closed once it listens; the connections the guard
+    held move to it, none is refused.
   - When the new container fails its gate it is stopped gracefully too (its queue moves back to the old one)
     and removed; the old keeps serving and the module fails, naming the reason and the container's last logs.
   - With O(strategy=recreate) the old container is stopped first, then the new started (the downtime baseline).
@@ -54,6 +58,19 @@ options:
       release that crashes soon after it became healthy is caught while the old one still serves.
     type: float
     default: 2.0
+  drain_guard:
+    description: >-
+      With reuse-port, hold a listener on the port while the old container drains (see the description), so that
+      a new container dying meanwhile costs no request.
+    type: bool
+    default: true
+  drain_guard_hold:
+    description: >-
+      Seconds the drain guard stays after the old container is gone, while the new one takes all the traffic;
+      then the new one must still run and listen, or the old one is started again. Connections the guard
+      takes wait at most the drain plus this.
+    type: float
+    default: 0.5
   ports:
     description: The two ports blue-green alternates between. Default the health port and the one after it.
     type: list
@@ -181,7 +198,9 @@ stopped:
   type: list
   elements: str
 timings:
-  description: Seconds from the module's start to each step (started, healthy, settled, old_stopped, old_removed).
+  description: >-
+    Seconds from the module's start to each step (started, healthy, settled, old_stopped, old_removed; and
+    old_restarted when the new container died during the drain).
   returned: changed
   type: dict
 port:
@@ -207,6 +226,9 @@ import hashlib
 import json
 import os
 import re
+import select
+import socket
+import subprocess
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -230,6 +252,8 @@ ARGUMENT_SPEC = dict(
     strategy=dict(type="str", choices=["reuse-port", "recreate", "blue-green"], default="reuse-port"),
     ports=dict(type="list", elements="int", default=[]),
     settle=dict(type="float", default=2.0),
+    drain_guard=dict(type="bool", default=True),
+    drain_guard_hold=dict(type="float", default=0.5),
     env=dict(type="dict", default={}),
     env_file=dict(type="path"),
     user=dict(type="str"),
@@ -250,6 +274,96 @@ class SwapError(Exception):
     def __init__(self, message, **details):
         super(SwapError, self).__init__(message)
         self.details = details
+
+
+def in_containers(pid, container_ids):
+    """Whether process `pid` runs in one of the containers (by its cgroup)."""
+    try:
+        with open("/proc/%s/cgroup" % pid) as stream:
+            cgroup = stream.read()
+    except (IOError, OSError):
+        return False
+    return any(container in cgroup for container in container_ids)
+
+
+class PortGuard(object):
+    """A listener that joins a port's SO_REUSEPORT group and never accepts, in a child process of its own.
+
+    While the old container drains, the port must not be left without a listener: should the new container
+    die meanwhile, its queued connections would be reset and new ones refused. The guard takes its share of
+    new connections, and the new container's queue when that one closes (tcp_migrate_req). Every `period`
+    seconds, when another listener is on the port, it closes its listener (the queue moves to the others: the
+    kernel picks by the connection's hash, so a fresh guard listener opened first would get the same ones
+    back) and opens a fresh one. While the new container lives, a connection waits on the guard about
+    `period`; when it died, they wait on the guard until the old release listens again.
+
+    The kernel groups only sockets of the same owner: the child takes the listeners' uid before it binds.
+    """
+
+    def __init__(self, address, port, uid, period=0.2, backlog=4096):
+        if address == "*":
+            raise ValueError("a dual-stack wildcard listener")
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        ready, self.ready_w = os.pipe()
+        self.stop_r, stop = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:  # the guard
+            os.close(ready)
+            os.close(stop)
+            status = 1
+            try:
+                if uid != os.geteuid():
+                    os.setuid(uid)
+                current = self.listen(family, address, port, backlog)
+                os.write(self.ready_w, b"ok")
+                while not select.select([self.stop_r], [], [], period)[0]:
+                    if self.others_listen(port):
+                        current.close()
+                        current = self.listen(family, address, port, backlog)
+                current.close()
+                status = 0
+            except Exception as exc:  # told to the parent through the ready pipe
+                os.write(self.ready_w, ("%s: %s" % (type(exc).__name__, exc)).encode()[:200])
+            finally:
+                os._exit(status)
+        os.close(self.ready_w)
+        os.close(self.stop_r)
+        self.stop_w = stop
+        answer = os.read(ready, 256).decode()
+        os.close(ready)
+        if answer != "ok":
+            os.close(self.stop_w)
+            os.waitpid(self.pid, 0)
+            raise OSError(answer or "the guard process ended")
+
+    @staticmethod
+    def listen(family, address, port, backlog):
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((address, port))
+            sock.listen(backlog)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    @staticmethod
+    def others_listen(port):
+        """Whether a socket besides the guard's listens on `port` (False when ss cannot tell)."""
+        try:
+            out = subprocess.run(["ss", "-Hltn", "sport = :%d" % port], stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, check=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            return False
+        return len(out.splitlines()) > 1
+
+    def close(self):
+        """Close the guard's listener (what it holds moves to the listeners that remain); idempotent."""
+        if self.pid:
+            os.close(self.stop_w)
+            os.waitpid(self.pid, 0)
+            self.pid = None
 
 
 def spec_hash(params, image_id):
@@ -352,23 +466,60 @@ class Swapper(object):
                             "deploy again with strategy reuse-port to converge" % (ports, self.params["app"]))
         return free[0]
 
+    def listeners(self, port):
+        """[(address, uid, [pid])] of the sockets listening on TCP `port`, or None when ss is missing."""
+        rc, out, _ = self.module.run_command(["ss", "-Hltnep", "sport = :%d" % port])
+        if rc != 0:
+            return None
+        found = []
+        for line in out.splitlines():
+            fields = line.split()
+            if len(fields) < 4:
+                continue
+            uid = re.search(r"\buid:(\d+)", line)  # ss prints it only when it is not root's
+            found.append((fields[3].rsplit(":", 1)[0].strip("[]"), int(uid.group(1)) if uid else 0,
+                          re.findall(r'"[^"]+",pid=(\d+)', line)))
+        return found
+
+    def container_ids(self, names=None):
+        """Full ids of this app's containers, or of the containers `names`."""
+        if names:
+            _, out, _ = self.docker("inspect", "--format", "{{.Id}}", *names, check=False)
+        else:
+            _, out, _ = self.docker("ps", "--quiet", "--no-trunc", "--filter",
+                                    "label=%s=%s" % (LABEL_APP, self.params["app"]))
+        return out.split()
+
     def foreign_listeners(self, port):
         """Processes listening on `port` that are not in one of this app's containers (by cgroup)."""
         rc, out, _ = self.module.run_command(["ss", "-Hltnp", "sport = :%d" % port])
         if rc != 0:
             return []  # no ss: the new container's bind reports a conflict instead
-        _, ids, _ = self.docker("ps", "--quiet", "--no-trunc", "--filter", "label=%s=%s" % (LABEL_APP, self.params["app"]))
-        own = ids.split()
-        foreign = set()
-        for name, pid in re.findall(r'"([^"]+)",pid=(\d+)', out):
+        own = self.container_ids()
+        return sorted(set("%s (pid %s)" % (name, pid) for name, pid in re.findall(r'"([^"]+)",pid=(\d+)', out)
+                          if not in_containers(pid, own)))
+
+    def wait_listening(self, names, port, timeout):
+        """Wait until a process of the containers `names` listens on `port` again; False at the timeout."""
+        ids = self.container_ids(names)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for _, _, pids in self.listeners(port) or []:
+                if any(in_containers(pid, ids) for pid in pids):
+                    return True
+            time.sleep(0.1)
+        return False
+
+    def guard(self, port):
+        """Drain guards for the port's current listeners (see PortGuard); none when ss is missing."""
+        guards = []
+        for address, uid in sorted(set((a, u) for a, u, _ in self.listeners(port) or [])):
             try:
-                with open("/proc/%s/cgroup" % pid) as stream:
-                    cgroup = stream.read()
-            except (IOError, OSError):
-                continue
-            if not any(container in cgroup for container in own):
-                foreign.add("%s (pid %s)" % (name, pid))
-        return sorted(foreign)
+                guards.append(PortGuard(address, port, uid))
+            except (OSError, ValueError) as exc:
+                self.module.warn("no drain guard on %s:%d (%s): a new container dying while the old one drains "
+                                 "would leave the port without a listener" % (address, port, exc))
+        return guards
 
     def image_id(self):
         rc, out, _ = self.docker("image", "inspect", "--format", "{{.Id}}", self.params["image"], check=False)
@@ -388,25 +539,69 @@ class Swapper(object):
         """SIGTERM, at most stop_timeout seconds of drain, then remove."""
         self.retire([name])
 
-    def retire(self, names, step=None, successor=None):
+    def state(self, name):
+        """(running, restart count) of a container."""
+        rc, out, _ = self.docker("inspect", "--format", "{{.State.Running}} {{.RestartCount}}", name, check=False)
+        running, _, restarts = out.strip().partition(" ")
+        return (rc == 0 and running == "true", restarts)
+
+    def retire(self, names, step=None, successor=None, port=None):
         """Stop the containers (SIGTERM, at most stop_timeout seconds of drain), mark `step`, then remove them
         and mark `step`_removed: a stopped container serves nothing, its removal is housekeeping.
-        When the `successor` died meanwhile, the stopped containers are started again instead."""
-        for name in names:
-            self.docker("stop", "--time", str(self.params["stop_timeout"]), name, check=False)
-        if step:
-            self.mark(step)
-        if successor and names and not self.running(successor):
+
+        With a `successor` (the new container, on `port`), a drain guard holds a listener on the port while
+        they drain. When the successor died meanwhile (or was restarted by its policy), the stopped containers
+        are started again and the guard is closed only once they listen: no connection finds the port closed."""
+        guarded = successor and names and port and self.params["drain_guard"]
+        guards = self.guard(port) if guarded else []
+        try:
+            restarts = self.state(successor)[1] if successor else None
             for name in names:
-                self.docker("start", name, check=False)
-            logs = self.logs(successor)
-            self.docker("rm", "--force", successor, check=False)
-            raise SwapError("the new container %s exited while the old one drained; the old container (%s) was "
-                            "started again" % (successor, ", ".join(names)), logs=logs)
+                self.docker("stop", "--time", str(self.params["stop_timeout"]), name, check=False)
+            if step:
+                self.mark(step)
+            if successor and names:
+                if guards:  # the new one has all the traffic now: a release that falls over under it does so here
+                    time.sleep(self.params["drain_guard_hold"])
+                if not self.serves(successor, restarts, port):
+                    self.restore(names, successor, port, guards)
+        finally:
+            for guard in guards:
+                guard.close()
         for name in names:
             self.docker("rm", "--force", "--volumes", name, check=False)
         if step:
             self.mark(step.replace("stopped", "removed"))
+
+    def serves(self, name, restarts, port):
+        """Whether the container still runs as it did (not restarted since) and, when ss can tell, listens on
+        `port` (a server shutting down has closed its listener before its process exits)."""
+        running, now = self.state(name)
+        if not running or now != restarts:
+            return False
+        found = self.listeners(port)
+        if found is None:
+            return True
+        ids = self.container_ids([name])
+        return any(in_containers(pid, ids) for _, _, pids in found for pid in pids)
+
+    def restore(self, names, successor, port, guards):
+        """The successor died while `names` drained: start `names` again at once (the guards hold the port
+        meanwhile), close the guards once they listen, then stop what is left of the successor; fail the swap."""
+        self.docker("update", "--restart", "no", successor, check=False)  # its policy must not bring it back
+        for name in names:
+            self.docker("start", name, check=False)
+        back = self.wait_listening(names, port, self.params["health"]["timeout"])
+        self.mark("old_restarted")
+        for guard in guards:
+            guard.close()
+        # gracefully, its queue moves to the old one; briefly: a server in its quick shutdown may be stuck
+        self.docker("stop", "--time", "2", successor, check=False)
+        logs = self.logs(successor)
+        self.docker("rm", "--force", successor, check=False)
+        raise SwapError("the new container %s exited while the old one drained; the old container (%s) was started "
+                        "again%s" % (successor, ", ".join(names), " and serves" if back else
+                                     ", but does not listen on port %d yet" % port), logs=logs)
 
     def health_gate(self, name, port):
         """Successes must come from the new container itself: its name is in the health answer."""
@@ -540,7 +735,7 @@ class Swapper(object):
             running = set(c[0] for c in containers if c[1])
             for dead in [o for o in olds if o not in running]:  # leftovers: nothing to drain or to start again
                 self.stop_and_remove(dead)
-            self.retire([o for o in olds if o in running], "old_stopped", successor=name)
+            self.retire([o for o in olds if o in running], "old_stopped", successor=name, port=port)
         elif p["strategy"] == "blue-green":
             running = set(c[0] for c in containers if c[1])
             for old in [o for o in olds if o not in running]:  # already stopped: nothing to drain
@@ -557,10 +752,11 @@ def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     if module.params["stop_timeout"] < 1 or module.params["keep_releases"] < 1:
         module.fail_json(msg="stop_timeout and keep_releases must be at least 1")
+    swapper = Swapper(module)
     try:
-        result = Swapper(module).run()
+        result = swapper.run()
     except SwapError as exc:
-        module.fail_json(msg=str(exc), **exc.details)
+        module.fail_json(msg=str(exc), timings=swapper.timings, **exc.details)
     module.exit_json(**result)
 
 

@@ -3,6 +3,8 @@
 - When the new release crashes at start, then its health gate fails (the Flask app: with Django the crash
   already stops the deploy at the migrations, before any container changes), the old release keeps serving,
   the deploy fails naming the hosts and the reason, and the load client sees no request dropped.
+- When the new release crashes while the old one drains (after its gate and settle window), then the drain
+  guard has held the port, the old release is started again and serves, no request dropped.
 - When a second deploy starts while one runs, then it is refused, naming who holds the lock.
 - When a rollback is asked, then the previous release is swapped back in, no request dropped.
 - When blue-green deploys run, then the new container listens on the other port, nginx is switched to it,
@@ -39,9 +41,10 @@ def broken_release(docker_client, test_release):
 @pytest.fixture(scope="module")
 def faulty_releases(docker_client, test_release):
     """Flask releases with a fault baked in (apps/Dockerfile APP_FAULT): one never healthy, one that stops
-    0.8 s after its first health answer (before its gate or inside the settle window after it)."""
+    0.8 s after its first health answer (before its gate or inside the settle window after it), one that
+    stops when the old container's listener closes (during the old one's drain)."""
     releases = {}
-    for fault in ("unhealthy", "crash-after-healthy"):
+    for fault in ("unhealthy", "crash-after-healthy", "crash-during-drain"):
         release = f"0.0.8-{fault}"
         docker_client.images.build(path=str(ROOT), dockerfile="apps/Dockerfile", tag=f"deploykit/demo-app:{release}",
                                    buildargs={"RELEASE": release, "APP_FAULT": fault}, rm=True, network_mode="none")
@@ -110,6 +113,25 @@ def test_a_release_that_is_never_healthy_or_crashes_after_its_gate_is_not_let_in
     assert re.search(reason, output), output[-3000:]
     for host in fleet.hosts:
         assert host["name"] in result.stderr
+    assert dropped(counts) == 0, describe(counts)
+    assert serving(fleet) == [(test_release, "gunicorn-gthread")] * len(fleet.hosts)
+
+
+def test_a_release_that_crashes_while_the_old_one_drains_gives_the_port_back_to_the_old(fleet, test_release,
+                                                                                      faulty_releases):
+    """The drain guard holds the port while the old container drains; the new one crashes then (its requests in
+    flight are sent again by nginx), the old is started again, and what the guard held goes to it."""
+    load = Load(fleet.hosts)
+    try:
+        result = deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", faulty_releases["crash-during-drain"],
+                        "--variant", "gunicorn-gthread", "--app", "flask", "--health-timeout", "30", check=False)
+    finally:
+        counts = load.finish()
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output[-2000:]
+    for host in fleet.hosts:
+        assert re.search(rf"{host['name']}: .*exited while the old one drained; the old container \S+ was started "
+                         r"again and serves", result.stderr), result.stderr[-3000:]
     assert dropped(counts) == 0, describe(counts)
     assert serving(fleet) == [(test_release, "gunicorn-gthread")] * len(fleet.hosts)
 
