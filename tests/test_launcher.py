@@ -8,7 +8,7 @@ import yaml
 from conftest import ROOT
 from deploykit_probe import PROTOCOLS
 from deploykit_serve import ConfigError, Settings, load_variants, server_command, server_environment, variant_spec
-from deploykit_wsgi import strip_header_whitespace
+from deploykit_wsgi import one_context_per_thread, strip_header_whitespace, wrap
 
 VARIANTS = load_variants(ROOT / "apps" / "variants.yml")
 
@@ -97,7 +97,7 @@ def test_tornado_wraps_the_app_to_strip_header_whitespace():
     assert "deploykit_wsgi:application" in argv
     env = server_environment(settings, spec)
     assert env["DEPLOYKIT_WSGI_TARGET"] == "demo.wsgi:application"
-    assert env["DEPLOYKIT_WSGI_WRAP"] == "strip_header_whitespace"
+    assert env["DEPLOYKIT_WSGI_WRAP"] == "one_context_per_thread,strip_header_whitespace"
     assert env["DJANGO_ALLOW_ASYNC_UNSAFE"] == "true"
     assert server_environment(Settings(variant="gunicorn-sync"), VARIANTS["gunicorn-sync"]) == {}
 
@@ -111,6 +111,63 @@ def test_strip_header_whitespace_adapter():
     body = strip_header_whitespace(django_like)({}, lambda status, headers, exc_info=None: seen.append(headers))
     assert body == [b"ok"]
     assert seen == [[("Set-Cookie", "csrftoken=abc; Path=/"), ("Content-Type", "text/html")]]
+
+
+def test_one_context_per_thread_keeps_context_locals_across_requests_in_fresh_tasks():
+    """As tornado's WSGIContainer does: each request in a new asyncio task (a copy of the context). An app
+    that keeps a resource in a context variable (as Django its database connection) opens one per request
+    without the adapter, and one in all with it, seen again by the response's close()."""
+    import asyncio
+    import contextvars
+
+    def app_with_a_context_local():
+        connection = contextvars.ContextVar("connection")
+        opened, closed_by = [], []
+
+        class Body(list):
+            def close(self):
+                closed_by.append(connection.get(None))
+
+        def app(environ, start_response):
+            if connection.get(None) is None:
+                opened.append(object())
+                connection.set(opened[-1])
+            start_response("200 OK", [])
+            return Body([b"ok"])
+
+        return app, opened, closed_by
+
+    async def serve(app, requests):
+        async def one():
+            body = app({}, lambda status, headers, exc_info=None: None)
+            assert b"".join(body) == b"ok"
+            body.close()
+
+        for _ in range(requests):
+            await asyncio.get_running_loop().create_task(one())
+
+    bare, opened, _ = app_with_a_context_local()
+    asyncio.run(serve(bare, 5))
+    assert len(opened) == 5  # the leak: a "connection" per request
+
+    app, opened, closed_by = app_with_a_context_local()
+    asyncio.run(serve(wrap(app, "one_context_per_thread, strip_header_whitespace"), 5))
+    assert len(opened) == 1
+    assert closed_by == opened * 5  # close() ran where the call ran: Django's request_finished sees it
+
+
+def test_wrap_nests_adapters_outermost_first():
+    calls = []
+
+    def app(environ, start_response):
+        calls.append(type(environ))
+        start_response("200 OK", [("X", " y")])
+        return [b"ok"]
+
+    seen = []
+    body = wrap(app, "one_context_per_thread,strip_header_whitespace")({}, lambda s, h, e=None: seen.append(h))
+    assert list(body) == [b"ok"] and seen == [[("X", "y")]]
+    assert one_context_per_thread(app)({}, lambda s, h, e=None: None).close() is None
 
 
 def test_the_launcher_asks_the_app_for_its_health_before_binding():

@@ -90,7 +90,8 @@ def server_environment(settings: Settings, spec: dict[str, Any]) -> dict[str, st
     env = {key: str(value) for key, value in spec.get("env", {}).items()}
     if spec.get("wrap"):
         app = APPS[settings.app]
-        env.update(DEPLOYKIT_WSGI_WRAP=spec["wrap"], DEPLOYKIT_WSGI_TARGET=f"{app['module']}:{app['callable']}",
+        wrap = spec["wrap"] if isinstance(spec["wrap"], str) else ",".join(spec["wrap"])
+        env.update(DEPLOYKIT_WSGI_WRAP=wrap, DEPLOYKIT_WSGI_TARGET=f"{app['module']}:{app['callable']}",
                    PYTHONPATH=str(HERE))
     return env
 
