@@ -31,6 +31,14 @@ DATABASES = {
         "OPTIONS": {"connect_timeout": 5},
     }
 }
+if os.environ.get("DB_GREEN_WAIT") == "1":
+    # gevent and eventlet workers (apps/variants.yml): libpq's calls would block the worker's whole event loop,
+    # and every request it holds, while one waits for PostgreSQL. With a wait callback psycopg2 waits in
+    # select(), which those workers have made cooperative before the app is loaded.
+    import psycopg2.extensions
+    import psycopg2.extras
+
+    psycopg2.extensions.set_wait_callback(psycopg2.extras.wait_select)
 if os.environ.get("DB_ENGINE") == "sqlite":  # for running the app without a database server
     DATABASES["default"] = {"ENGINE": "django.db.backends.sqlite3", "NAME": os.environ.get("DB_NAME", "/tmp/demo.db")}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
