@@ -20,8 +20,8 @@ from conftest import NO_CHECKS, ROOT, deploy
 from deploykit_serve import load_variants
 from weblab import Load, browse_and_post_django, describe, dropped
 
-# A soak test: run it with `pytest -m soak` (about 15 minutes). On this 2-core machine, 192 connections
-# during swaps can make a new container miss its health gate (gevent with psycopg2 here); not in the default run.
+# A soak test: run it with `pytest -m soak` (about 9 minutes, its figures in docs/deploy.md); not in the default
+# run, which swaps gunicorn-sync and gunicorn-gthread under load (tests/test_swap_faults.py, test_faults_lab.py).
 pytestmark = [pytest.mark.lab, pytest.mark.soak]
 
 VARIANTS = load_variants(ROOT / "apps" / "variants.yml")
