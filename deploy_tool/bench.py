@@ -65,9 +65,11 @@ class BenchLoad:
 @dataclass(frozen=True)
 class Gate:
     """A release fails its smoke benchmark on a host when a request failed there, or when, against the previous
-    release on that host (same variant, app and load), req/s fell or p90 rose by more than `threshold` percent."""
+    release on that host (same variant, app and load), req/s fell or p90 rose by more than `threshold` percent
+    (not judged with `failures_only`: the comparison is then only shown)."""
     threshold: float = 50.0
     rollback: bool = True
+    failures_only: bool = False
 
     def validate(self) -> None:
         if not 0 < self.threshold <= 1000:
@@ -80,7 +82,7 @@ class Gate:
             if result.get("failed", 0):
                 found.append(f"{host}: {result['failed']} failed requests ({result.get('errors')})")
             before = (baseline or {}).get(host)
-            if not before or not before.get("rps"):
+            if self.failures_only or not before or not before.get("rps"):
                 continue
             drop = 100.0 * (before["rps"] - result["rps"]) / before["rps"]
             if drop > self.threshold:

@@ -75,6 +75,9 @@ def add_check_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--gate-threshold", type=float, default=50.0,
                        help="percent of req/s lost or p90 gained, against the previous release on the same host, "
                             "that fails the deploy (default 50); any failed request fails it too")
+    group.add_argument("--gate-failures-only", action="store_true",
+                       help="fail the deploy on failed smoke requests only; req/s and p90 are compared, not judged "
+                            "(for a noisy lab; on quiet VMs keep the threshold)")
     group.add_argument("--no-gate-rollback", action="store_true",
                        help="when the gate fails, leave the release deployed (default: roll back)")
     group.add_argument("--no-swap-report", action="store_true",
@@ -253,7 +256,8 @@ def checks_of(args: argparse.Namespace) -> Any:
     smoke = None if args.no_smoke else BenchLoad(engine=engine, duration=args.smoke_duration,
                                                  connections=args.smoke_connections, rate=args.smoke_rate or 100,
                                                  path=args.smoke_path)
-    return Checks(smoke=smoke, gate=Gate(threshold=args.gate_threshold, rollback=not args.no_gate_rollback),
+    return Checks(smoke=smoke, gate=Gate(threshold=args.gate_threshold, rollback=not args.no_gate_rollback,
+                                           failures_only=args.gate_failures_only),
                   report=not args.no_swap_report)
 
 

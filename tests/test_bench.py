@@ -50,6 +50,14 @@ def test_gate_without_a_baseline_judges_failures_only():
     assert Gate().findings({"h1": result(1, failed=3)}, None) != []
 
 
+def test_gate_on_failures_only_shows_a_slower_release_but_stops_a_failing_one():
+    gate = Gate(threshold=50, failures_only=True)
+    baseline = {"h1": result(100, 10), "h2": result(100, 10)}
+    assert gate.findings({"h1": result(5, 900), "h2": result(100, 10)}, baseline) == []
+    findings = gate.findings({"h1": result(5, 900), "h2": result(100, 10, failed=2)}, baseline)
+    assert len(findings) == 1 and findings[0].startswith("h2: 2 failed requests")
+
+
 def test_bad_bench_options_are_refused():
     for load in (BenchLoad(engine="ab"), BenchLoad(duration=0), BenchLoad(path="health")):
         with pytest.raises(DeployError):
