@@ -300,8 +300,7 @@ class PortGuard(object):
     The kernel groups only sockets of the same owner: the child takes the listeners' uid before it binds.
 
     One race is left: should the other listener close between the guard's look (ss) and its close, what the
-    guard held has nowhere to go and is reset (nginx sends a GET again; seen once, 1 of 13,416 requests, in
-    the crash-during-drain test). Listening on the fresh socket before the close would keep it, but the
+    guard held has nowhere to go and is reset (nginx sends a GET again). Listening on the fresh socket before the close would keep it, but the
     kernel would then hand the same connections back to the guard at every rotation, and they would wait
     for the whole drain.
     """
