@@ -294,15 +294,15 @@ class PortGuard(object):
     new connections, and the new container's queue when that one closes (tcp_migrate_req). Every `period`
     seconds, when another listener is on the port, it closes its listener (the queue moves to the others: the
     kernel picks by the connection's hash, so a fresh guard listener opened first would get the same ones
-    back) and listens on a fresh one, bound before. While the new container lives, a connection waits on the guard about
-    `period`; when it died, they wait on the guard until the old release listens again.
+    back) and listens on a fresh one, bound before. While the new container lives, a connection waits on the
+    guard about `period`; when it died, they wait on the guard until the old release listens again.
 
     The kernel groups only sockets of the same owner: the child takes the listeners' uid before it binds.
 
     One race is left: should the other listener close between the guard's look (ss) and its close, what the
-    guard held has nowhere to go and is reset (nginx sends a GET again). Listening on the fresh socket before the close would keep it, but the
-    kernel would then hand the same connections back to the guard at every rotation, and they would wait
-    for the whole drain.
+    guard held has nowhere to go and is reset (nginx sends a GET again). Listening on the fresh socket before
+    the close would keep it, but the kernel would then hand the same connections back to the guard at every
+    rotation, and they would wait for the whole drain.
     """
 
     def __init__(self, address, port, uid, period=0.2, backlog=4096):

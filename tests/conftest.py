@@ -31,6 +31,12 @@ def deploy(*args: str, env: dict[str, str] | None = None, check: bool = True) ->
     return result
 
 
+def ansible_playbook(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run plain `ansible-playbook` from the project's venv, as the README says the playbooks run."""
+    return subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), *args], cwd=ROOT,
+                          capture_output=True, text=True, env={**os.environ, "ANSIBLE_FORCE_COLOR": "0"})
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT

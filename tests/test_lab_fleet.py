@@ -2,22 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, deploy
+from conftest import ansible_playbook, deploy
 
 pytestmark = pytest.mark.lab
-
-
-def ansible_playbook(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), *args], cwd=ROOT,
-                          capture_output=True, text=True, env={**os.environ, "ANSIBLE_FORCE_COLOR": "0"})
 
 
 def recap(output: str) -> dict[str, dict[str, int]]:

@@ -157,10 +157,7 @@ def test_one_context_per_thread_keeps_context_locals_across_requests_in_fresh_ta
 
 
 def test_wrap_nests_adapters_outermost_first():
-    calls = []
-
     def app(environ, start_response):
-        calls.append(type(environ))
         start_response("200 OK", [("X", " y")])
         return [b"ok"]
 

@@ -11,14 +11,10 @@ process, so only the redirect is checked); the page names the host's own variant
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, ansible_playbook
 from deploykit_serve import load_variants
 from weblab import browse_and_post_django, client, request
 
@@ -39,11 +35,6 @@ SETUPS = [(variant, app) for variant in VARIANTS for app in ("django", "flask")]
 
 def rounds(hosts: int) -> list[list[tuple[str, str]]]:
     return [SETUPS[i:i + hosts] for i in range(0, len(SETUPS), hosts)]
-
-
-def ansible_playbook(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), *args], cwd=ROOT,
-                          capture_output=True, text=True, env={**os.environ, "ANSIBLE_FORCE_COLOR": "0"})
 
 
 def check_flask(host: dict[str, str], variant: str, release: str) -> None:
