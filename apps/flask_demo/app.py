@@ -88,7 +88,11 @@ def _crash_when_a_listener_leaves() -> None:
     port = int(os.environ.get("DEPLOYKIT_PORT", "8000"))
     most = 0
     while True:
-        now = _listeners(port)
+        try:
+            now = _listeners(port)
+        except OSError:  # a failed netlink dump must not end the watcher (the fault would then never fire)
+            time.sleep(0.05)
+            continue
         if most >= 2 and now < most:
             os.kill(1, signal.SIGQUIT)  # quick shutdown
             return
