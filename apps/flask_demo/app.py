@@ -5,6 +5,7 @@ import os
 import signal
 import socket
 import struct
+import sys
 import threading
 import time
 from collections import deque
@@ -52,11 +53,11 @@ def index():
     return render_template_string(PAGE, notes=notes, release=RELEASE, variant=VARIANT)
 
 
-def _listeners(port: int) -> int:
-    """Sockets listening on TCP `port` in this network namespace (the host's: app containers use host
-    networking), asked of the kernel as ss does (sock_diag netlink, listening sockets only: cheap, unlike
+def _listeners(port: int) -> set[int]:
+    """Inodes of the sockets listening on TCP `port` in this network namespace (the host's: app containers use
+    host networking), asked of the kernel as ss does (sock_diag netlink, listening sockets only: cheap, unlike
     reading /proc/net/tcp with its thousands of closing connections)."""
-    count = 0
+    inodes = set()
     for family in (socket.AF_INET, socket.AF_INET6):
         with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4) as diag:  # NETLINK_SOCK_DIAG
             # inet_diag_req_v2: family, protocol, ext, pad, states (1 << TCP_LISTEN), then a zero socket id
@@ -72,31 +73,37 @@ def _listeners(port: int) -> int:
                     if kind in (2, 3):  # NLMSG_ERROR, NLMSG_DONE
                         done = True
                         break
-                    # inet_diag_msg: family, state, timer, retrans, then the id (source port first, big-endian)
-                    count += struct.unpack_from("!H", data, offset + 16 + 4)[0] == port
+                    # inet_diag_msg: family, state, timer, retrans, the id (48 bytes, source port first,
+                    # big-endian), expires, rqueue, wqueue, uid, inode
+                    if struct.unpack_from("!H", data, offset + 16 + 4)[0] == port:
+                        inodes.add(struct.unpack_from("=I", data, offset + 16 + 68)[0])
                     offset += (length + 3) & ~3
-    return count
+    return inodes
 
 
 def _crash_when_a_listener_leaves() -> None:
-    """The crash-during-drain fault: stop the server (PID 1) as soon as one of the port's listeners closes.
-    One watcher per container (the first worker to get here), polling every 50 ms."""
+    """The crash-during-drain fault: stop the server (PID 1) as soon as a listener of the port closes (the old
+    container's, or the drain guard's at its first turn: either is there only once the old one is stopped).
+    By inode, not by count: a close and an open between two looks would leave the count as it was. One
+    watcher per container (the first worker to get here), polling every 50 ms; it says when it fires."""
     try:
         os.close(os.open("/tmp/deploykit-fault-watcher", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
         return
     port = int(os.environ.get("DEPLOYKIT_PORT", "8000"))
-    most = 0
+    seen: set[int] = set()
     while True:
         try:
             now = _listeners(port)
         except OSError:  # a failed netlink dump must not end the watcher (the fault would then never fire)
             time.sleep(0.05)
             continue
-        if most >= 2 and now < most:
+        if len(seen) >= 2 and seen - now:
+            print(f"deploykit fault crash-during-drain: listener(s) {sorted(seen - now)} of port {port} closed; "
+                  "stopping the server", file=sys.stderr, flush=True)
             os.kill(1, signal.SIGQUIT)  # quick shutdown
             return
-        most = max(most, now)
+        seen |= now
         time.sleep(0.05)
 
 
