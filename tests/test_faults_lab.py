@@ -106,22 +106,27 @@ def test_a_deploy_killed_mid_swap_is_cleaned_up_by_the_next(fleet, test_release,
 
 def test_a_foreign_process_on_the_app_port_stops_the_deploy_before_any_change(fleet, test_release,
                                                                               test_release_b):
-    """The app holds 8000 (with SO_REUSEPORT; nothing else can bind it meanwhile); blue-green would move it to
-    8001, where another program listens."""
+    """The app holds one of the blue-green ports 8000 and 8001 (with SO_REUSEPORT; nothing else can bind it
+    meanwhile): blue-green would move it to the other, where another program listens."""
     host = fleet.hosts[0]
     before = app_containers(fleet, host)
+    port = fleet.ssh(host, "sudo docker inspect --format '{{index .Config.Labels \"io.deploykit.port\"}}' "
+                           + " ".join(before)).split()
+    assert port in (["8000"], ["8001"]), port
+    other = 8001 if port == ["8000"] else 8000
     squatter = subprocess.Popen(["docker", "exec", host["container"], "python3", "-c",
-                                 "import socket,time; s=socket.socket(); s.bind(('127.0.0.1', 8001)); s.listen(); "
+                                 f"import socket,time; s=socket.socket(); s.bind(('127.0.0.1', {other})); s.listen(); "
                                  "time.sleep(120)"])
     try:
         time.sleep(1.5)
+        assert squatter.poll() is None, "the squatter could not listen"
         result = release_deploy(fleet, test_release_b, "--limit", host["name"], "--strategy", "blue-green",
                                 check=False)
     finally:
         squatter.kill()
         host_exec(host, "pkill", "-f", "time.sleep\\(120\\)")
     assert result.returncode == 2
-    assert "port 8001 is in use by python3 (pid" in result.stderr and "nothing was changed" in result.stderr
+    assert f"port {other} is in use by python3 (pid" in result.stderr and "nothing was changed" in result.stderr
     assert app_containers(fleet, host) == before
 
 
