@@ -54,8 +54,10 @@ options:
     default: reuse-port
   settle:
     description: >-
-      Seconds the new container must keep running after it passed its gate before the old one is stopped: a
-      release that crashes soon after it became healthy is caught while the old one still serves.
+      The end of the health gate: for this many seconds after its `successes` healthy answers, while the old
+      container still serves, the new one must keep running and answer every probe healthy. A release that
+      crashes or fails soon after its first answers is caught while the old one still serves. The new
+      container counts as healthy at the end of this window; the old one is stopped right after.
     type: float
     default: 2.0
   drain_guard:
@@ -199,8 +201,9 @@ stopped:
   elements: str
 timings:
   description: >-
-    Seconds from the module's start to each step (started, healthy, settled, old_stopped, old_removed; and
-    old_restarted when the new container died during the drain).
+    Seconds from the module's start to each step: started; ready (the health gate's `successes` answers);
+    healthy (the gate passed, settle window included); old_stopped (the old container's server exited);
+    old_removed; and old_restarted when the new container died during the drain.
   returned: changed
   type: dict
 port:
@@ -227,6 +230,7 @@ import json
 import os
 import re
 import select
+import signal
 import socket
 import subprocess
 import time
@@ -436,6 +440,7 @@ class Swapper(object):
         self.start = time.monotonic()
         self.started_at = time.time()
         self.timings = {}
+        self.policies = {}  # restart policies of the running old containers, {name: policy}
 
     def mark(self, step):
         self.timings[step] = round(time.monotonic() - self.start, 3)
@@ -565,7 +570,7 @@ class Swapper(object):
         running, _, restarts = out.strip().partition(" ")
         return (rc == 0 and running == "true", restarts)
 
-    def retire(self, names, step=None, successor=None, port=None):
+    def retire(self, names, step=None, successor=None, port=None, held=None, restarts=None):
         """Stop the containers (SIGTERM, at most stop_timeout seconds of drain), mark `step`, then remove them
         and mark `step`_removed: a stopped container serves nothing, its removal is housekeeping.
 
@@ -575,9 +580,9 @@ class Swapper(object):
         guarded = successor and names and port and self.params["drain_guard"]
         guards = self.guard(port) if guarded else []
         try:
-            restarts = self.state(successor)[1] if successor else None
-            for name in names:
-                self.docker("stop", "--time", str(self.params["stop_timeout"]), name, check=False)
+            if successor and restarts is None:
+                restarts = self.state(successor)[1]
+            self.stop(names, held, step=step and step.replace("stopped", "signalled"))
             if step:
                 self.mark(step)
             if successor and names:
@@ -611,6 +616,8 @@ class Swapper(object):
         self.docker("update", "--restart", "no", successor, check=False)  # its policy must not bring it back
         for name in names:
             self.docker("start", name, check=False)
+            self.docker("update", "--restart", self.policies.get(name) or self.params["restart_policy"], name,
+                        check=False)
         back = self.wait_listening(names, port, self.params["health"]["timeout"])
         self.mark("old_restarted")
         for guard in guards:
@@ -649,20 +656,120 @@ class Swapper(object):
         raise SwapError("the new container %s did not pass its health gate within %ss (last: %s)"
                         % (name, h["timeout"], last), logs=self.logs(name), health_attempts=attempts)
 
-    def settle(self, name, seconds=None):
-        """The new container must still run `settle` seconds after its gate, while the old one still serves."""
-        deadline = time.monotonic() + (self.params["settle"] if seconds is None else seconds)
+    def settle(self, name, port, restarts):
+        """The rest of the gate: for `settle` seconds after its streak, while the old one still serves, the new
+        container must keep running (not restarted: its restart policy is set by now) and every answer it
+        gives must be healthy. A release that crashes or fails soon after its first answers is caught here."""
+        h = self.params["health"]
+        deadline = time.monotonic() + self.params["settle"]
         while True:
-            if not self.running(name):
+            failure = None
+            running, now = self.state(name)
+            if not running or now != restarts:
+                failure = "exited"
+            else:
+                try:
+                    status, body = probe(h["protocol"], h["address"], port, h["path"], h["host_header"], 5.0)
+                    if status != 200 and '"instance": "%s"' % name in body.decode("utf-8", "replace"):
+                        failure = "answered status %s" % status
+                    elif status != 200 and b'"instance"' not in body:  # not known whose: the port answers badly
+                        failure = "(or the old one) answered status %s" % status
+                except (OSError, ProbeError) as exc:
+                    failure = "(or the old one) failed a probe (%s: %s)" % (type(exc).__name__, exc)
+            if failure:
                 logs = self.logs(name)
                 self.docker("rm", "--force", name, check=False)
-                raise SwapError("the new container %s exited %.1f s after it passed its health gate; the old one "
-                                "kept serving" % (name, time.monotonic() - self.start - self.timings["healthy"]),
+                raise SwapError("the new container %s %s %.1f s after its first healthy answers; the old one kept "
+                                "serving" % (name, failure, time.monotonic() - self.start - self.timings["ready"]),
                                 logs=logs)
             if time.monotonic() >= deadline:
                 break
-            time.sleep(0.25)
-        self.mark("settled")
+            time.sleep(h["interval"])
+
+    def gate(self, name, port, olds):
+        """The new container's whole gate: `successes` healthy answers in a row (mark ready), then its restart
+        policy, then the settle window (mark healthy). Meanwhile the running `olds` ({name: restart policy})
+        are readied for a quick stop (see hold). On failure the new container is removed and the olds keep
+        serving as they were. Returns (probes sent, its restart count, what hold returned)."""
+        try:
+            attempts = self.health_gate(name, port)
+        except SwapError:
+            self.stop_and_remove(name)  # gracefully: its queued connections move back to the old one
+            raise
+        self.mark("ready")
+        rc, out, err = self.docker("update", "--restart", self.params["restart_policy"], name, check=False)
+        running, restarts = self.state(name)
+        if rc != 0 and running:
+            self.stop_and_remove(name)
+            raise SwapError("docker update of the new container %s failed: %s" % (name, (err or out).strip()))
+        held = self.hold(olds)
+        try:
+            self.settle(name, port, restarts)  # an exit (rc != 0 above) is reported here
+        except SwapError:
+            self.release(held, olds)
+            raise
+        self.mark("healthy")
+        return attempts, restarts, held
+
+    def hold(self, olds):
+        """Ready the old containers' quick stop, while the new one is still under its gate: no restart policy
+        (their server exits on a signal sent directly, which docker would take for a crash), and a pidfd of
+        their main process. Then stopping takes no docker call: the old one is gone as soon as its server
+        drained. {name: (pidfd or None, stop signal)}; a container without a pidfd is stopped by docker."""
+        if not olds:
+            return {}
+        self.docker("update", "--restart", "no", *sorted(olds), check=False)
+        _, out, _ = self.docker("inspect", "--format", "{{.Name}} {{.State.Pid}} {{.Config.StopSignal}}",
+                                *sorted(olds), check=False)
+        held = {}
+        for line in out.splitlines():
+            fields = line.split()
+            if len(fields) < 2:
+                continue
+            try:
+                fd = os.pidfd_open(int(fields[1]))
+            except (AttributeError, OSError, ValueError):  # Python < 3.9, Linux < 5.3, or it exited already
+                fd = None
+            held[fields[0].lstrip("/")] = (fd, fields[2] if len(fields) > 2 else "SIGTERM")
+        return held
+
+    def release(self, held, olds):
+        """Undo hold: the olds serve on, with their restart policy back."""
+        for fd, _ in held.values():
+            if fd is not None:
+                os.close(fd)
+        held.clear()
+        for policy in sorted(set(olds.values())):
+            self.docker("update", "--restart", policy, *sorted(n for n in olds if olds[n] == policy), check=False)
+
+    def stop(self, names, held=None, step=None):
+        """Stop the containers gracefully, at most stop_timeout seconds each: a held one with its stop signal
+        sent to its pidfd, then until its main process exits (a container's other processes end with it);
+        the others with docker stop. Returns once none runs."""
+        held = held or {}
+        timeout = self.params["stop_timeout"]
+        waiting = []
+        for name in names:
+            fd, name_of_signal = held.pop(name, (None, None))
+            if fd is not None:
+                try:
+                    signal.pidfd_send_signal(fd, getattr(signal, name_of_signal or "SIGTERM", signal.SIGTERM))
+                    waiting.append((name, fd))
+                    continue
+                except ProcessLookupError:  # exited already
+                    os.close(fd)
+                    continue
+                except (AttributeError, OSError):
+                    os.close(fd)
+            self.docker("stop", "--time", str(timeout), name, check=False)
+        if step and waiting:
+            self.mark(step)
+        deadline = time.monotonic() + timeout
+        for name, fd in waiting:
+            exited = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]
+            os.close(fd)
+            if not exited:
+                self.docker("kill", name, check=False)
 
     def record(self, name):
         path = self.params["state_file"]
@@ -703,13 +810,7 @@ class Swapper(object):
         if current:  # an interrupted swap left extra containers beside the new one: converge
             if current[0][6] == "no" and not self.module.check_mode:
                 # still without its restart policy: the swap stopped before or during the gate; gate it now
-                try:
-                    self.health_gate(current[0][0], current[0][5] or p["health"]["port"])
-                    self.settle(current[0][0])
-                except SwapError:
-                    self.stop_and_remove(current[0][0])
-                    raise
-                self.docker("update", "--restart", p["restart_policy"], current[0][0])
+                self.gate(current[0][0], current[0][5] or p["health"]["port"], {})
             running_others = [c[0] for c in containers if c[1] and c[0] in others]
             if p["strategy"] == "blue-green" and running_others:  # nginx may still point at them: caller retires
                 return dict(changed=True, container=current[0][0], stopped=[], retire=running_others,
@@ -740,24 +841,16 @@ class Swapper(object):
             self.retire(olds, "old_stopped")
         self.docker(*docker_run_argv(p, name, digest, port)[1:])
         self.mark("started")
-        try:
-            attempts = self.health_gate(name, port)
-        except SwapError:
-            self.stop_and_remove(name)  # gracefully: its queued connections move back to the old one
-            raise
-        self.mark("healthy")
-        self.settle(name)
-        if self.docker("update", "--restart", p["restart_policy"], name, check=False)[0] != 0:
-            self.settle(name, seconds=0)  # it exited just now: said as such; else the update's error
-            self.docker("update", "--restart", p["restart_policy"], name)
+        running = dict((c[0], c[6]) for c in containers if c[1] and c[0] in olds)
+        self.policies = running
+        attempts, restarts, held = self.gate(name, port, running if p["strategy"] == "reuse-port" else {})
         retire = []
         if p["strategy"] == "reuse-port":
-            running = set(c[0] for c in containers if c[1])
             for dead in [o for o in olds if o not in running]:  # leftovers: nothing to drain or to start again
                 self.stop_and_remove(dead)
-            self.retire([o for o in olds if o in running], "old_stopped", successor=name, port=port)
+            self.retire([o for o in olds if o in running], "old_stopped", successor=name, port=port, held=held,
+                        restarts=restarts)
         elif p["strategy"] == "blue-green":
-            running = set(c[0] for c in containers if c[1])
             for old in [o for o in olds if o not in running]:  # already stopped: nothing to drain
                 self.stop_and_remove(old)
             retire = [o for o in olds if o in running]

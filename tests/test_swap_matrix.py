@@ -58,19 +58,20 @@ def report():
     yield rows
     SWAP_REPORT.write_text(json.dumps(rows, indent=1))
     print("\nswap matrix (failed requests / requests under load, of which client timeouts; seconds from the new "
-          "container's gate and settle window to the old one's exit, per host):")
+          "container's gate (settle window included) to the old one's exit, per host):")
     for row in rows:
         print(f"  {row['variant']:18} {row['app']:6} {row['failures']}/{row['requests']} "
               f"(timeouts {row['timeouts']}) p99={row['p99_ms']}ms drain={row['drain_s']}")
 
 
 def swap_drains(stdout: str) -> list[float]:
-    """Per host, seconds from the end of the new container's gate and settle window to the old one's exit."""
+    """Per host, seconds from the end of the new container's gate (its settle window included) to the old one's
+    exit."""
     drains = []
     for line in stdout.splitlines():
         timings = dict(re.findall(r"\b(\w+)=([\d.]+)s\b", line))
-        if "settled" in timings and "old_stopped" in timings:
-            drains.append(round(float(timings["old_stopped"]) - float(timings["settled"]), 3))
+        if "healthy" in timings and "old_stopped" in timings:
+            drains.append(round(float(timings["old_stopped"]) - float(timings["healthy"]), 3))
     return drains
 
 

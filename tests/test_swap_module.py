@@ -119,3 +119,49 @@ def test_blue_green_listens_on_the_port_no_running_container_holds(swap):
     assert port("recreate", [8001]) == 8000
     with pytest.raises(swap.SwapError, match="both blue-green ports"):
         port("blue-green", [8000, 8001])
+
+
+def test_a_held_old_container_is_stopped_by_its_pidfd_and_waited_for(swap):
+    """The old container's server gets its stop signal through the pidfd taken while the new one was gated, and
+    stop() returns once that process has exited (here a real process that drains 0.3 s), with no docker call;
+    one that outlives stop_timeout is killed by docker."""
+    import os
+    import subprocess
+    import time
+
+    calls = []
+
+    class Module:
+        def __init__(self, stop_timeout):
+            self.params = params(stop_timeout=stop_timeout)
+            self.check_mode = False
+
+        def run_command(self, argv):
+            calls.append(argv)
+            return 0, "", ""
+
+    draining = ("import signal, sys, time\n"
+                "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(0.3), sys.exit(0)))\n"
+                "print('ready', flush=True)\n"
+                "time.sleep(30)\n")
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(30)"
+    children = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+                for code in (draining, stubborn)]
+    try:
+        for child in children:
+            assert child.stdout.readline().strip() == "ready"
+        swapper = swap.Swapper(Module(stop_timeout=10))
+        held = {"old": (os.pidfd_open(children[0].pid), "SIGTERM")}
+        began = time.monotonic()
+        swapper.stop(["old"], held, step="old_signalled")
+        took = time.monotonic() - began
+        assert children[0].wait(timeout=1) == 0  # exited by itself, gracefully
+        assert 0.3 <= took < 10, took  # it waited for the exit, not for stop_timeout
+        assert calls == [] and held == {} and "old_signalled" in swapper.timings
+        swap.Swapper(Module(stop_timeout=1)).stop(["stubborn"], {"stubborn": (os.pidfd_open(children[1].pid), "SIGTERM")})
+        assert children[1].poll() is None  # it ignored SIGTERM: after stop_timeout, docker kills the container
+        assert calls == [["docker", "kill", "stubborn"]]
+    finally:
+        for child in children:
+            child.kill()
+            child.wait()
