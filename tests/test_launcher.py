@@ -38,7 +38,9 @@ def test_gunicorn_serves_a_socket_bound_once_on_fd_3(variant):
     assert fd == 3
     assert argv[argv.index("--bind") + 1] == "fd://3"
     assert "--reuse-port" not in argv  # gunicorn's own would bind a socket per worker
-    assert argv[argv.index("--worker-class") + 1] == VARIANTS[variant]["worker"]
+    worker = argv[argv.index("--worker-class") + 1]
+    assert worker == {"gunicorn-gevent": "deploykit_workers.GeventWorker",
+                      "gunicorn-eventlet": "deploykit_workers.EventletWorker"}.get(variant, VARIANTS[variant]["worker"])
     assert argv[argv.index("--graceful-timeout") + 1] == "25"
     assert ("--threads" in argv) == (variant == "gunicorn-gthread")
     assert argv[0].startswith(VARIANTS[variant].get("venv", "/opt/venv"))
@@ -182,3 +184,40 @@ def test_the_launcher_asks_the_app_for_its_health_before_binding():
     assert seen == {"path": "/health", "host": "demo.lab"}
     with pytest.raises(deploykit_serve.UnhealthyApp, match="503 Service Unavailable: database down"):
         deploykit_serve.check_health(app, "/ready", "demo.lab")
+
+
+def test_greenlet_workers_find_their_own_module():
+    s = Settings(variant="gunicorn-gevent")
+    assert server_environment(s, variant_spec(s, VARIANTS))["PYTHONPATH"] == str(ROOT / "apps" / "launcher")
+
+
+def test_a_fixed_async_worker_hands_its_handlers_the_listener_name_after_the_listener_closed():
+    """gunicorn's async handlers ask the listener for its name; the stop may have closed it by then."""
+    import socket
+
+    import deploykit_workers
+
+    class Base:  # what gunicorn's base classes do, in short
+        def __init__(self, sockets):
+            self.sockets = sockets
+            self.names = []
+
+        def init_process(self):
+            pass
+
+        def handle(self, listener, client, addr):
+            self.names.append(listener.getsockname())
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    name = listener.getsockname()
+    worker = deploykit_workers.with_known_listener_name(Base)([listener])
+    worker.init_process()
+    listener.close()  # the graceful stop
+    with pytest.raises(OSError):
+        Base([listener]).handle(listener, None, None)  # gunicorn's own handler fails here (EBADF)
+    worker.handle(listener, None, None)
+    assert worker.names == [name]
+    with pytest.raises(AttributeError):
+        deploykit_workers.NoSuchWorker  # noqa: B018

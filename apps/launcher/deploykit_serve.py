@@ -88,6 +88,8 @@ def variant_spec(settings: Settings, variants: dict[str, dict[str, str]]) -> dic
 def server_environment(settings: Settings, spec: dict[str, Any]) -> dict[str, str]:
     """Environment the server needs beyond the container's: the variant's own, and a WSGI adapter's."""
     env = {key: str(value) for key, value in spec.get("env", {}).items()}
+    if spec.get("worker_class"):  # a worker of apps/launcher/deploykit_workers.py
+        env["PYTHONPATH"] = str(HERE)
     if spec.get("wrap"):
         app = APPS[settings.app]
         wrap = spec["wrap"] if isinstance(spec["wrap"], str) else ",".join(spec["wrap"])
@@ -108,7 +110,7 @@ def _base_command(settings: Settings, spec: dict[str, Any]) -> tuple[list[str], 
     target = "deploykit_wsgi:application" if spec.get("wrap") else f"{app['module']}:{app['callable']}"
     server = spec["server"]
     if server == "gunicorn":
-        argv = [f"{venv}/bin/gunicorn", "--bind", "fd://3", "--worker-class", spec["worker"],
+        argv = [f"{venv}/bin/gunicorn", "--bind", "fd://3", "--worker-class", spec.get("worker_class", spec["worker"]),
                 "--workers", str(settings.processes), "--graceful-timeout", str(settings.graceful_timeout),
                 "--timeout", str(max(60, settings.graceful_timeout + 5)), "--worker-tmp-dir", "/tmp",
                 "--log-level", "warning", "--chdir", str(APPS_DIR / app["dir"])]
