@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import http.client
 import http.cookiejar
 import json
 import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -90,3 +93,42 @@ def describe(counts: dict) -> str:
     return (f"{counts['failures']} failed of {counts['requests']} ({counts['errors']}), "
             f"{counts.get('retried', 0)} retried on a closed kept-alive connection, p99 {counts['p99_ms']} ms, "
             f"max {counts['max_ms']} ms; failing seconds: {failing}")
+
+
+class PostLoad:
+    """Form POSTs to the Flask app through nginx on every host, from threads of this process, a new connection
+    per POST (so that nginx's own reloads, which close idle client connections, count for nothing): what nginx
+    answers with 502 is a POST lost between nginx and the app (nginx never sends a POST twice)."""
+
+    def __init__(self, hosts: list[dict[str, str]], per_host: int = 6) -> None:
+        self.statuses: dict[str, int] = {}
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self._post, args=(host["address"],), daemon=True)
+                        for host in hosts for _ in range(per_host)]
+        for thread in self.threads:
+            thread.start()
+
+    def _post(self, address: str) -> None:
+        body = urllib.parse.urlencode({"note": "posted during a swap"})
+        while not self.stop.is_set():
+            connection = http.client.HTTPConnection(address, 80, timeout=30)
+            try:
+                connection.request("POST", "/", body=body, headers={
+                    "Host": HOST_HEADER, "Content-Type": "application/x-www-form-urlencoded", "Connection": "close"})
+                response = connection.getresponse()
+                response.read()
+                outcome = str(response.status)
+            except (OSError, http.client.HTTPException) as exc:
+                outcome = type(exc).__name__
+            finally:
+                connection.close()
+            with self.lock:
+                self.statuses[outcome] = self.statuses.get(outcome, 0) + 1
+            time.sleep(0.05)
+
+    def finish(self) -> dict[str, int]:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=60)
+        return dict(self.statuses)
