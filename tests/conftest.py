@@ -62,6 +62,15 @@ class Fleet:
         self.hosts = hosts
         self.inventory = inventory
 
+    def serving(self, variant: str, *releases: str) -> Fleet:
+        """The fleet with the releases loaded on every host (see preload) and the first deployed as `variant`
+        of the Flask app (strategy recreate: it may change the protocol), for tests that swap under load."""
+        for release in releases:
+            self.preload(f"deploykit/demo-app:{release}")
+        deploy(*NO_CHECKS, "-i", str(self.inventory), "--version", releases[0], "--variant", variant, "--app", "flask",
+               "--strategy", "recreate")
+        return self
+
     def preload(self, image: str) -> None:
         """Load an image on every host before a load test starts. The lab hosts share this machine's one disk:
         three `docker load`s at once stall every host's writes (nginx's log among them) for seconds, an effect

@@ -30,12 +30,7 @@ pytestmark = pytest.mark.lab
 
 @pytest.fixture(scope="module")
 def fleet(provisioned_fleet, test_release, test_release_b):
-    fleet = provisioned_fleet[0]
-    for release in (test_release, test_release_b):
-        fleet.preload(f"deploykit/demo-app:{release}")
-    deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release, "--variant", "gunicorn-gthread",
-           "--app", "flask", "--strategy", "recreate")
-    return fleet
+    return provisioned_fleet[0].serving("gunicorn-gthread", test_release, test_release_b)
 
 
 def host_exec(host: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:

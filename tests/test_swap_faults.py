@@ -54,12 +54,8 @@ def faulty_releases(docker_client, test_release):
 
 @pytest.fixture(scope="module")
 def fleet(provisioned_fleet, test_release, test_release_b, broken_release, faulty_releases):
-    fleet = provisioned_fleet[0]
-    for release in (test_release, test_release_b, broken_release, *faulty_releases.values()):
-        fleet.preload(f"deploykit/demo-app:{release}")
-    deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release, "--variant", "gunicorn-gthread",
-           "--app", "flask", "--strategy", "recreate")
-    return fleet
+    return provisioned_fleet[0].serving("gunicorn-gthread", test_release, test_release_b, broken_release,
+                                        *faulty_releases.values())
 
 
 def serving(fleet) -> list[tuple[str, str]]:

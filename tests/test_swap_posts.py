@@ -20,12 +20,7 @@ pytestmark = pytest.mark.lab
 
 @pytest.fixture(scope="module")
 def fleet(provisioned_fleet, test_release, test_release_b):
-    fleet = provisioned_fleet[0]
-    for release in (test_release, test_release_b):
-        fleet.preload(f"deploykit/demo-app:{release}")
-    deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release, "--variant", "gunicorn-tornado",
-           "--app", "flask", "--strategy", "recreate")
-    return fleet
+    return provisioned_fleet[0].serving("gunicorn-tornado", test_release, test_release_b)
 
 
 def test_posts_are_not_lost_in_swaps_out_of_tornado_eventlet_and_gevent(fleet, test_release, test_release_b):
