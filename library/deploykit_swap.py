@@ -440,7 +440,7 @@ class Swapper(object):
         self.start = time.monotonic()
         self.started_at = time.time()
         self.timings = {}
-        self.policies = {}  # restart policies of the running old containers, {name: policy}
+        self.policies = {}  # restart policies hold took from the old containers, {name: policy}
 
     def mark(self, step):
         self.timings[step] = round(time.monotonic() - self.start, 3)
@@ -616,8 +616,7 @@ class Swapper(object):
         self.docker("update", "--restart", "no", successor, check=False)  # its policy must not bring it back
         for name in names:
             self.docker("start", name, check=False)
-            self.docker("update", "--restart", self.policies.get(name) or self.params["restart_policy"], name,
-                        check=False)
+        self.give_back_policies(names)
         back = self.wait_listening(names, port, self.params["health"]["timeout"])
         self.mark("old_restarted")
         for guard in guards:
@@ -718,6 +717,7 @@ class Swapper(object):
         drained. {name: (pidfd or None, stop signal)}; a container without a pidfd is stopped by docker."""
         if not olds:
             return {}
+        self.policies.update(olds)
         self.docker("update", "--restart", "no", *sorted(olds), check=False)
         _, out, _ = self.docker("inspect", "--format", "{{.Name}} {{.State.Pid}} {{.Config.StopSignal}}",
                                 *sorted(olds), check=False)
@@ -739,8 +739,14 @@ class Swapper(object):
             if fd is not None:
                 os.close(fd)
         held.clear()
-        for policy in sorted(set(olds.values())):
-            self.docker("update", "--restart", policy, *sorted(n for n in olds if olds[n] == policy), check=False)
+        self.give_back_policies(olds)
+
+    def give_back_policies(self, names):
+        """The restart policies hold took from the containers `names`, back (one docker call per policy)."""
+        policies = dict((n, self.policies.get(n) or self.params["restart_policy"]) for n in names)
+        for policy in sorted(set(policies.values())):
+            self.docker("update", "--restart", policy, *sorted(n for n in policies if policies[n] == policy),
+                        check=False)
 
     def stop(self, names, held=None, step=None):
         """Stop the containers gracefully, at most stop_timeout seconds each: a held one with its stop signal
@@ -842,7 +848,6 @@ class Swapper(object):
         self.docker(*docker_run_argv(p, name, digest, port)[1:])
         self.mark("started")
         running = dict((c[0], c[6]) for c in containers if c[1] and c[0] in olds)
-        self.policies = running
         attempts, restarts, held = self.gate(name, port, running if p["strategy"] == "reuse-port" else {})
         retire = []
         if p["strategy"] == "reuse-port":

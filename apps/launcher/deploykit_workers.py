@@ -41,7 +41,7 @@ def with_known_listener_name(base: type) -> type:
             super().init_process()
 
         def handle(self, listener: Any, client: Any, addr: Any) -> None:
-            if getattr(self, "deploykit_listener_name", None) is not None:
+            if self.deploykit_listener_name is not None:
                 listener = NamedListener(listener, self.deploykit_listener_name)
             super().handle(listener, client, addr)
 
