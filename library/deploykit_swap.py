@@ -119,6 +119,17 @@ options:
     description: Seconds C(docker stop) waits for a graceful stop before SIGKILL (the drain bound).
     type: int
     default: 40
+  exit_grace:
+    description: >-
+      With reuse-port, seconds the old container may take to exit by itself once its drain is over, before it is
+      killed. The drain is over when no process of the container holds a connection of the port any more: every
+      request it accepted was answered. Its processes are then paused (SIGSTOP) and looked at again, so that none
+      accepts one meanwhile; connections still queued on a listener it held move to the new container's when
+      it is killed (tcp_migrate_req). Servers take longer to exit than to drain (a uWSGI master looks at its
+      workers once a second; workers unload the app). The watch needs the old container's listener seen during
+      the gate (same network namespace, root); without it the module waits for the exit, up to C(stop_timeout).
+    type: float
+    default: 0.1
   health:
     description: The health gate the new container must pass.
     type: dict
@@ -202,8 +213,11 @@ stopped:
 timings:
   description: >-
     Seconds from the module's start to each step: started; ready (the health gate's `successes` answers);
-    healthy (the gate passed, settle window included); old_stopped (the old container's server exited);
-    old_removed; and old_restarted when the new container died during the drain.
+    healthy (the gate passed, settle window included); old_signalled (the old container's server got its
+    stop signal); old_closed (its listener closed); old_drained (it holds no socket of the port: its last
+    connection is closed); old_stopped (its main process exited, or was killed C(exit_grace) after its drain);
+    old_removed; and old_restarted when the new container died during the drain. Each old_* step is the
+    first old container's, when there are several.
   returned: changed
   type: dict
 port:
@@ -268,6 +282,7 @@ ARGUMENT_SPEC = dict(
     restart_policy=dict(type="str", default="unless-stopped"),
     labels=dict(type="dict", default={}),
     stop_timeout=dict(type="int", default=40),
+    exit_grace=dict(type="float", default=0.1),
     health=dict(type="dict", required=True, options=HEALTH_SPEC),
     keep_releases=dict(type="int", default=3),
     state_file=dict(type="path", default="/var/lib/deploykit/releases.json"),
@@ -288,6 +303,85 @@ def in_containers(pid, container_ids):
     except (IOError, OSError):
         return False
     return any(container in cgroup for container in container_ids)
+
+
+LISTEN = "0A"  # the state column of /proc/net/tcp
+
+
+def port_sockets(port):
+    """{inode: state} of the TCP sockets on local `port` in this network namespace (/proc/net/tcp and tcp6)."""
+    found = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as stream:
+                next(stream)
+                for line in stream:
+                    fields = line.split()
+                    if len(fields) > 9 and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        found[fields[9]] = fields[3]
+        except (IOError, OSError, StopIteration, ValueError):
+            continue
+    return found
+
+
+def held_sockets(container_ids, port):
+    """States of the sockets of `port` that processes of the containers hold open, {inode: state}."""
+    sockets = port_sockets(port)
+    held = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit() or not in_containers(pid, container_ids):
+            continue
+        try:
+            fds = os.listdir("/proc/%s/fd" % pid)
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink("/proc/%s/fd/%s" % (pid, fd))
+            except OSError:
+                continue
+            inode = target[8:-1] if target.startswith("socket:[") else None
+            if inode in sockets:
+                held[inode] = sockets[inode]
+    return held
+
+
+def container_pids(container_ids):
+    """Pids of the processes in the containers."""
+    return [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and in_containers(pid, container_ids)]
+
+
+def process_state(pid):
+    """The state letter of /proc/PID/stat (R, S, D, T...), or None once it is gone."""
+    try:
+        with open("/proc/%d/stat" % pid) as stream:
+            return stream.read().rpartition(")")[2].split()[0]
+    except (IOError, OSError, IndexError):
+        return None
+
+
+def pause(pids, timeout=0.5):
+    """SIGSTOP the processes and wait until none runs; False (and SIGCONT) when one did not stop in time."""
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGSTOP)
+        except OSError:
+            pass
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(process_state(pid) in ("T", "t", "Z", "X", None) for pid in pids):
+            return True
+        time.sleep(0.005)
+    resume(pids)
+    return False
+
+
+def resume(pids):
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except OSError:
+            pass
 
 
 class PortGuard(object):
@@ -578,11 +672,13 @@ class Swapper(object):
         they drain. When the successor died meanwhile (or was restarted by its policy), the stopped containers
         are started again and the guard is closed only once they listen: no connection finds the port closed."""
         guarded = successor and names and port and self.params["drain_guard"]
-        guards = self.guard(port) if guarded else []
+        guards = []
         try:
             if successor and restarts is None:
                 restarts = self.state(successor)[1]
-            self.stop(names, held, step=step and step.replace("stopped", "signalled"))
+            # the guards join the port once the old ones got their signal: they close their listeners later
+            self.stop(names, held, step=step and step.replace("stopped", "signalled"), port=port,
+                      then=guarded and (lambda: guards.extend(self.guard(port))))
             if step:
                 self.mark(step)
             if successor and names:
@@ -597,6 +693,25 @@ class Swapper(object):
             self.docker("rm", "--force", "--volumes", name, check=False)
         if step:
             self.mark(step.replace("stopped", "removed"))
+
+    def start_again(self, new, names, containers, failure):
+        """Recreate stopped the old containers `names` before the new one failed: remove what is left of the
+        new one, start the old ones again, then raise the failure, saying so. A protocol change is named: nginx
+        speaks the old one until the deploy is done, and under traffic that can keep the new server too busy
+        to pass its gate."""
+        self.docker("rm", "--force", new, check=False)
+        for name in names:
+            self.docker("start", name, check=False)
+        old = [c for c in containers if c[0] in names]
+        port = (old[-1][5] if old and old[-1][5] else None) or self.params["health"]["port"]
+        back = self.wait_listening(names, port, self.params["health"]["timeout"])
+        self.mark("old_restarted")
+        protocol = self.params["health"]["protocol"]
+        changed = sorted(set(c[4] for c in old if c[4] and c[4] != protocol))
+        raise SwapError("%s; the old container (%s) was started again%s%s" % (
+            failure, ", ".join(names), " and serves" if back else ", but does not listen on port %d yet" % port,
+            ". nginx spoke %s to the port until the swap was done: change the protocol of a host under traffic with "
+            "strategy blue-green" % changed[0] if changed else ""), **failure.details)
 
     def serves(self, name, restarts, port):
         """Whether the container still runs as it did (not restarted since) and, when ss can tell, listens on
@@ -701,7 +816,7 @@ class Swapper(object):
         if rc != 0 and running:
             self.stop_and_remove(name)
             raise SwapError("docker update of the new container %s failed: %s" % (name, (err or out).strip()))
-        held = self.hold(olds)
+        held = self.hold(olds, port)
         try:
             self.settle(name, port, restarts)  # an exit (rc != 0 above) is reported here
         except SwapError:
@@ -710,32 +825,34 @@ class Swapper(object):
         self.mark("healthy")
         return attempts, restarts, held
 
-    def hold(self, olds):
+    def hold(self, olds, port):
         """Ready the old containers' quick stop, while the new one is still under its gate: no restart policy
-        (their server exits on a signal sent directly, which docker would take for a crash), and a pidfd of
-        their main process. Then stopping takes no docker call: the old one is gone as soon as its server
-        drained. {name: (pidfd or None, stop signal)}; a container without a pidfd is stopped by docker."""
+        (their server exits on a signal sent directly, which docker would take for a crash), a pidfd of their
+        main process, and whether their listener on `port` can be seen (then their drain can be watched, see
+        watch). Then stopping takes no docker call. {name: (pidfd or None, stop signal, container id, whether
+        its listener is seen)}; a container without a pidfd is stopped by docker."""
         if not olds:
             return {}
         self.policies.update(olds)
         self.docker("update", "--restart", "no", *sorted(olds), check=False)
-        _, out, _ = self.docker("inspect", "--format", "{{.Name}} {{.State.Pid}} {{.Config.StopSignal}}",
+        _, out, _ = self.docker("inspect", "--format", "{{.Name}} {{.Id}} {{.State.Pid}} {{.Config.StopSignal}}",
                                 *sorted(olds), check=False)
         held = {}
         for line in out.splitlines():
             fields = line.split()
-            if len(fields) < 2:
+            if len(fields) < 3:
                 continue
             try:
-                fd = os.pidfd_open(int(fields[1]))
+                fd = os.pidfd_open(int(fields[2]))
             except (AttributeError, OSError, ValueError):  # Python < 3.9, Linux < 5.3, or it exited already
                 fd = None
-            held[fields[0].lstrip("/")] = (fd, fields[2] if len(fields) > 2 else "SIGTERM")
+            seen = LISTEN in held_sockets([fields[1]], port).values()
+            held[fields[0].lstrip("/")] = (fd, fields[3] if len(fields) > 3 else "SIGTERM", fields[1], seen)
         return held
 
     def release(self, held, olds):
         """Undo hold: the olds serve on, with their restart policy back."""
-        for fd, _ in held.values():
+        for fd, _, _, _ in held.values():
             if fd is not None:
                 os.close(fd)
         held.clear()
@@ -748,19 +865,23 @@ class Swapper(object):
             self.docker("update", "--restart", policy, *sorted(n for n in policies if policies[n] == policy),
                         check=False)
 
-    def stop(self, names, held=None, step=None):
+    def stop(self, names, held=None, step=None, port=None, then=None):
         """Stop the containers gracefully, at most stop_timeout seconds each: a held one with its stop signal
-        sent to its pidfd, then until its main process exits (a container's other processes end with it);
-        the others with docker stop. Returns once none runs."""
+        sent to its pidfd, then until its main process exits (a container's other processes end with it) or
+        its drain on `port` is over (see watch); the others with docker stop. `then` is called once the
+        signals are sent. Returns once none runs."""
         held = held or {}
         timeout = self.params["stop_timeout"]
-        waiting = []
+        waiting = {}  # {pidfd: name}
+        watched = {}  # {pidfd: container id}, of the containers whose sockets on `port` tell when they drained
         for name in names:
-            fd, name_of_signal = held.pop(name, (None, None))
+            fd, name_of_signal, container, seen = held.pop(name, (None, None, None, False))
             if fd is not None:
                 try:
                     signal.pidfd_send_signal(fd, getattr(signal, name_of_signal or "SIGTERM", signal.SIGTERM))
-                    waiting.append((name, fd))
+                    waiting[fd] = name
+                    if port and seen:
+                        watched[fd] = container
                     continue
                 except ProcessLookupError:  # exited already
                     os.close(fd)
@@ -770,12 +891,57 @@ class Swapper(object):
             self.docker("stop", "--time", str(timeout), name, check=False)
         if step and waiting:
             self.mark(step)
+        if then:
+            then()
         deadline = time.monotonic() + timeout
-        for name, fd in waiting:
-            exited = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))[0]
+        drained = {}  # {pidfd: since when it has had no connection}
+        while waiting and time.monotonic() < deadline:
+            period = 0.02 if watched else max(0.0, deadline - time.monotonic())
+            for fd in select.select(list(waiting), [], [], period)[0]:
+                del waiting[fd]
+                watched.pop(fd, None)
+                os.close(fd)
+            for fd, container in list(watched.items()):
+                if self.watch(fd, container, port, drained):
+                    del watched[fd]
+        for fd, name in waiting.items():
             os.close(fd)
-            if not exited:
-                self.docker("kill", name, check=False)
+            self.docker("kill", name, check=False)
+
+    def watch(self, fd, container, port, drained):
+        """One look at an old container that drains on `port`; True once it was killed.
+
+        Marks old_closed once it no longer listens, and old_drained once it holds no connection of the port:
+        every request it accepted was answered. What is left of its stop is its own housekeeping: workers
+        exiting one by one, a master that looks at them once a second (uWSGI), listeners they still hold.
+        exit_grace seconds later, if it still runs, its processes are paused (SIGSTOP: none can accept a
+        connection any more) and looked at again; with still no connection it is killed, and the connections
+        queued on a listener it held move to the new container's (tcp_migrate_req). Otherwise it resumes."""
+        states = list(held_sockets([container], port).values())
+        if LISTEN not in states and "old_closed" not in self.timings:
+            self.mark("old_closed")
+        if any(state != LISTEN for state in states):
+            drained.pop(fd, None)
+            return False
+        if "old_drained" not in self.timings:
+            self.mark("old_drained")
+        since = drained.setdefault(fd, time.monotonic())
+        if time.monotonic() - since < self.params["exit_grace"]:
+            return False
+        pids = container_pids([container]) if states else []
+        if pids and not pause(pids):
+            return False
+        if pids and any(state != LISTEN for state in held_sockets([container], port).values()):
+            resume(pids)  # it accepted one before it stopped: let it answer
+            drained.pop(fd, None)
+            return False
+        try:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        if "old_killed" not in self.timings:
+            self.mark("old_killed")
+        return True
 
     def record(self, name):
         path = self.params["state_file"]
@@ -843,14 +1009,26 @@ class Swapper(object):
         for old in stale:  # a leftover of the same name, not running: clear it
             self.docker("rm", "--force", old, check=False)
         olds = [c for c in others if c not in stale]
-        if p["strategy"] == "recreate":
-            self.retire(olds, "old_stopped")
-        self.docker(*docker_run_argv(p, name, digest, port)[1:])
-        self.mark("started")
         running = dict((c[0], c[6]) for c in containers if c[1] and c[0] in olds)
-        attempts, restarts, held = self.gate(name, port, running if p["strategy"] == "reuse-port" else {})
+        if p["strategy"] == "recreate":  # stopped, not removed: they are started again if the new one fails
+            self.stop(sorted(running))
+            if running:
+                self.mark("old_stopped")
+        try:
+            self.docker(*docker_run_argv(p, name, digest, port)[1:])
+            self.mark("started")
+            attempts, restarts, held = self.gate(name, port, running if p["strategy"] == "reuse-port" else {})
+        except SwapError as exc:
+            if p["strategy"] == "recreate" and running:
+                self.start_again(name, sorted(running), containers, exc)
+            raise
         retire = []
-        if p["strategy"] == "reuse-port":
+        if p["strategy"] == "recreate":
+            for old in olds:
+                self.docker("rm", "--force", "--volumes", old, check=False)
+            if olds:
+                self.mark("old_removed")
+        elif p["strategy"] == "reuse-port":
             for dead in [o for o in olds if o not in running]:  # leftovers: nothing to drain or to start again
                 self.stop_and_remove(dead)
             self.retire([o for o in olds if o in running], "old_stopped", successor=name, port=port, held=held,

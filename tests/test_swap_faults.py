@@ -5,6 +5,8 @@
   the deploy fails naming the hosts and the reason, and the load client sees no request dropped.
 - When the new release crashes while the old one drains (after its gate and settle window), then the drain
   guard has held the port, the old release is started again and serves, no request dropped.
+- When a recreate deploy's new release fails its gate, then the old container (already stopped) is started
+  again and serves.
 - When a second deploy starts while one runs, then it is refused, naming who holds the lock.
 - When a rollback is asked, then the previous release is swapped back in, no request dropped.
 - When blue-green deploys run, then the new container listens on the other port, nginx is switched to it,
@@ -111,6 +113,19 @@ def test_a_release_that_is_never_healthy_or_crashes_after_its_gate_is_not_let_in
     for host in fleet.hosts:
         assert host["name"] in result.stderr
     assert dropped(counts) == 0, describe(counts)
+    assert serving(fleet) == [(test_release, "gunicorn-gthread")] * len(fleet.hosts)
+
+
+def test_a_recreate_whose_new_release_fails_starts_the_old_container_again(fleet, test_release, faulty_releases):
+    """Recreate stops the old container before it starts the new one (its downtime): when the new one fails its
+    gate, the old one is started again instead of leaving the host without the app."""
+    result = deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", faulty_releases["unhealthy"], "--variant",
+                    "gunicorn-gthread", "--app", "flask", "--strategy", "recreate", "--health-timeout", "15",
+                    check=False)
+    assert result.returncode == 2, (result.stdout + result.stderr)[-2000:]
+    for host in fleet.hosts:
+        assert re.search(rf"{host['name']}: .*exited before it was healthy; the old container \S+ was started "
+                         r"again and serves", result.stderr), result.stderr[-3000:]
     assert serving(fleet) == [(test_release, "gunicorn-gthread")] * len(fleet.hosts)
 
 

@@ -151,17 +151,72 @@ def test_a_held_old_container_is_stopped_by_its_pidfd_and_waited_for(swap):
         for child in children:
             assert child.stdout.readline().strip() == "ready"
         swapper = swap.Swapper(Module(stop_timeout=10))
-        held = {"old": (os.pidfd_open(children[0].pid), "SIGTERM")}
+        held = {"old": (os.pidfd_open(children[0].pid), "SIGTERM", "id-old", False)}
         began = time.monotonic()
         swapper.stop(["old"], held, step="old_signalled")
         took = time.monotonic() - began
         assert children[0].wait(timeout=1) == 0  # exited by itself, gracefully
         assert 0.3 <= took < 10, took  # it waited for the exit, not for stop_timeout
         assert calls == [] and held == {} and "old_signalled" in swapper.timings
-        swap.Swapper(Module(stop_timeout=1)).stop(["stubborn"], {"stubborn": (os.pidfd_open(children[1].pid), "SIGTERM")})
+        swap.Swapper(Module(stop_timeout=1)).stop(["stubborn"], {"stubborn": (os.pidfd_open(children[1].pid), "SIGTERM", "id-stubborn", False)})
         assert children[1].poll() is None  # it ignored SIGTERM: after stop_timeout, docker kills the container
         assert calls == [["docker", "kill", "stubborn"]]
     finally:
         for child in children:
             child.kill()
             child.wait()
+
+
+def test_an_old_container_that_lingers_after_its_drain_is_killed_only_once_its_last_connection_closed(swap, monkeypatch):
+    """A server that answers the connection it holds 0.5 s after SIGTERM, then lingers with its listener still
+    open (as a uWSGI master does until its next look at its workers): stop() pauses and kills it exit_grace
+    seconds after that connection closed, not before: the client got the whole answer. Real sockets and
+    processes; the container is the child process (its cgroup is looked up by pid here)."""
+    import os
+    import socket
+    import subprocess
+    import time
+
+    class Module:
+        params = params(stop_timeout=20, exit_grace=0.3)
+        check_mode = False
+
+        def run_command(self, argv):
+            raise AssertionError("no docker call is needed: %s" % argv)
+
+    server = ("import signal, socket, sys, time\n"
+              "signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])\n"
+              "listener = socket.socket()\n"
+              "listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)\n"
+              "listener.bind(('127.0.0.1', 0)); listener.listen(8)\n"
+              "print(listener.getsockname()[1], flush=True)\n"
+              "connection, _ = listener.accept()\n"
+              "signal.sigwait([signal.SIGTERM])\n"
+              "time.sleep(0.5)\n"
+              "connection.sendall(b'answer'); connection.close()\n"
+              "time.sleep(30)\n")
+    child = subprocess.Popen([sys.executable, "-c", server], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(child.stdout.readline())
+        client = socket.create_connection(("127.0.0.1", port))
+        monkeypatch.setattr(swap, "in_containers", lambda pid, ids: ids == ["old"] and int(pid) == child.pid)
+        deadline = time.monotonic() + 5
+        while len(swap.held_sockets(["old"], port)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # until it accepted the connection
+        assert sorted(swap.held_sockets(["old"], port).values()) == ["01", swap.LISTEN]
+        swapper = swap.Swapper(Module())
+        began = time.monotonic()
+        swapper.stop(["old"], {"old": (os.pidfd_open(child.pid), "SIGTERM", "old", True)}, step="old_signalled",
+                     port=port)
+        took = time.monotonic() - began
+        assert child.wait(timeout=1) == -9  # killed: it would have slept 30 s
+        assert client.recv(100) == b"answer"
+        t = swapper.timings
+        assert "old_closed" not in t, t  # it kept its listener to the end
+        assert t["old_signalled"] < t["old_drained"] < t["old_killed"], t
+        assert t["old_drained"] - t["old_signalled"] >= 0.45, t  # not before its connection closed
+        assert t["old_killed"] - t["old_drained"] >= 0.3, t
+        assert took < 5, took
+    finally:
+        child.kill()
+        child.wait()
