@@ -85,3 +85,36 @@ def test_sigterm_lets_the_request_in_flight_finish(servers, variant):
     assert 0.5 < stop_took < 20, f"{variant}: stop took {stop_took:.1f} s (the request needed ~1.1 s more)"
     with pytest.raises(OSError):
         probe(protocol, "127.0.0.1", port, "/health", timeout=2)  # and nothing listens any more
+
+
+@pytest.mark.parametrize("variant", ["gunicorn-gevent", "gunicorn-eventlet"])
+def test_greenlet_workers_close_their_listener_at_the_signal_not_at_their_next_look(docker_client, test_release,
+                                                                                      variant):
+    """gunicorn's gevent and eventlet workers look at their stop flag once a second; deploykit's (see
+    apps/launcher/deploykit_workers.py) close their listener at once: 0.25 s after SIGTERM a new connection is
+    refused while the request in flight still runs, and then is answered. (gunicorn's own would still take
+    it with a chance of 3 in 4.)"""
+    import socket
+
+    port = BASE_PORT + 40 + sorted(VARIANTS).index(variant)
+    container = docker_client.containers.run(
+        f"deploykit/demo-app:{test_release}", detach=True, network_mode="host", name=f"deploykit-prompt-{variant}",
+        environment={"DEPLOYKIT_VARIANT": variant, "DEPLOYKIT_APP": "flask", "DEPLOYKIT_PORT": str(port),
+                     "DEPLOYKIT_PROCESSES": "2", "DEPLOYKIT_GRACEFUL_TIMEOUT": "20"},
+        read_only=True, tmpfs={"/tmp": ""}, cap_drop=["ALL"], labels={"io.deploykit.test": "graceful"})
+    try:
+        wait_healthy("http", port, container)
+        answer: dict[str, object] = {}
+        request = threading.Thread(target=lambda: answer.update(
+            result=probe("http", "127.0.0.1", port, "/slow?ms=3000", timeout=30)))
+        request.start()
+        time.sleep(0.4)
+        container.kill(signal="SIGTERM")
+        time.sleep(0.25)
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        assert request.is_alive(), "the slow request ended before the check"
+        request.join(timeout=30)
+        assert answer["result"][0] == 200, answer
+    finally:
+        container.remove(force=True)

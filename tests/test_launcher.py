@@ -221,3 +221,29 @@ def test_a_fixed_async_worker_hands_its_handlers_the_listener_name_after_the_lis
     assert worker.names == [name]
     with pytest.raises(AttributeError):
         deploykit_workers.NoSuchWorker  # noqa: B018
+
+
+def test_a_sliced_sleep_ends_soon_after_the_stop_and_is_the_library_otherwise():
+    import time
+
+    import deploykit_workers
+
+    class Library:
+        sleep = staticmethod(time.sleep)
+        Timeout = "the library's Timeout"
+
+    state = {"alive": True}
+    sliced = deploykit_workers.SlicedSleep(Library, lambda: not state["alive"])
+    assert sliced.Timeout == "the library's Timeout"
+    began = time.monotonic()
+    sliced.sleep(0.3)
+    assert time.monotonic() - began >= 0.3  # alive: the whole sleep
+    import threading
+
+    threading.Timer(0.2, lambda: state.update(alive=False)).start()  # the stop signal, in the middle of a sleep
+    began = time.monotonic()
+    sliced.sleep(5.0)
+    assert 0.2 <= time.monotonic() - began < 1.0  # it ended a slice after the stop, not 5 s later
+    began = time.monotonic()
+    sliced.sleep(5.0)
+    assert time.monotonic() - began < 1.0  # stopping: one slice

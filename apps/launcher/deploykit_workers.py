@@ -1,4 +1,4 @@
-"""gunicorn's gevent and eventlet workers as deploykit runs them: gunicorn's own, with one fix to their
+"""gunicorn's gevent and eventlet workers as deploykit runs them: gunicorn's own, with two fixes to their
 graceful stop (`--worker-class deploykit_workers.GeventWorker` or `.EventletWorker`).
 
 gunicorn's async workers ask the listener for its address when the handler of a connection starts
@@ -8,15 +8,49 @@ with EBADF ("Socket error processing request"), and its connection is closed una
 such a request again when it is a POST: measured, 1 or 2 POSTs answered 502 in swaps out of gunicorn-eventlet.
 These workers learn the address once, before anything is closed, and hand it to the handlers.
 
+And they look at their stop flag once a second (`gevent.sleep(1.0)` / `eventlet.sleep(1.0)` in their run
+loop), so their listener stayed open up to a second after SIGTERM, taking connections they then had to drain;
+gevent's looks at its pool once a second too before it exits. These workers see their module's library with
+a sleep cut in slices of 0.05 s that ends as soon as the worker is no longer alive (`SlicedSleep`): the
+listener closes within 0.05 s of the signal, and the worker exits within 0.05 s of its last request.
+
 Each class is made when gunicorn asks for it (module `__getattr__`): the gevent venv has no eventlet, and
 the eventlet venv's gunicorn 25 has its own base classes.
 """
 
 from __future__ import annotations
 
+import sys
+import time
 from typing import Any
 
-BASES = {"GeventWorker": "gunicorn.workers.ggevent", "EventletWorker": "gunicorn.workers.geventlet"}
+# worker class: (gunicorn's module, the name of the library module it sleeps with)
+BASES = {"GeventWorker": ("gunicorn.workers.ggevent", "gevent"),
+         "EventletWorker": ("gunicorn.workers.geventlet", "eventlet")}
+SLICE = 0.05
+
+
+class SlicedSleep:
+    """A library module (gevent, eventlet) as a gunicorn worker module sees it, with a sleep that ends early
+    once `stopping()` is true; shorter sleeps and everything else are the library's own."""
+
+    def __init__(self, library: Any, stopping: Any) -> None:
+        self._library = library
+        self._stopping = stopping
+
+    def sleep(self, seconds: float = 0, *args: Any, **kwargs: Any) -> Any:
+        if seconds <= SLICE:
+            return self._library.sleep(seconds, *args, **kwargs)
+        deadline = time.monotonic() + seconds
+        while not self._stopping():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            self._library.sleep(min(SLICE, left))
+        return self._library.sleep(min(SLICE, max(0.0, deadline - time.monotonic())))
+
+    def __getattr__(self, attribute: str) -> Any:
+        return getattr(self._library, attribute)
 
 
 class NamedListener:
@@ -33,11 +67,17 @@ class NamedListener:
         return getattr(self._listener, attribute)
 
 
-def with_known_listener_name(base: type) -> type:
+def with_known_listener_name(base: type, library: str | None = None) -> type:
+    """`base` fixed: its handlers get the listener's name from before the stop; and, given the name of the
+    library its module sleeps with, that sleep ends soon after the stop signal (SlicedSleep)."""
+
     class Worker(base):  # type: ignore[misc, valid-type]
         def init_process(self) -> None:
             # one listener: the socket deploykit-serve bound (fd 3); with several, gunicorn's own behaviour
             self.deploykit_listener_name = self.sockets[0].getsockname() if len(self.sockets) == 1 else None
+            module = sys.modules[base.__module__]
+            if library and not isinstance(getattr(module, library, None), SlicedSleep):
+                setattr(module, library, SlicedSleep(getattr(module, library), lambda: not self.alive))
             super().init_process()
 
         def handle(self, listener: Any, client: Any, addr: Any) -> None:
@@ -55,6 +95,7 @@ def __getattr__(name: str) -> type:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     import importlib
 
-    worker = with_known_listener_name(getattr(importlib.import_module(BASES[name]), name))
+    module, library = BASES[name]
+    worker = with_known_listener_name(getattr(importlib.import_module(module), name), library)
     globals()[name] = worker
     return worker
