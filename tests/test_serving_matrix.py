@@ -64,3 +64,30 @@ def test_every_setup_serves_through_nginx(fleet, test_release, tmp_path, number)
             browse_and_post_django(host, variant, test_release)
         else:
             check_flask(host, variant, test_release)
+
+
+@pytest.mark.parametrize("variant", ["gunicorn-gevent", "gunicorn-eventlet"])
+def test_greenlet_workers_keep_a_pool_of_database_connections(fleet, test_release, tmp_path, variant):
+    """Django under gevent and eventlet: 200 page views (each reads the database), 8 at a time, open at most as
+    many PostgreSQL sessions as the pool holds (DB_POOL_SIZE 8 per process, 4 processes), not one per request
+    (demo/pooled_postgresql/base.py). PostgreSQL counts the sessions it opened (pg_stat_database.sessions)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    host, db = fleet.hosts[0], fleet.hosts[0]  # the lab's database host is its first
+    (tmp_path / "setup.yml").write_text(json.dumps({"web": {"hosts": {host["name"]: {
+        "app_server_variant": variant, "app_name": "django"}}}}))
+    result = ansible_playbook("-i", str(fleet.inventory), "-i", str(tmp_path / "setup.yml"), "--limit", host["name"],
+                              "playbooks/deploy.yml", "-e", f"app_release={test_release}", "-e", "app_strategy=recreate")
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+
+    def sessions() -> int:
+        return int(fleet.ssh(db, "sudo -u postgres psql -tAc \"select sessions from pg_stat_database "
+                                 "where datname = 'demo'\"").strip())
+
+    request(client(), host["address"], "/")  # the workers are up
+    before = sessions()
+    with ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: request(client(), host["address"], "/")[0], range(200)))
+    opened = sessions() - before
+    assert statuses == [200] * 200
+    assert opened <= 4 * 8, f"{opened} sessions for 200 requests"

@@ -25,12 +25,16 @@ DATABASES = {
         "USER": os.environ.get("DB_USER", "demo"),
         "PASSWORD": os.environ.get("DB_PASSWORD", ""),
         # Persistent connections (seconds): a new authenticated connection per request costs more than the
-        # request. Greenlet workers set 0 (apps/variants.yml): their connections are per greenlet.
+        # request. Greenlet workers use a pool per process instead (DB_POOL, demo/pooled_postgresql/base.py):
+        # Django's connections are per thread, and each of their requests is a greenlet, a thread to Django.
         "CONN_MAX_AGE": int(os.environ.get("DB_CONN_MAX_AGE", "60")),
         "CONN_HEALTH_CHECKS": True,
         "OPTIONS": {"connect_timeout": 5},
     }
 }
+if os.environ.get("DB_POOL") == "1":  # greenlet workers (apps/variants.yml): see demo/pooled_postgresql/base.py
+    DATABASES["default"]["ENGINE"] = "demo.pooled_postgresql"
+    DATABASES["default"]["CONN_MAX_AGE"] = 0  # Django's close at each request's end gives the connection back
 if os.environ.get("DB_GREEN_WAIT") == "1":
     # gevent and eventlet workers (apps/variants.yml): libpq's calls would block the worker's whole event loop,
     # and every request it holds, while one waits for PostgreSQL. With a wait callback psycopg2 waits in
