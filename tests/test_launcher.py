@@ -40,7 +40,8 @@ def test_gunicorn_serves_a_socket_bound_once_on_fd_3(variant):
     assert "--reuse-port" not in argv  # gunicorn's own would bind a socket per worker
     worker = argv[argv.index("--worker-class") + 1]
     assert worker == {"gunicorn-gevent": "deploykit_workers.GeventWorker",
-                      "gunicorn-eventlet": "deploykit_workers.EventletWorker"}.get(variant, VARIANTS[variant]["worker"])
+                      "gunicorn-eventlet": "deploykit_workers.EventletWorker",
+                      "gunicorn-tornado": "deploykit_workers.TornadoWorker"}.get(variant, VARIANTS[variant]["worker"])
     assert argv[argv.index("--graceful-timeout") + 1] == "25"
     assert ("--threads" in argv) == (variant == "gunicorn-gthread")
     assert argv[0].startswith(VARIANTS[variant].get("venv", "/opt/venv"))
