@@ -324,13 +324,11 @@ def port_sockets(port):
     return found
 
 
-def held_sockets(container_ids, port):
-    """States of the sockets of `port` that processes of the containers hold open, {inode: state}."""
+def held_sockets(pids, port):
+    """States of the sockets of `port` that the processes `pids` hold open, {inode: state}."""
     sockets = port_sockets(port)
     held = {}
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit() or not in_containers(pid, container_ids):
-            continue
+    for pid in pids:
         try:
             fds = os.listdir("/proc/%s/fd" % pid)
         except OSError:
@@ -689,10 +687,14 @@ class Swapper(object):
         finally:
             for guard in guards:
                 guard.close()
+        self.remove(names, step and step.replace("stopped", "removed"))
+
+    def remove(self, names, step=None):
+        """Remove the (stopped) containers, then mark `step`."""
         for name in names:
             self.docker("rm", "--force", "--volumes", name, check=False)
         if step:
-            self.mark(step.replace("stopped", "removed"))
+            self.mark(step)
 
     def start_again(self, new, names, containers, failure):
         """Recreate stopped the old containers `names` before the new one failed: remove what is left of the
@@ -704,14 +706,20 @@ class Swapper(object):
             self.docker("start", name, check=False)
         old = [c for c in containers if c[0] in names]
         port = (old[-1][5] if old and old[-1][5] else None) or self.params["health"]["port"]
-        back = self.wait_listening(names, port, self.params["health"]["timeout"])
-        self.mark("old_restarted")
+        again = self.listening_again(names, port)
         protocol = self.params["health"]["protocol"]
         changed = sorted(set(c[4] for c in old if c[4] and c[4] != protocol))
-        raise SwapError("%s; the old container (%s) was started again%s%s" % (
-            failure, ", ".join(names), " and serves" if back else ", but does not listen on port %d yet" % port,
-            ". nginx spoke %s to the port until the swap was done: change the protocol of a host under traffic with "
+        raise SwapError("%s; %s%s" % (
+            failure, again, ". nginx spoke %s to the port until the swap was done: change the protocol of a host under traffic with "
             "strategy blue-green" % changed[0] if changed else ""), **failure.details)
+
+    def listening_again(self, names, port):
+        """Wait until the old containers `names`, just started again, listen on `port` (at most the health
+        timeout), mark old_restarted, and say how that went."""
+        back = self.wait_listening(names, port, self.params["health"]["timeout"])
+        self.mark("old_restarted")
+        return "the old container (%s) was started again%s" % (
+            ", ".join(names), " and serves" if back else ", but does not listen on port %d yet" % port)
 
     def serves(self, name, restarts, port):
         """Whether the container still runs as it did (not restarted since) and, when ss can tell, listens on
@@ -732,17 +740,14 @@ class Swapper(object):
         for name in names:
             self.docker("start", name, check=False)
         self.give_back_policies(names)
-        back = self.wait_listening(names, port, self.params["health"]["timeout"])
-        self.mark("old_restarted")
+        again = self.listening_again(names, port)
         for guard in guards:
             guard.close()
         # gracefully, its queue moves to the old one; briefly: a server in its quick shutdown may be stuck
         self.docker("stop", "--time", "2", successor, check=False)
         logs = self.logs(successor)
         self.docker("rm", "--force", successor, check=False)
-        raise SwapError("the new container %s exited while the old one drained; the old container (%s) was started "
-                        "again%s" % (successor, ", ".join(names), " and serves" if back else
-                                     ", but does not listen on port %d yet" % port), logs=logs)
+        raise SwapError("the new container %s exited while the old one drained; %s" % (successor, again), logs=logs)
 
     def health_gate(self, name, port):
         """Successes must come from the new container itself: its name is in the health answer."""
@@ -846,7 +851,7 @@ class Swapper(object):
                 fd = os.pidfd_open(int(fields[2]))
             except (AttributeError, OSError, ValueError):  # Python < 3.9, Linux < 5.3, or it exited already
                 fd = None
-            seen = LISTEN in held_sockets([fields[1]], port).values()
+            seen = LISTEN in held_sockets(container_pids([fields[1]]), port).values()
             held[fields[0].lstrip("/")] = (fd, fields[3] if len(fields) > 3 else "SIGTERM", fields[1], seen)
         return held
 
@@ -917,7 +922,8 @@ class Swapper(object):
         exit_grace seconds later, if it still runs, its processes are paused (SIGSTOP: none can accept a
         connection any more) and looked at again; with still no connection it is killed, and the connections
         queued on a listener it held move to the new container's (tcp_migrate_req). Otherwise it resumes."""
-        states = list(held_sockets([container], port).values())
+        pids = container_pids([container])
+        states = list(held_sockets(pids, port).values())
         if LISTEN not in states and "old_closed" not in self.timings:
             self.mark("old_closed")
         if any(state != LISTEN for state in states):
@@ -928,10 +934,9 @@ class Swapper(object):
         since = drained.setdefault(fd, time.monotonic())
         if time.monotonic() - since < self.params["exit_grace"]:
             return False
-        pids = container_pids([container]) if states else []
-        if pids and not pause(pids):
+        if states and not pause(pids):
             return False
-        if pids and any(state != LISTEN for state in held_sockets([container], port).values()):
+        if states and any(state != LISTEN for state in held_sockets(pids, port).values()):
             resume(pids)  # it accepted one before it stopped: let it answer
             drained.pop(fd, None)
             return False
@@ -1024,10 +1029,7 @@ class Swapper(object):
             raise
         retire = []
         if p["strategy"] == "recreate":
-            for old in olds:
-                self.docker("rm", "--force", "--volumes", old, check=False)
-            if olds:
-                self.mark("old_removed")
+            self.remove(olds, olds and "old_removed")
         elif p["strategy"] == "reuse-port":
             for dead in [o for o in olds if o not in running]:  # leftovers: nothing to drain or to start again
                 self.stop_and_remove(dead)

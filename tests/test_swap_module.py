@@ -201,9 +201,9 @@ def test_an_old_container_that_lingers_after_its_drain_is_killed_only_once_its_l
         client = socket.create_connection(("127.0.0.1", port))
         monkeypatch.setattr(swap, "in_containers", lambda pid, ids: ids == ["old"] and int(pid) == child.pid)
         deadline = time.monotonic() + 5
-        while len(swap.held_sockets(["old"], port)) < 2 and time.monotonic() < deadline:
+        while len(swap.held_sockets(swap.container_pids(["old"]), port)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)  # until it accepted the connection
-        assert sorted(swap.held_sockets(["old"], port).values()) == ["01", swap.LISTEN]
+        assert sorted(swap.held_sockets(swap.container_pids(["old"]), port).values()) == ["01", swap.LISTEN]
         swapper = swap.Swapper(Module())
         began = time.monotonic()
         swapper.stop(["old"], {"old": (os.pidfd_open(child.pid), "SIGTERM", "old", True)}, step="old_signalled",
