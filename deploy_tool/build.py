@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 import subprocess
 import sys
@@ -114,7 +115,7 @@ class ReleaseBuilder:
             return path
         log.info("saving %s to %s", app_image(version), path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".partial")
+        partial = path.with_suffix(f".{os.getpid()}.partial")  # two deploys saving at once write apart
         with partial.open("wb") as stream:
             subprocess.run(["docker", "save", app_image(version)], stdout=stream, check=True)
         partial.rename(path)

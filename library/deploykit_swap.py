@@ -176,6 +176,13 @@ options:
     description: Host file recording the releases deployed (newest last), read by rollback.
     type: path
     default: /var/lib/deploykit/releases.json
+  progress_file:
+    description: >-
+      Host file where a swap writes each step as it happens, one JSON line
+      (C({"step": "old_signalled", "at": 3.412})), the C(started) line with the new container's name; written
+      anew by each swap that changes something. C(tail -f) it on a host to follow a swap; tests use it to
+      inject a fault at a given step. Default C(/run/deploykit/APP.progress).
+    type: path
 attributes:
   check_mode:
     support: full
@@ -286,6 +293,7 @@ ARGUMENT_SPEC = dict(
     health=dict(type="dict", required=True, options=HEALTH_SPEC),
     keep_releases=dict(type="int", default=3),
     state_file=dict(type="path", default="/var/lib/deploykit/releases.json"),
+    progress_file=dict(type="path"),
 )
 
 
@@ -394,6 +402,10 @@ class PortGuard(object):
     guard about `period`; when it died, they wait on the guard until the old release listens again.
 
     The kernel groups only sockets of the same owner: the child takes the listeners' uid before it binds.
+    It is made while the new container is under its gate: bound, not listening (it takes nothing yet), so that
+    start() only has to listen, right before the old container's stop signal. A guard that joined after the
+    signal left the port without a listener for as long as it took to make (a new container dying in the
+    first milliseconds of the drain had its connections refused: 99 in one test run).
 
     One race is left: should the other listener close between the guard's look (ss) and its close, what the
     guard held has nowhere to go and is reset (nginx sends a GET again). Listening on the fresh socket before
@@ -406,17 +418,23 @@ class PortGuard(object):
             raise ValueError("a dual-stack wildcard listener")
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
         ready, self.ready_w = os.pipe()
+        self.go_r, go = os.pipe()
         self.stop_r, stop = os.pipe()
         self.pid = os.fork()
         if self.pid == 0:  # the guard
             os.close(ready)
+            os.close(go)
             os.close(stop)
             status = 1
             try:
                 if uid != os.geteuid():
                     os.setuid(uid)
-                current = self.listen(family, address, port, backlog)
+                current = self.bound(family, address, port)
                 os.write(self.ready_w, b"ok")
+                if not os.read(self.go_r, 1):  # closed before start(): it never listens
+                    os._exit(0)
+                current.listen(backlog)
+                os.write(self.ready_w, b"on")
                 while not select.select([self.stop_r], [], [], period)[0]:
                     if self.others_listen(port):
                         # bound beforehand, listening right after the close: the port is without this
@@ -433,14 +451,24 @@ class PortGuard(object):
             finally:
                 os._exit(status)
         os.close(self.ready_w)
+        os.close(self.go_r)
         os.close(self.stop_r)
-        self.stop_w = stop
+        self.go_w, self.stop_w, self.ready_r = go, stop, ready
+        self.listening = False
         answer = os.read(ready, 256).decode()
-        os.close(ready)
         if answer != "ok":
-            os.close(self.stop_w)
-            os.waitpid(self.pid, 0)
+            self.close()
             raise OSError(answer or "the guard process ended")
+
+    def start(self):
+        """Listen: join the port's group (a bound guard takes no connection before). About a millisecond."""
+        if self.pid and not self.listening:
+            os.write(self.go_w, b"g")
+            answer = os.read(self.ready_r, 256).decode()
+            if answer != "on":
+                self.close()
+                raise OSError(answer or "the guard process ended")
+            self.listening = True
 
     @staticmethod
     def bound(family, address, port):
@@ -477,7 +505,8 @@ class PortGuard(object):
     def close(self):
         """Close the guard's listener (what it holds moves to the listeners that remain); idempotent."""
         if self.pid:
-            os.close(self.stop_w)
+            for fd in (self.go_w, self.stop_w, self.ready_r):
+                os.close(fd)
             os.waitpid(self.pid, 0)
             self.pid = None
 
@@ -533,9 +562,25 @@ class Swapper(object):
         self.started_at = time.time()
         self.timings = {}
         self.policies = {}  # restart policies hold took from the old containers, {name: policy}
+        self.progress = None  # the progress file, opened (truncated) at the first step
+        self.guards = []  # drain guards made during the gate (see hold), started before the old ones' signal
 
-    def mark(self, step):
+    def mark(self, step, **details):
+        """Note the seconds since the start of the swap at `step`, in the timings and in the progress file."""
         self.timings[step] = round(time.monotonic() - self.start, 3)
+        if self.progress is False:  # it could not be opened: warned once
+            return
+        try:
+            if self.progress is None:
+                path = self.params["progress_file"] or "/run/deploykit/%s.progress" % self.params["app"]
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                self.progress = open(path, "w")
+            self.progress.write(json.dumps(dict(step=step, at=self.timings[step], **details)) + "\n")
+            self.progress.flush()
+        except OSError as exc:  # the progress file is for watching a swap: it never stops one
+            if self.progress is None:
+                self.progress = False
+                self.module.warn("no progress file: %s" % exc)
 
     def docker(self, *args, **kwargs):
         check = kwargs.pop("check", True)
@@ -666,17 +711,19 @@ class Swapper(object):
         """Stop the containers (SIGTERM, at most stop_timeout seconds of drain), mark `step`, then remove them
         and mark `step`_removed: a stopped container serves nothing, its removal is housekeeping.
 
-        With a `successor` (the new container, on `port`), a drain guard holds a listener on the port while
-        they drain. When the successor died meanwhile (or was restarted by its policy), the stopped containers
-        are started again and the guard is closed only once they listen: no connection finds the port closed."""
-        guarded = successor and names and port and self.params["drain_guard"]
+        With a `successor` (the new container, on `port`), the drain guards that hold made during its gate keep
+        a listener on the port while they drain. When the successor died meanwhile (or was restarted by its
+        policy), the stopped containers are started again and the guards are closed only once they listen: no
+        connection finds the port closed."""
         guards = []
+        if successor and names and port:
+            guards, self.guards = self.guards, []
         try:
             if successor and restarts is None:
                 restarts = self.state(successor)[1]
-            # the guards join the port once the old ones got their signal: they close their listeners later
+            # the guards join the port right before the old ones get their signal: they close their listeners
             self.stop(names, held, step=step and step.replace("stopped", "signalled"), port=port,
-                      then=guarded and (lambda: guards.extend(self.guard(port))))
+                      before=lambda: [guard.start() for guard in guards])
             if step:
                 self.mark(step)
             if successor and names:
@@ -835,7 +882,8 @@ class Swapper(object):
         (their server exits on a signal sent directly, which docker would take for a crash), a pidfd of their
         main process, and whether their listener on `port` can be seen (then their drain can be watched, see
         watch). Then stopping takes no docker call. {name: (pidfd or None, stop signal, container id, whether
-        its listener is seen)}; a container without a pidfd is stopped by docker."""
+        its listener is seen)}; a container without a pidfd is stopped by docker. The drain guards are made
+        too (self.guards, bound but not listening: see PortGuard)."""
         if not olds:
             return {}
         self.policies.update(olds)
@@ -853,6 +901,8 @@ class Swapper(object):
                 fd = None
             seen = LISTEN in held_sockets(container_pids([fields[1]]), port).values()
             held[fields[0].lstrip("/")] = (fd, fields[3] if len(fields) > 3 else "SIGTERM", fields[1], seen)
+        if self.params["drain_guard"]:
+            self.guards = self.guard(port)  # bound, not listening: see PortGuard
         return held
 
     def release(self, held, olds):
@@ -861,6 +911,9 @@ class Swapper(object):
             if fd is not None:
                 os.close(fd)
         held.clear()
+        for guard in self.guards:
+            guard.close()
+        self.guards = []
         self.give_back_policies(olds)
 
     def give_back_policies(self, names):
@@ -870,12 +923,14 @@ class Swapper(object):
             self.docker("update", "--restart", policy, *sorted(n for n in policies if policies[n] == policy),
                         check=False)
 
-    def stop(self, names, held=None, step=None, port=None, then=None):
+    def stop(self, names, held=None, step=None, port=None, before=None):
         """Stop the containers gracefully, at most stop_timeout seconds each: a held one with its stop signal
         sent to its pidfd, then until its main process exits (a container's other processes end with it) or
-        its drain on `port` is over (see watch); the others with docker stop. `then` is called once the
-        signals are sent. Returns once none runs."""
+        its drain on `port` is over (see watch); the others with docker stop. `before` is called right before
+        the signals are sent. Returns once none runs."""
         held = held or {}
+        if before:
+            before()
         timeout = self.params["stop_timeout"]
         waiting = {}  # {pidfd: name}
         watched = {}  # {pidfd: container id}, of the containers whose sockets on `port` tell when they drained
@@ -896,8 +951,6 @@ class Swapper(object):
             self.docker("stop", "--time", str(timeout), name, check=False)
         if step and waiting:
             self.mark(step)
-        if then:
-            then()
         deadline = time.monotonic() + timeout
         drained = {}  # {pidfd: since when it has had no connection}
         while waiting and time.monotonic() < deadline:
@@ -1021,7 +1074,7 @@ class Swapper(object):
                 self.mark("old_stopped")
         try:
             self.docker(*docker_run_argv(p, name, digest, port)[1:])
-            self.mark("started")
+            self.mark("started", container=name)
             attempts, restarts, held = self.gate(name, port, running if p["strategy"] == "reuse-port" else {})
         except SwapError as exc:
             if p["strategy"] == "recreate" and running:

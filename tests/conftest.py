@@ -76,21 +76,25 @@ class Fleet:
         three `docker load`s at once stall every host's writes (nginx's log among them) for seconds, an effect
         of the lab and not of the swap under test. Deploys then find the image by its id and skip shipping it."""
         saved = subprocess.run(["docker", "save", image], capture_output=True, check=True).stdout
-        known_hosts = ROOT / ".deploykit" / "fleets" / self.name / "known_hosts"
         for host in self.hosts:
-            subprocess.run(["ssh", "-i", str(ROOT / ".deploykit" / "ssh" / "id_ed25519"), "-o", "BatchMode=yes",
-                            "-o", f"UserKnownHostsFile={known_hosts}", f"deploykit@{host['address']}",
-                            "sudo docker load -q"], input=saved, capture_output=True, check=True, timeout=300)
+            subprocess.run(self.ssh_argv(host, "sudo docker load -q"), input=saved, capture_output=True, check=True,
+                           timeout=300)
+
+    def ssh_argv(self, host: dict[str, str], command: str) -> list[str]:
+        known_hosts = ROOT / ".deploykit" / "fleets" / self.name / "known_hosts"
+        return ["ssh", "-i", str(ROOT / ".deploykit" / "ssh" / "id_ed25519"), "-o", "BatchMode=yes",
+                "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes",
+                f"deploykit@{host['address']}", command]
 
     def ssh(self, host: dict[str, str], command: str) -> str:
-        known_hosts = ROOT / ".deploykit" / "fleets" / self.name / "known_hosts"
-        result = subprocess.run(
-            ["ssh", "-i", str(ROOT / ".deploykit" / "ssh" / "id_ed25519"), "-o", "BatchMode=yes",
-             "-o", f"UserKnownHostsFile={known_hosts}", "-o", "StrictHostKeyChecking=yes",
-             f"deploykit@{host['address']}", command],
-            capture_output=True, text=True, timeout=60)
+        result = subprocess.run(self.ssh_argv(host, command), capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, f"ssh {host['name']} {command!r}: {result.stderr}"
         return result.stdout
+
+    def popen(self, host: dict[str, str], command: str, stdin) -> subprocess.Popen[bytes]:
+        """`command` on the host in the background, with `stdin`, its output in pipes."""
+        return subprocess.Popen(self.ssh_argv(host, command), stdin=stdin, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE)
 
 
 @pytest.fixture(scope="session")

@@ -58,9 +58,18 @@ CHECK = textwrap.dedent("""
         return got
 
     expected = set(b"request %d" % n for n in range(CLIENTS))
+    # made during the gate, a guard is bound and takes nothing: with no other listener, a connection is refused
+    bound = swap.PortGuard("127.0.0.1", PORT, UID, period=0.05)
+    try:
+        socket.create_connection(("127.0.0.1", PORT), timeout=1)
+        raise AssertionError("a guard that was not started accepted a connection")
+    except ConnectionRefusedError:
+        pass
+    bound.close()
     # the new container dies while the old one drains: nobody but the guard listens
     new = app_listener()
     guard = swap.PortGuard("127.0.0.1", PORT, UID, period=0.05)
+    guard.start()
     new.close()
     waiting = clients()
     time.sleep(0.3)  # several rotations of the guard: nothing may be lost between its listeners
@@ -69,6 +78,7 @@ CHECK = textwrap.dedent("""
     assert accepted(old, 3) == expected, "after the guard closed"
     # the new container lives beside the guard: the rotation hands the guard's share on to it
     guard = swap.PortGuard("127.0.0.1", PORT, UID, period=0.05)
+    guard.start()
     waiting += clients()
     assert accepted(old, 3) == expected, "while the guard rotates"
     guard.close()
@@ -90,7 +100,7 @@ def test_the_guard_holds_the_port_and_hands_every_connection_on():
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare")
 def test_without_a_guard_the_same_death_refuses_connections():
     """The control: the same sequence with no guard loses the connections (so the test above can fail)."""
-    control = CHECK.replace('guard = swap.PortGuard("127.0.0.1", PORT, UID, period=0.05)\nnew.close()',
+    control = CHECK.replace('guard = swap.PortGuard("127.0.0.1", PORT, UID, period=0.05)\nguard.start()\nnew.close()',
                             'new.close()')
     assert control != CHECK
     script = ("ip link set lo up && sysctl -qw net.ipv4.tcp_migrate_req=1 && "

@@ -4,7 +4,8 @@
   already stops the deploy at the migrations, before any container changes), the old release keeps serving,
   the deploy fails naming the hosts and the reason, and the load client sees no request dropped.
 - When the new release crashes while the old one drains (after its gate and settle window), then the drain
-  guard has held the port, the old release is started again and serves, no request dropped.
+  guard has held the port, the old release is started again and serves, no request dropped but the answers
+  the crashing process was writing.
 - When a recreate deploy's new release fails its gate, then the old container (already stopped) is started
   again and serves.
 - When a second deploy starts while one runs, then it is refused, naming who holds the lock.
@@ -24,11 +25,13 @@ import time
 import pytest
 
 from conftest import NO_CHECKS, ROOT, deploy
-from weblab import Load, describe, dropped
+from weblab import CrashAtStep, Load, describe, dropped
 
 pytestmark = pytest.mark.lab
 
 BROKEN = "0.0.9-broken"
+# answers the crashed container may have been writing: gunicorn-gthread's processes x threads (roles/app defaults)
+IN_FLIGHT_PER_HOST = 4 * 1
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +46,10 @@ def broken_release(docker_client, test_release):
 @pytest.fixture(scope="module")
 def faulty_releases(docker_client, test_release):
     """Flask releases with a fault baked in (apps/Dockerfile APP_FAULT): one never healthy, one that stops
-    0.8 s after its first health answer (before its gate or inside the settle window after it), one that
-    stops when the old container's listener closes (during the old one's drain)."""
+    0.8 s after its first health answer (before its gate or inside the settle window after it). A crash during
+    the old one's drain is injected by the test itself, at the swap's step (CrashAtStep)."""
     releases = {}
-    for fault in ("unhealthy", "crash-after-healthy", "crash-during-drain"):
+    for fault in ("unhealthy", "crash-after-healthy"):
         release = f"0.0.8-{fault}"
         docker_client.images.build(path=str(ROOT), dockerfile="apps/Dockerfile", tag=f"deploykit/demo-app:{release}",
                                    buildargs={"RELEASE": release, "APP_FAULT": fault}, rm=True, network_mode="none")
@@ -130,21 +133,34 @@ def test_a_recreate_whose_new_release_fails_starts_the_old_container_again(fleet
 
 
 def test_a_release_that_crashes_while_the_old_one_drains_gives_the_port_back_to_the_old(fleet, test_release,
-                                                                                      faulty_releases):
-    """The drain guard holds the port while the old container drains; the new one crashes then (its requests in
-    flight are sent again by nginx), the old is started again, and what the guard held goes to it."""
+                                                                                      test_release_b):
+    """The drain guard holds the port while the old container drains; the new one crashes then (SIGKILL of its
+    main process, injected on every host as soon as the swap writes `old_signalled`), the old is started again,
+    and what the guard held goes to it. nginx sends the GETs in flight in the crashed container again, unless
+    their answer had begun: an answer the crashed process was writing is cut (the client reads fewer bytes
+    than announced), and nothing can save it; at most one per worker thread of the crashed container. Every
+    other kind of loss fails the test."""
+    crash = CrashAtStep(fleet, test_release_b, "old_signalled,old_stopped")
     load = Load(fleet.hosts)
     try:
-        result = deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", faulty_releases["crash-during-drain"],
-                        "--variant", "gunicorn-gthread", "--app", "flask", "--health-timeout", "30", check=False)
+        result = deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release_b, "--variant",
+                        "gunicorn-gthread", "--app", "flask", "--health-timeout", "30", check=False)
     finally:
         counts = load.finish()
+        fired = crash.finish()
     output = result.stdout + result.stderr
+    print(f"crash during drain: {json.dumps(fired)}; load: {describe(counts)}")
+    assert all(f["fired"] and f["step"] == "old_signalled" for f in fired.values()), fired
     assert result.returncode == 2, output[-2000:]
     for host in fleet.hosts:
         assert re.search(rf"{host['name']}: .*exited while the old one drained; the old container \S+ was started "
                          r"again and serves", result.stderr), result.stderr[-3000:]
-    if dropped(counts):  # what nginx saw of the failed requests, for the report
+    cut = int(counts["errors"].get("IncompleteRead", 0))
+    if cut:  # what nginx said of the answers it could not finish (expected: the upstream closed mid-answer)
+        print("nginx on cut answers:", {host["name"]: fleet.ssh(host, "sudo grep -c 'prematurely closed connection "
+                                                                      "while reading upstream' /var/log/nginx/error.log "
+                                                                      "|| true").strip() for host in fleet.hosts})
+    if dropped(counts) - cut or cut > IN_FLIGHT_PER_HOST * len(fleet.hosts):  # what nginx saw, for the report
         nginx = {host["name"]: fleet.ssh(host, "sudo grep -v ' \\[warn\\] ' /var/log/nginx/error.log | tail -n 8")
                  for host in fleet.hosts}
         pytest.fail(f"{describe(counts)}\nnginx error logs: {json.dumps(nginx, indent=1)}")

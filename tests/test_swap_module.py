@@ -23,7 +23,7 @@ def params(**overrides):
                 user="10001:10001", read_only=True, tmpfs=["/tmp:size=64m"], cap_drop=["ALL"],
                 security_opts=["no-new-privileges:true"], restart_policy="unless-stopped",
                 labels={"io.deploykit.variant": "uwsgi"}, stop_timeout=40,
-                health={"protocol": "uwsgi", "port": 8000})
+                health={"protocol": "uwsgi", "port": 8000}, progress_file=None)
     base.update(overrides)
     return base
 
@@ -121,7 +121,7 @@ def test_blue_green_listens_on_the_port_no_running_container_holds(swap):
         port("blue-green", [8000, 8001])
 
 
-def test_a_held_old_container_is_stopped_by_its_pidfd_and_waited_for(swap):
+def test_a_held_old_container_is_stopped_by_its_pidfd_and_waited_for(swap, tmp_path):
     """The old container's server gets its stop signal through the pidfd taken while the new one was gated, and
     stop() returns once that process has exited (here a real process that drains 0.3 s), with no docker call;
     one that outlives stop_timeout is killed by docker."""
@@ -133,7 +133,7 @@ def test_a_held_old_container_is_stopped_by_its_pidfd_and_waited_for(swap):
 
     class Module:
         def __init__(self, stop_timeout):
-            self.params = params(stop_timeout=stop_timeout)
+            self.params = params(stop_timeout=stop_timeout, progress_file=str(tmp_path / "swap.progress"))
             self.check_mode = False
 
         def run_command(self, argv):
@@ -158,6 +158,9 @@ def test_a_held_old_container_is_stopped_by_its_pidfd_and_waited_for(swap):
         assert children[0].wait(timeout=1) == 0  # exited by itself, gracefully
         assert 0.3 <= took < 10, took  # it waited for the exit, not for stop_timeout
         assert calls == [] and held == {} and "old_signalled" in swapper.timings
+        # each step is written to the progress file as it happens (tests inject faults at a step with it)
+        progress = [json.loads(line) for line in (tmp_path / "swap.progress").read_text().splitlines()]
+        assert progress == [{"step": "old_signalled", "at": swapper.timings["old_signalled"]}]
         swap.Swapper(Module(stop_timeout=1)).stop(["stubborn"], {"stubborn": (os.pidfd_open(children[1].pid), "SIGTERM", "id-stubborn", False)})
         assert children[1].poll() is None  # it ignored SIGTERM: after stop_timeout, docker kills the container
         assert calls == [["docker", "kill", "stubborn"]]
@@ -167,7 +170,8 @@ def test_a_held_old_container_is_stopped_by_its_pidfd_and_waited_for(swap):
             child.wait()
 
 
-def test_an_old_container_that_lingers_after_its_drain_is_killed_only_once_its_last_connection_closed(swap, monkeypatch):
+def test_an_old_container_that_lingers_after_its_drain_is_killed_only_once_its_last_connection_closed(swap, monkeypatch,
+                                                                                                    tmp_path):
     """A server that answers the connection it holds 0.5 s after SIGTERM, then lingers with its listener still
     open (as a uWSGI master does until its next look at its workers): stop() pauses and kills it exit_grace
     seconds after that connection closed, not before: the client got the whole answer. Real sockets and
@@ -178,7 +182,7 @@ def test_an_old_container_that_lingers_after_its_drain_is_killed_only_once_its_l
     import time
 
     class Module:
-        params = params(stop_timeout=20, exit_grace=0.3)
+        params = params(stop_timeout=20, exit_grace=0.3, progress_file=str(tmp_path / "swap.progress"))
         check_mode = False
 
         def run_command(self, argv):

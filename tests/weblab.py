@@ -132,3 +132,32 @@ class PostLoad:
         for thread in self.threads:
             thread.join(timeout=60)
         return dict(self.statuses)
+
+
+class CrashAtStep:
+    """On every host of the fleet, crash the new container of `release` at the first of `steps` of its swap
+    (tests/crash_at_step.py follows the swap's progress file); ready when this returns. `finish` says, host by
+    host, whether and when it fired."""
+
+    SCRIPT = ROOT / "tests" / "crash_at_step.py"
+
+    def __init__(self, fleet, release: str, steps: str, app: str = "deploykit-app", timeout: int = 300) -> None:
+        self.processes = {
+            host["name"]: fleet.popen(host, f"sudo python3 - /run/deploykit/{app}.progress {release} {steps} {timeout}",
+                                      stdin=self.SCRIPT.open("rb"))
+            for host in fleet.hosts}
+        for name, process in self.processes.items():
+            line = process.stdout.readline()
+            assert line.strip() == b"ready", f"{name}: crash_at_step did not start: {line!r} {process.stderr.read()!r}"
+
+    def finish(self) -> dict[str, dict]:
+        found = {}
+        for name, process in self.processes.items():
+            try:
+                out, err = process.communicate(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                out, err = process.communicate()
+            last = out.decode().strip().splitlines()[-1:] or ["{}"]
+            found[name] = {"fired": False, "stderr": err.decode()[-500:], **json.loads(last[0])}
+        return found
