@@ -37,11 +37,16 @@ options:
     type: str
     default: localhost
   expect_status:
-    description: The status an answer must have to count as a success.
+    description: The status an answer must have to count as a success; 0 takes any 2xx.
     type: int
     default: 200
   expect_body:
-    description: Text an answer's body must contain to count (e.g. the release being deployed).
+    description: Text an answer's body must contain to count.
+    type: str
+  expect_header:
+    description: >-
+      A header an answer must carry to count, as C(Name: value) (the name in any case), e.g. the release
+      being deployed: deploykit's launcher marks every answer with C(X-Deploykit-Release).
     type: str
   successes:
     description: Successes in a row needed.
@@ -72,7 +77,7 @@ EXAMPLES = r"""
     protocol: uwsgi
     port: 8000
     host_header: demo.lab
-    expect_body: '"release": "1.4.2"'
+    expect_header: "X-Deploykit-Release: 1.4.2"
     successes: 3
     timeout: 60
 """
@@ -106,6 +111,7 @@ ARGUMENT_SPEC = dict(
     PROBE_OPTIONS,
     expect_status=dict(type="int", default=200),
     expect_body=dict(type="str"),
+    expect_header=dict(type="str"),
     successes=dict(type="int", default=3),
     timeout=dict(type="float", default=60.0),
     interval=dict(type="float", default=0.5),
@@ -121,15 +127,20 @@ class HealthWaiter:
         """(ok, status, body, reason) of one request."""
         p = self.params
         try:
-            status, raw = probe(p["protocol"], p["address"], p["port"], p["path"], p["host_header"],
-                                p["request_timeout"])
+            status, raw, headers = probe(p["protocol"], p["address"], p["port"], p["path"], p["host_header"],
+                                         p["request_timeout"])
         except (OSError, ProbeError) as exc:
             return False, None, "", "%s: %s" % (type(exc).__name__, exc)
         body = raw.decode("utf-8", "replace")
-        if status != p["expect_status"]:
-            return False, status, body, "status %s, expected %s" % (status, p["expect_status"])
+        if status != p["expect_status"] and not (p["expect_status"] == 0 and 200 <= status < 300):
+            return False, status, body, "status %s, expected %s" % (status, p["expect_status"] or "2xx")
         if p["expect_body"] and p["expect_body"] not in body:
             return False, status, body, "body lacks %r" % p["expect_body"]
+        if p["expect_header"]:
+            name, _, value = p["expect_header"].partition(":")
+            if headers.get(name.strip().lower()) != value.strip():
+                return False, status, body, "header %s is %r, expected %r" % (
+                    name.strip(), headers.get(name.strip().lower()), value.strip())
         return True, status, body, ""
 
     def wait(self):

@@ -14,7 +14,8 @@ description:
     bounded drain. Connections still queued on the old listener move to the new one (this needs
     net.ipv4.tcp_migrate_req=1, which the base role sets).
   - While two containers share the port, a health answer may come from either; only answers naming the new
-    container (C(instance) in the health body) count as successes.
+    container (its C(X-Deploykit-Instance) header, which deploykit's launcher adds to every answer) count as
+    successes; any 2xx status is healthy.
   - The new container runs without a restart policy until it passed its gate (a crash shows at once), then
     gets O(restart_policy).
   - While the old container drains, the module holds a listener of its own in the port's SO_REUSEPORT group
@@ -94,6 +95,11 @@ options:
     default: true
   tmpfs:
     description: tmpfs mounts (C(/tmp:size=64m)).
+    type: list
+    elements: str
+    default: []
+  volumes:
+    description: Bind mounts (C(/var/lib/deploykit/data/app:/data)), e.g. the app's persistent directory.
     type: list
     elements: str
     default: []
@@ -264,6 +270,7 @@ LABEL_RELEASE = "io.deploykit.release"
 LABEL_SPEC = "io.deploykit.spec"
 LABEL_PROTOCOL = "io.deploykit.protocol"
 LABEL_PORT = "io.deploykit.port"
+INSTANCE_HEADER = "x-deploykit-instance"  # every answer names its container (apps/launcher/deploykit_wsgi.py)
 HEALTH_SPEC = dict(
     PROBE_OPTIONS,
     successes=dict(type="int", default=3),
@@ -284,6 +291,7 @@ ARGUMENT_SPEC = dict(
     user=dict(type="str"),
     read_only=dict(type="bool", default=True),
     tmpfs=dict(type="list", elements="str", default=[]),
+    volumes=dict(type="list", elements="str", default=[]),
     cap_drop=dict(type="list", elements="str", default=["ALL"]),
     security_opts=dict(type="list", elements="str", default=["no-new-privileges:true"]),
     restart_policy=dict(type="str", default="unless-stopped"),
@@ -514,7 +522,7 @@ class PortGuard(object):
 def spec_hash(params, image_id):
     """What makes two containers the same: the image id and every run setting."""
     keys = ("env", "env_file", "user", "read_only", "tmpfs", "cap_drop", "security_opts", "restart_policy",
-            "labels", "stop_timeout")
+            "labels", "stop_timeout") + (("volumes",) if params.get("volumes") else ())  # as before volumes came
     data = json.dumps({"image": image_id, **{k: params[k] for k in keys}}, sort_keys=True)
     return hashlib.sha256(data.encode()).hexdigest()[:12]
 
@@ -542,6 +550,8 @@ def docker_run_argv(params, name, digest, port=None):
         argv.append("--read-only")
     for mount in params["tmpfs"]:
         argv += ["--tmpfs", mount]
+    for volume in params["volumes"]:
+        argv += ["--volume", volume]
     for cap in params["cap_drop"]:
         argv += ["--cap-drop", cap]
     for opt in params["security_opts"]:
@@ -805,11 +815,10 @@ class Swapper(object):
         while time.monotonic() < deadline:
             attempts += 1
             try:
-                status, body = probe(h["protocol"], h["address"], h["port"], h["path"], h["host_header"], 5.0)
-                text = body.decode("utf-8", "replace")
-                if status != 200:
-                    streak, last = 0, "status %s" % status
-                elif '"instance": "%s"' % name in text:
+                status, _, headers = probe(h["protocol"], h["address"], h["port"], h["path"], h["host_header"], 5.0)
+                if not 200 <= status < 300:
+                    streak, last = 0, "status %s from %s" % (status, headers.get(INSTANCE_HEADER) or "the port")
+                elif headers.get(INSTANCE_HEADER) == name:
                     streak += 1
                     if streak >= h["successes"]:
                         return attempts
@@ -835,10 +844,10 @@ class Swapper(object):
                 failure = "exited"
             else:
                 try:
-                    status, body = probe(h["protocol"], h["address"], port, h["path"], h["host_header"], 5.0)
-                    if status != 200 and '"instance": "%s"' % name in body.decode("utf-8", "replace"):
+                    status, _, headers = probe(h["protocol"], h["address"], port, h["path"], h["host_header"], 5.0)
+                    if not 200 <= status < 300 and headers.get(INSTANCE_HEADER) == name:
                         failure = "answered status %s" % status
-                    elif status != 200 and b'"instance"' not in body:  # not known whose: the port answers badly
+                    elif not 200 <= status < 300 and INSTANCE_HEADER not in headers:  # whose? the port answers badly
                         failure = "(or the old one) answered status %s" % status
                 except (OSError, ProbeError) as exc:
                     failure = "(or the old one) failed a probe (%s: %s)" % (type(exc).__name__, exc)

@@ -46,17 +46,23 @@ def _cgi_params(path, host, port):
 
 
 def _parse_http(raw, cgi_style=False):
+    """(status, body, headers) of a raw answer; header names in lower case."""
     head, _, body = raw.partition(b"\r\n\r\n")
     lines = head.decode("latin-1").split("\r\n")
     if cgi_style:  # FastCGI responders answer with CGI headers: "Status: 200 OK"
-        status = 200
-        for line in lines:
-            if line.lower().startswith("status:"):
-                status = int(line.split(":", 1)[1].split()[0])
-        return status, body
-    if not lines or not lines[0].startswith("HTTP/"):
+        status, fields = 200, lines
+    elif not lines or not lines[0].startswith("HTTP/"):
         raise ProbeError("not an HTTP response: %r" % raw[:80])
-    return int(lines[0].split()[1]), body
+    else:
+        status, fields = int(lines[0].split()[1]), lines[1:]
+    headers = {}
+    for line in fields:
+        name, colon, value = line.partition(":")
+        if colon:
+            headers[name.strip().lower()] = value.strip()
+    if cgi_style and "status" in headers:
+        status = int(headers["status"].split()[0])
+    return status, body, headers
 
 
 def http_get(address, port, path, host, timeout):
@@ -108,7 +114,8 @@ def fastcgi_get(address, port, path, host, timeout):
 
 
 def probe(protocol, address, port, path="/health", host="localhost", timeout=5.0):
-    """(status, body) of one GET; raises OSError when the connection fails, ProbeError on a garbled answer."""
+    """(status, body, headers) of one GET, header names in lower case; raises OSError when the connection
+    fails, ProbeError on a garbled answer."""
     getters = {"http": http_get, "uwsgi": uwsgi_get, "fastcgi": fastcgi_get}
     if protocol not in getters:
         raise ProbeError("unknown protocol %r (one of %s)" % (protocol, ", ".join(PROTOCOLS)))

@@ -76,7 +76,7 @@ def test_sigterm_lets_the_request_in_flight_finish(servers, variant):
 
     result = answer.get("result")
     assert isinstance(result, tuple), f"{variant}: the request in flight failed: {result!r}"
-    status, body = result
+    status, body, _ = result
     assert status == 200
     assert json.loads(body)["slept_ms"] == SLOW_MS
     container.reload()

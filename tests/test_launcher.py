@@ -75,13 +75,15 @@ def test_flup_gets_its_socket_on_fd_0(variant, mode):
     argv, fd = command(variant, app="flask")
     assert fd == 0
     assert argv[argv.index("--mode") + 1] == mode
-    assert argv[argv.index("--app") + 1] == "app:application"
+    assert argv[argv.index("--app") + 1] == "deploykit_wsgi:application"
+    assert argv[argv.index("--chdir") + 1] == "/opt/apps/flask_demo"
 
 
 @pytest.mark.parametrize("env, message", [
     ({"DEPLOYKIT_PORT": "http"}, "DEPLOYKIT_PORT must be a whole number"),
     ({"DEPLOYKIT_PROCESSES": "0"}, "DEPLOYKIT_PROCESSES must be between 1 and 256"),
     ({"DEPLOYKIT_APP": "rails"}, "DEPLOYKIT_APP must be one of django, flask"),
+    ({"DEPLOYKIT_WSGI": "mysite.wsgi"}, "DEPLOYKIT_WSGI must be module:attribute or module:factory"),
 ])
 def test_bad_settings_are_refused(env, message):
     with pytest.raises(ConfigError, match=message):
@@ -100,9 +102,50 @@ def test_tornado_wraps_the_app_to_strip_header_whitespace():
     assert "deploykit_wsgi:application" in argv
     env = server_environment(settings, spec)
     assert env["DEPLOYKIT_WSGI_TARGET"] == "demo.wsgi:application"
-    assert env["DEPLOYKIT_WSGI_WRAP"] == "one_context_per_thread,strip_header_whitespace"
+    assert env["DEPLOYKIT_WSGI_WRAP"] == "mark_answers,one_context_per_thread,strip_header_whitespace"
     assert env["DJANGO_ALLOW_ASYNC_UNSAFE"] == "true"
-    assert server_environment(Settings(variant="gunicorn-sync"), VARIANTS["gunicorn-sync"]) == {}
+    assert server_environment(Settings(variant="gunicorn-sync"), VARIANTS["gunicorn-sync"])["DEPLOYKIT_WSGI_WRAP"] \
+        == "mark_answers"
+
+
+def test_an_app_built_from_its_deploykit_yml_is_served_from_its_own_directory():
+    """An app of the user's: DEPLOYKIT_WSGI names its entry (an app factory here), /opt/app holds its code;
+    every server runs it inside deploykit_wsgi from that directory."""
+    settings = Settings.from_env({"DEPLOYKIT_VARIANT": "uwsgi", "DEPLOYKIT_WSGI": "flaskr:create_app()"})
+    assert (settings.target, settings.directory) == ("flaskr:create_app()", "/opt/app")
+    for variant in ("uwsgi", "gunicorn-gthread", "flup-threaded"):
+        spec = variant_spec(settings, VARIANTS)
+        argv, _ = server_command(Settings.from_env({"DEPLOYKIT_VARIANT": variant,
+                                                    "DEPLOYKIT_WSGI": "flaskr:create_app()"}), VARIANTS[variant])
+        assert argv[argv.index("--chdir") + 1] == "/opt/app", variant
+        assert "deploykit_wsgi:application" in argv, variant
+    env = server_environment(settings, spec)
+    assert env["DEPLOYKIT_WSGI_TARGET"] == "flaskr:create_app()"
+    assert env["PYTHONPATH"].split(":") == [str(ROOT / "apps" / "launcher"), "/opt/app"]
+
+
+def test_every_answer_names_its_container_and_release_and_a_factory_is_called_once(tmp_path, monkeypatch):
+    import sys
+
+    import deploykit_wsgi
+
+    (tmp_path / "factory_app.py").write_text(
+        "calls = []\n"
+        "def create_app():\n"
+        "    calls.append(1)\n"
+        "    def app(environ, start_response):\n"
+        "        start_response('204 No Content', [('X-App', 'mine')])\n"
+        "        return [b'']\n"
+        "    return app\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("DEPLOYKIT_INSTANCE", "app-1.2.0-abc")
+    monkeypatch.setenv("DEPLOYKIT_RELEASE", "1.2.0")
+    app = deploykit_wsgi.wrap(deploykit_wsgi.load("factory_app:create_app()"), "mark_answers")
+    seen = []
+    app({}, lambda status, headers, exc_info=None: seen.append((status, headers)))
+    assert seen == [("204 No Content", [("X-App", "mine"), ("X-Deploykit-Instance", "app-1.2.0-abc"),
+                                        ("X-Deploykit-Release", "1.2.0")])]
+    assert sys.modules["factory_app"].calls == [1]
 
 
 def test_strip_header_whitespace_adapter():
@@ -189,7 +232,7 @@ def test_the_launcher_asks_the_app_for_its_health_before_binding():
 
 def test_greenlet_workers_find_their_own_module():
     s = Settings(variant="gunicorn-gevent")
-    assert server_environment(s, variant_spec(s, VARIANTS))["PYTHONPATH"] == str(ROOT / "apps" / "launcher")
+    assert server_environment(s, variant_spec(s, VARIANTS))["PYTHONPATH"].split(":")[0] == str(ROOT / "apps" / "launcher")
 
 
 def test_a_fixed_async_worker_hands_its_handlers_the_listener_name_after_the_listener_closed():

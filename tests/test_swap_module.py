@@ -23,7 +23,7 @@ def params(**overrides):
                 user="10001:10001", read_only=True, tmpfs=["/tmp:size=64m"], cap_drop=["ALL"],
                 security_opts=["no-new-privileges:true"], restart_policy="unless-stopped",
                 labels={"io.deploykit.variant": "uwsgi"}, stop_timeout=40,
-                health={"protocol": "uwsgi", "port": 8000}, progress_file=None)
+                health={"protocol": "uwsgi", "port": 8000}, progress_file=None, volumes=[])
     base.update(overrides)
     return base
 

@@ -18,6 +18,7 @@ shared/design/zero-downtime.md):
 from __future__ import annotations
 
 import os
+import re
 import socket
 import sys
 from dataclasses import dataclass
@@ -26,14 +27,19 @@ from typing import Any
 
 import yaml
 
+WSGI_ENTRY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(\(\))?$")
+
 HERE = Path(__file__).resolve().parent
 VARIANTS_FILE = Path(os.environ.get("DEPLOYKIT_VARIANTS_FILE", HERE / "variants.yml"))
 APPS_DIR = Path(os.environ.get("DEPLOYKIT_APPS_DIR", "/opt/apps"))
 DEFAULT_VENV = "/opt/venv"
+APP_DIR = "/opt/app"  # where `deploy build` puts an app's code (deploy_tool/build.py)
 
+# The example image's two apps, picked by DEPLOYKIT_APP; an app built by `deploy build` from its deploykit.yml
+# sets DEPLOYKIT_WSGI (and DEPLOYKIT_APP_DIR) instead.
 APPS = {
-    "django": {"dir": "django_demo", "module": "demo.wsgi", "callable": "application"},
-    "flask": {"dir": "flask_demo", "module": "app", "callable": "application"},
+    "django": {"dir": "django_demo", "wsgi": "demo.wsgi:application"},
+    "flask": {"dir": "flask_demo", "wsgi": "app:application"},
 }
 
 
@@ -52,6 +58,16 @@ class Settings:
     worker_connections: int = 100
     graceful_timeout: int = 30
     backlog: int = 1024
+    wsgi: str = ""  # module:attribute or module:factory(); empty: the example app's
+    app_dir: str = ""  # the app's code; empty: the example app's
+
+    @property
+    def target(self) -> str:
+        return self.wsgi or APPS[self.app]["wsgi"]
+
+    @property
+    def directory(self) -> str:
+        return self.app_dir or str(APPS_DIR / APPS[self.app]["dir"])
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Settings:
@@ -66,10 +82,14 @@ class Settings:
             return value
 
         variant = env.get("DEPLOYKIT_VARIANT", "")
-        app = env.get("DEPLOYKIT_APP", "django")
-        if app not in APPS:
-            raise ConfigError(f"DEPLOYKIT_APP must be one of {', '.join(APPS)}, not {app!r}")
-        return cls(variant=variant, app=app, bind=env.get("DEPLOYKIT_BIND", "127.0.0.1"),
+        wsgi = env.get("DEPLOYKIT_WSGI", "")
+        app = env.get("DEPLOYKIT_APP", "app" if wsgi else "django")
+        if not wsgi and app not in APPS:
+            raise ConfigError(f"DEPLOYKIT_APP must be one of {', '.join(APPS)}, not {app!r} (or set DEPLOYKIT_WSGI)")
+        if wsgi and not WSGI_ENTRY.match(wsgi):
+            raise ConfigError(f"DEPLOYKIT_WSGI must be module:attribute or module:factory(), not {wsgi!r}")
+        return cls(variant=variant, app=app, wsgi=wsgi, app_dir=env.get("DEPLOYKIT_APP_DIR", APP_DIR if wsgi else ""),
+                   bind=env.get("DEPLOYKIT_BIND", "127.0.0.1"),
                    port=number("PORT", 8000), processes=number("PROCESSES", 2, high=256),
                    threads=number("THREADS", 1, high=256), worker_connections=number("WORKER_CONNECTIONS", 100),
                    graceful_timeout=number("GRACEFUL_TIMEOUT", 30, high=3600), backlog=number("BACKLOG", 1024))
@@ -86,15 +106,13 @@ def variant_spec(settings: Settings, variants: dict[str, dict[str, str]]) -> dic
 
 
 def server_environment(settings: Settings, spec: dict[str, Any]) -> dict[str, str]:
-    """Environment the server needs beyond the container's: the variant's own, and a WSGI adapter's."""
+    """Environment the server needs beyond the container's: the variant's own, and deploykit_wsgi's, which
+    every server loads: it marks each answer with the container and release (the swap's gate counts only
+    the new container's answers) and puts the variant's adapters around the app."""
     env = {key: str(value) for key, value in spec.get("env", {}).items()}
-    if spec.get("worker_class"):  # a worker of apps/launcher/deploykit_workers.py
-        env["PYTHONPATH"] = str(HERE)
-    if spec.get("wrap"):
-        app = APPS[settings.app]
-        wrap = spec["wrap"] if isinstance(spec["wrap"], str) else ",".join(spec["wrap"])
-        env.update(DEPLOYKIT_WSGI_WRAP=wrap, DEPLOYKIT_WSGI_TARGET=f"{app['module']}:{app['callable']}",
-                   PYTHONPATH=str(HERE))
+    wraps = spec.get("wrap", [])
+    env.update(DEPLOYKIT_WSGI_TARGET=settings.target, PYTHONPATH=os.pathsep.join([str(HERE), settings.directory]),
+               DEPLOYKIT_WSGI_WRAP=",".join(["mark_answers", *([wraps] if isinstance(wraps, str) else wraps)]))
     return env
 
 
@@ -106,14 +124,14 @@ def server_command(settings: Settings, spec: dict[str, Any]) -> tuple[list[str],
 
 def _base_command(settings: Settings, spec: dict[str, Any]) -> tuple[list[str], int | None]:
     venv = spec.get("venv", DEFAULT_VENV)
-    app = APPS[settings.app]
-    target = "deploykit_wsgi:application" if spec.get("wrap") else f"{app['module']}:{app['callable']}"
+    target = "deploykit_wsgi:application"  # the app inside deploykit_wsgi's adapters (server_environment)
+    directory = settings.directory
     server = spec["server"]
     if server == "gunicorn":
         argv = [f"{venv}/bin/gunicorn", "--bind", "fd://3", "--worker-class", spec.get("worker_class", spec["worker"]),
                 "--workers", str(settings.processes), "--graceful-timeout", str(settings.graceful_timeout),
                 "--timeout", str(max(60, settings.graceful_timeout + 5)), "--worker-tmp-dir", "/tmp",
-                "--log-level", "warning", "--chdir", str(APPS_DIR / app["dir"])]
+                "--log-level", "warning", "--chdir", directory]
         if spec["worker"] == "gthread":
             argv += ["--threads", str(settings.threads)]
         if spec["worker"] in ("gthread", "gevent", "eventlet"):
@@ -128,14 +146,14 @@ def _base_command(settings: Settings, spec: dict[str, Any]) -> tuple[list[str], 
                 "--listen", str(settings.backlog), "--worker-reload-mercy", str(settings.graceful_timeout),
                 "--reload-mercy", str(settings.graceful_timeout), "--buffer-size", "32768",
                 "--disable-logging", "--log-4xx", "--log-5xx", "--vacuum",
-                "--chdir", str(APPS_DIR / app["dir"]), "--module", target]
+                "--chdir", directory, "--module", target]
         if settings.threads > 1:
             argv.append("--enable-threads")
         return argv, None
     if server == "flup":
         argv = [f"{venv}/bin/python", str(HERE / "deploykit_flup.py"), "--mode", spec["mode"],
                 "--processes", str(settings.processes), "--threads", str(settings.threads),
-                "--chdir", str(APPS_DIR / app["dir"]), "--app", target]
+                "--chdir", directory, "--app", target]
         return argv, 0
     raise ConfigError(f"variant {settings.variant!r} names an unknown server {server!r}")
 
@@ -145,23 +163,29 @@ def check_app(settings: Settings, environ: dict[str, str] | None = None) -> None
     The kernel hands new connections to a listener at once, and during a reuse-port swap the new container
     shares the port with the old one: a release that cannot load, or that is not healthy, must never listen,
     or users would get its errors (or wait on its queue) until its health gate gives up."""
-    import importlib
-
-    app = APPS[settings.app]
-    directory = str(APPS_DIR / app["dir"])
-    sys.path.insert(0, directory)
-    cwd = os.getcwd()
-    os.chdir(directory)
+    env = os.environ if environ is None else environ
+    hosts = [h for h in env.get("DJANGO_ALLOWED_HOSTS", "").split(",") if h]
     try:
-        application = getattr(importlib.import_module(app["module"]), app["callable"])
-        env = os.environ if environ is None else environ
-        hosts = [h for h in env.get("DJANGO_ALLOWED_HOSTS", "").split(",") if h]
-        check_health(application, env.get("DEPLOYKIT_HEALTH_PATH", "/health"), hosts[0] if hosts else "localhost")
+        check_health(served_app(settings), env.get("DEPLOYKIT_HEALTH_PATH", "/health"),
+                     hosts[0] if hosts else "localhost")
     finally:
         if "django.db" in sys.modules:  # no database connection may outlive the check into the server
             sys.modules["django.db"].connections.close_all()
+
+
+def served_app(settings: Settings) -> Any:
+    """The app as the server will load it (server_environment must be in os.environ): deploykit_wsgi's
+    `application`, imported with the app's directory as working directory and first on sys.path."""
+    import importlib
+
+    sys.path.insert(0, settings.directory)
+    cwd = os.getcwd()
+    os.chdir(settings.directory)
+    try:
+        return importlib.import_module("deploykit_wsgi").application
+    finally:
         os.chdir(cwd)
-        sys.path.remove(directory)
+        sys.path.remove(settings.directory)
 
 
 class UnhealthyApp(Exception):
@@ -169,7 +193,7 @@ class UnhealthyApp(Exception):
 
 
 def check_health(application: Any, path: str, host: str) -> None:
-    """GET `path` from the WSGI callable itself; anything but 200 raises UnhealthyApp."""
+    """GET `path` from the WSGI callable itself; anything but a 2xx answer raises UnhealthyApp."""
     import io
 
     answer: dict[str, str] = {}
@@ -189,7 +213,7 @@ def check_health(application: Any, path: str, host: str) -> None:
     finally:
         if hasattr(body, "close"):
             body.close()
-    if not answer.get("status", "").startswith("200"):
+    if not answer.get("status", "").startswith("2"):
         raise UnhealthyApp(f"GET {path} (Host {host}) answered {answer.get('status')}: {text}")
 
 

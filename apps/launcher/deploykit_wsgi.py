@@ -1,8 +1,9 @@
-"""WSGI adapters the launcher can put around an app, named by a variant's `wrap` in apps/variants.yml.
+"""WSGI adapters the launcher puts around an app: mark_answers always, outermost; others named by a variant's
+`wrap` in apps/variants.yml.
 
-The launcher points the server at `deploykit_wsgi:application` and passes the real app as
-DEPLOYKIT_WSGI_TARGET (module:callable) and the adapters as DEPLOYKIT_WSGI_WRAP (comma-separated, outermost
-first).
+The launcher points every server at `deploykit_wsgi:application` and passes the real app as
+DEPLOYKIT_WSGI_TARGET (module:attribute, or module:factory() for an app factory, called once) and the
+adapters as DEPLOYKIT_WSGI_WRAP (comma-separated, outermost first).
 """
 
 from __future__ import annotations
@@ -11,6 +12,26 @@ import contextvars
 import importlib
 import os
 import threading
+
+
+INSTANCE_HEADER = "X-Deploykit-Instance"
+RELEASE_HEADER = "X-Deploykit-Release"
+
+
+def mark_answers(app):
+    """Every answer says which container gave it and its release: while two containers share the port in a
+    swap, the health gate counts only the new one's answers, and the deploy's last check through nginx finds
+    the release, with no deploykit code in the app."""
+    marks = [(INSTANCE_HEADER, os.environ.get("DEPLOYKIT_INSTANCE", "")),
+             (RELEASE_HEADER, os.environ.get("DEPLOYKIT_RELEASE", ""))]
+
+    def wrapped(environ, start_response):
+        def start(status, headers, exc_info=None):
+            return start_response(status, list(headers) + marks, exc_info)
+
+        return app(environ, start)
+
+    return wrapped
 
 
 def strip_header_whitespace(app):
@@ -62,7 +83,8 @@ def one_context_per_thread(app):
     return wrapped
 
 
-ADAPTERS = {"strip_header_whitespace": strip_header_whitespace, "one_context_per_thread": one_context_per_thread}
+ADAPTERS = {"mark_answers": mark_answers, "strip_header_whitespace": strip_header_whitespace,
+            "one_context_per_thread": one_context_per_thread}
 
 
 def wrap(app, names: str):
@@ -72,10 +94,11 @@ def wrap(app, names: str):
     return app
 
 
-def _load(target: str):
+def load(target: str):
     module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
+    found = getattr(importlib.import_module(module), name.removesuffix("()"))
+    return found() if name.endswith("()") else found
 
 
 if "DEPLOYKIT_WSGI_TARGET" in os.environ:
-    application = wrap(_load(os.environ["DEPLOYKIT_WSGI_TARGET"]), os.environ["DEPLOYKIT_WSGI_WRAP"])
+    application = wrap(load(os.environ["DEPLOYKIT_WSGI_TARGET"]), os.environ["DEPLOYKIT_WSGI_WRAP"])
