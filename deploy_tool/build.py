@@ -37,8 +37,8 @@ def validate_version(version: str) -> str:
     return version
 
 
-def app_image(version: str) -> str:
-    return f"{APP_IMAGE_REPO}:{validate_version(version)}"
+def app_image(version: str, repository: str = APP_IMAGE_REPO) -> str:
+    return f"{repository}:{validate_version(version)}"
 
 
 def pip_wheel_command(requirements: Path, wheelhouse: Path) -> list[str]:
@@ -48,15 +48,24 @@ def pip_wheel_command(requirements: Path, wheelhouse: Path) -> list[str]:
 
 @dataclass
 class ReleaseBuilder:
+    """Release images of one repository (the example apps', or an app's `deploykit/NAME`): built, looked up,
+    saved as archives for the hosts."""
+
     project: Project
     client: docker.DockerClient
+    repository: str = APP_IMAGE_REPO
 
     @property
     def wheelhouse(self) -> Path:
         return self.project.cache_dir / "wheelhouse"
 
+    def image(self, version: str) -> str:
+        return app_image(version, self.repository)
+
     def archive_path(self, version: str) -> Path:
-        return self.project.cache_dir / "releases" / f"demo-app-{validate_version(version)}.tar"
+        """.cache/releases/NAME-VERSION.tar (NAME: the repository's last part; the app role looks for it)."""
+        name = self.repository.rsplit("/", 1)[-1]
+        return self.project.cache_dir / "releases" / f"{name}-{validate_version(version)}.tar"
 
     def ensure_wheelhouse(self) -> None:
         """pip wheel each requirements file into the wheelhouse, unless done for this exact content."""
@@ -77,7 +86,7 @@ class ReleaseBuilder:
 
     def image_id(self, version: str) -> str | None:
         try:
-            return str(self.client.images.get(app_image(version)).id)
+            return str(self.client.images.get(self.image(version)).id)
         except docker.errors.ImageNotFound:
             return None
 
@@ -109,15 +118,15 @@ class ReleaseBuilder:
         marker = path.with_suffix(".image-id")
         image_id = self.image_id(version)
         if image_id is None:
-            raise DeployError(f"release image {app_image(version)} is not on this controller",
+            raise DeployError(f"release image {self.image(version)} is not on this controller",
                               hint=f"build it first: deploy build --version {version}")
         if path.exists() and marker.exists() and marker.read_text(encoding="utf-8") == image_id:
             return path
-        log.info("saving %s to %s", app_image(version), path)
+        log.info("saving %s to %s", self.image(version), path)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.partial")  # two deploys saving at once write apart
         with partial.open("wb") as stream:
-            subprocess.run(["docker", "save", app_image(version)], stdout=stream, check=True)
+            subprocess.run(["docker", "save", self.image(version)], stdout=stream, check=True)
         partial.rename(path)
         marker.write_text(image_id, encoding="utf-8")
         return path

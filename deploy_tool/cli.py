@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from deploy_tool import __version__
@@ -42,8 +43,10 @@ def build_deploy_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-i", "--inventory", default="lab", help="inventory name or path (default lab)")
     parser.add_argument("--version", required=True, help="the release to deploy (built with deploy build)")
-    parser.add_argument("--variant", default="gunicorn-sync", help="server variant (apps/variants.yml)")
-    parser.add_argument("--app", default="django", help="example app: django or flask")
+    parser.add_argument("--variant", help="server variant (apps/variants.yml); default: deploykit.yml's "
+                                          "server.variant, or gunicorn-sync for the example apps")
+    parser.add_argument("--app", default="django", help="example app, django or flask, when there is no deploykit.yml")
+    add_project_options(parser)
     parser.add_argument("--strategy", default="reuse-port",
                         help="reuse-port (default: new beside old on one port, zero failed requests), recreate "
                              "(stop, start: the downtime baseline) or blue-green (new on a second port, nginx "
@@ -85,6 +88,15 @@ def add_check_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the result as JSON (progress to stderr)")
 
 
+def add_project_options(parser: argparse.ArgumentParser) -> None:
+    """Which app: the deploykit.yml in --project DIR, or in the working directory."""
+    parser.add_argument("--project", metavar="DIR",
+                        help="the app's directory, with its deploykit.yml (default: this directory, when it has one)")
+    parser.add_argument("--vault-password-file", metavar="FILE",
+                        help="the vault password of the app's secrets file (default: $ANSIBLE_VAULT_PASSWORD_FILE, "
+                             "else asked on a terminal)")
+
+
 def add_rolling_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", default="100%", help="hosts per batch: a number or a percentage (default 100%%)")
     parser.add_argument("--pause", type=int, default=0, help="seconds to wait between batches")
@@ -115,10 +127,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("images", help="build the base and lab host images (cached)")
 
+    init = commands.add_parser("init", help="write deploykit.yml for the app in this directory (detected)")
+    init.add_argument("directory", nargs="?", default=".", help="the app's directory (default: this one)")
+    init.add_argument("--framework", choices=["django", "flask"], help="instead of what is detected")
+    init.add_argument("--wsgi", help="the WSGI entry, module:attribute or module:factory()")
+    init.add_argument("--django-settings", help="Django's settings module")
+    init.add_argument("--requirements", help="requirements.txt or pyproject.toml (a path in the app)")
+    init.add_argument("--name", help="the app's name (default: the directory's)")
+    init.add_argument("--python", help="3.13 (Debian 13 base, the default) or 3.11 (Debian 12)")
+    init.add_argument("--force", action="store_true", help="replace a deploykit.yml that differs (kept as .bak)")
+    init.add_argument("--print", action="store_true", help="print the file instead of writing it")
+
+    secrets = commands.add_parser("secrets", help="the app's vault-encrypted secrets (ansible-vault)")
+    secrets.add_argument("secrets_command", choices=["edit", "view"], metavar="ACTION",
+                         help="edit (creates the file when missing) or view")
+    add_project_options(secrets)
+
     rollback = commands.add_parser("rollback", help="return to the previous release (or --to V), reuse-port swap")
     rollback.add_argument("-i", "--inventory", default="lab", help="inventory name or path (default lab)")
     rollback.add_argument("--to", help="a release deployed there before (default: the one before the current)")
     rollback.add_argument("--limit", help="only these hosts (Ansible pattern)")
+    add_project_options(rollback)
     add_rolling_options(rollback)
     add_check_options(rollback)
 
@@ -141,14 +170,20 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--locust-workers", type=int, default=0,
                        help="locust distributed mode: a master and this many worker processes per host")
     bench.add_argument("--path", default="/", help="path to load (default /)")
+    bench.add_argument("--project", metavar="DIR",
+                       help="the app's directory, with its deploykit.yml: its host name is sent (default: this "
+                            "directory, when it has one)")
     bench.add_argument("--json", action="store_true", help="print the results as JSON (progress to stderr)")
 
-    build = commands.add_parser("build", help="build a release image of the example apps (offline build)")
+    build = commands.add_parser("build", help="build a release image of the app (deploykit.yml) or of the example "
+                                              "apps (offline build)")
     build.add_argument("--version", required=True, help="release version: the image tag")
     build.add_argument("--archive", action="store_true", help="also save it to .cache/releases/ (docker save)")
     build.add_argument("--rebuild", action="store_true", help="replace an existing release of that version")
     build.add_argument("--delay-ms", type=int, default=0,
-                       help="bake a per-request delay into the pages (a deliberately slow release: tests the gate)")
+                       help="example apps: bake a per-request delay into the pages (a deliberately slow release)")
+    build.add_argument("--project", metavar="DIR",
+                       help="the app's directory, with its deploykit.yml (default: this directory, when it has one)")
 
     provision = commands.add_parser("provision", help="run playbooks/site.yml: base, docker")
     provision.add_argument("-i", "--inventory", default="lab", help="inventory name or path (default lab)")
@@ -216,12 +251,62 @@ def cmd_images(args: argparse.Namespace, project: Project) -> int:
     return 0
 
 
+def app_spec(directory: str | None) -> Any:
+    """The app's checked deploykit.yml: in --project DIR (required there), else in this directory if it has
+    one; None for the example apps."""
+    from deploy_tool.appspec import FILE_NAME, load
+
+    if directory is None and not (Path.cwd() / FILE_NAME).is_file():
+        return None
+    return load(Path(directory or ".").resolve())
+
+
+def cmd_init(args: argparse.Namespace, project: Project) -> int:
+    from deploy_tool.initapp import init
+
+    result = init(Path(args.directory).resolve(), force=args.force, write=not args.print, python=args.python,
+                  framework=args.framework, wsgi=args.wsgi, django_settings=args.django_settings,
+                  requirements=args.requirements, name=args.name)
+    if args.print:
+        print(result.text, end="")
+        return 0
+    for line in result.detected.found:
+        emit(f"found {line}")
+    emit(f"{result.path}: {result.outcome}")
+    if result.outcome != "unchanged":
+        emit("next: deploy build --version 1.0.0, then deploy --version 1.0.0 (docs/deploykit-yml.md)")
+    return 0
+
+
+def cmd_secrets(args: argparse.Namespace, project: Project) -> int:
+    from deploy_tool.secrets import edit_secrets
+
+    spec = app_spec(args.project or ".")
+    return edit_secrets(spec, args.secrets_command, vault_password_file(args, required=True))
+
+
+def vault_password_file(args: argparse.Namespace, required: bool = False) -> Path | None:
+    from deploy_tool.secrets import password_file
+
+    return password_file(args.vault_password_file, required)
+
+
 def cmd_build(args: argparse.Namespace, project: Project) -> int:
     from deploy_tool.build import ReleaseBuilder, validate_version
 
     validate_version(args.version)
-    builder = ReleaseBuilder(project, docker_client())
-    emit(f"release image: {builder.build(args.version, delay_ms=args.delay_ms, rebuild=args.rebuild)}")
+    spec = app_spec(args.project)
+    if spec is not None:
+        from deploy_tool.appbuild import AppBuilder
+        from deploy_tool.hooks import run_hook
+
+        run_hook(spec, "before_build", emit, action="build", version=args.version)
+        app = AppBuilder(project, docker_client(), spec)
+        emit(f"release image: {app.build(args.version, rebuild=args.rebuild)}")
+        builder = app.releases
+    else:
+        builder = ReleaseBuilder(project, docker_client())
+        emit(f"release image: {builder.build(args.version, delay_ms=args.delay_ms, rebuild=args.rebuild)}")
     if args.archive:
         emit(f"archive: {builder.save_archive(args.version)}")
     return 0
@@ -264,11 +349,18 @@ def checks_of(args: argparse.Namespace) -> Any:
 def cmd_deploy(args: argparse.Namespace, project: Project) -> int:
     from deploy_tool.deploy import DeployRequest
 
+    spec = app_spec(args.project)
+    setting = (lambda dotted: spec[dotted]) if spec else (lambda dotted: None)
     request = DeployRequest(inventory=project.inventory_dir(args.inventory), version=args.version,
-                            variant=args.variant, app=args.app, strategy=args.strategy, limit=args.limit,
+                            variant=args.variant or setting("server.variant") or "gunicorn-sync",
+                            app=spec.name if spec else args.app, strategy=args.strategy, limit=args.limit,
                             image_source=args.image_source, batch=args.batch, pause=args.pause,
-                            max_fail_percent=args.max_fail_percent, processes=args.processes, threads=args.threads,
-                            health_timeout=args.health_timeout)
+                            max_fail_percent=args.max_fail_percent,
+                            processes=args.processes or setting("server.processes"),
+                            threads=args.threads or setting("server.threads"),
+                            health_timeout=args.health_timeout or setting("server.health_timeout"), spec=spec,
+                            vault_password_file=vault_password_file(args) if spec and spec.secrets_path.exists()
+                            else None)
     return run_deploy(request, checks_of(args), project, "deploy", args.json)
 
 
@@ -276,13 +368,16 @@ def cmd_rollback(args: argparse.Namespace, project: Project) -> int:
     from deploy_tool.deploy import DeployRequest, previous_release
 
     inventory = project.inventory_dir(args.inventory)
-    target = previous_release(project, inventory, args.to)
+    spec = app_spec(args.project)
+    target = previous_release(project, inventory, args.to, spec.name if spec else None)
     say = progress_sink(args.json)
     say(f"rolling back to {target['version']} ({target['variant']}, {target['app']}), "
         f"deployed {target['at']} by {target['user']}")
     request = DeployRequest(inventory=inventory, version=target["version"], variant=target["variant"],
                             app=target["app"], strategy="reuse-port", limit=args.limit, batch=args.batch,
-                            pause=args.pause, max_fail_percent=args.max_fail_percent)
+                            pause=args.pause, max_fail_percent=args.max_fail_percent, spec=spec,
+                            vault_password_file=vault_password_file(args) if spec and spec.secrets_path.exists()
+                            else None)
     return run_deploy(request, checks_of(args), project, "rollback", args.json)
 
 
@@ -340,7 +435,7 @@ def _swap_lines(results: dict[str, dict[str, Any]]) -> list[str]:
 
 def cmd_bench(args: argparse.Namespace, project: Project) -> int:
     from deploy_tool.bench import BenchLoad, format_table, measure, pick_engine
-    from deploy_tool.deploy import DeployRequest, current_release
+    from deploy_tool.deploy import DeployRequest, app_extravars, current_release
     from deploy_tool.flow import Checks
     from deploy_tool.flow import run_deploy as flow
     from deploy_tool.matrix import matrix_table, parse_entries, run_matrix, save_matrix
@@ -354,7 +449,9 @@ def cmd_bench(args: argparse.Namespace, project: Project) -> int:
     load.validate()
     if not args.matrix:
         say(f"benchmark of every host ({load.label()})")
-        measured = measure(project, inventory, load, args.limit, direct=args.direct, emit=say)
+        spec = app_spec(args.project)
+        names = app_extravars(spec)["app_server_names"] if spec else None
+        measured = measure(project, inventory, load, args.limit, direct=args.direct, emit=say, names=names)
         rows = [(f"{host} {target}", result) for host, targets in sorted(measured.items())
                 for target, result in targets.items()]
         if args.json:
@@ -392,8 +489,9 @@ def cmd_bench(args: argparse.Namespace, project: Project) -> int:
 
 
 HANDLERS = {"lab": cmd_lab, "registry": cmd_registry, "images": cmd_images, "build": cmd_build,
-            "provision": cmd_provision, "deploy": cmd_deploy, "rollback": cmd_rollback, "bench": cmd_bench}
-COMMANDS = ("lab", "registry", "images", "build", "provision", "rollback", "bench")
+            "provision": cmd_provision, "deploy": cmd_deploy, "rollback": cmd_rollback, "bench": cmd_bench,
+            "init": cmd_init, "secrets": cmd_secrets}
+COMMANDS = ("init", "lab", "registry", "images", "build", "provision", "rollback", "bench", "secrets")
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:

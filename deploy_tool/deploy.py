@@ -8,11 +8,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-from deploy_tool.build import ReleaseBuilder, validate_version
+from deploy_tool.appspec import AppSpec
+from deploy_tool.build import APP_IMAGE_REPO, ReleaseBuilder, validate_version
 from deploy_tool.errors import DeployError
 from deploy_tool.playbook import PlaybookRun
 from deploy_tool.project import Project
 from deploy_tool.registry import LabRegistry
+from deploy_tool.secrets import check_secrets
 from deploy_tool.variants import validate_variant
 
 STRATEGIES = ("reuse-port", "recreate", "blue-green")
@@ -35,12 +37,26 @@ class DeployRequest:
     processes: int | None = None  # server processes (workers); None: the inventory's app_server_processes
     threads: int | None = None  # threads per process, where the variant has threads
     health_timeout: int | None = None  # seconds a new container has to pass its gate; None: the inventory's
+    spec: AppSpec | None = None  # an app of the user's (its deploykit.yml); None: the example apps
+    vault_password_file: Path | None = None  # decrypts the app's secrets file
+
+    @property
+    def repository(self) -> str:
+        return f"deploykit/{self.spec.name}" if self.spec else APP_IMAGE_REPO
 
     def validate(self, project: Project) -> None:
         validate_version(self.version)
-        validate_variant(project, self.variant)
-        if self.app not in APPS:
+        spec = validate_variant(project, self.variant)
+        if self.spec is None and self.app not in APPS:
             raise DeployError(f"unknown app {self.app!r}", hint=f"choose one of: {', '.join(APPS)}")
+        if self.spec is not None and spec.get("venv"):
+            raise DeployError(f"variant {self.variant} runs from a venv of its own ({spec['venv']}), which only the "
+                              "example image has", hint="choose another variant (server.variant in deploykit.yml)")
+        if self.spec is not None and self.spec.secrets_path.exists():
+            if self.vault_password_file is None:
+                raise DeployError(f"{self.spec.secrets_path} holds the app's secrets: its vault password is needed",
+                                  hint="give --vault-password-file FILE (or answer the prompt on a terminal)")
+            check_secrets(self.spec.secrets_path, self.vault_password_file)  # decrypted in memory, never shown
         if self.strategy not in STRATEGIES:
             raise DeployError(f"unknown strategy {self.strategy!r}", hint=f"choose one of: {', '.join(STRATEGIES)}")
         if not BATCH.match(self.batch):
@@ -63,11 +79,24 @@ class DeployRequest:
                 "deploykit_max_fail_percentage": self.max_fail_percent, "deploykit_pause": self.pause,
                 **({"app_server_processes": self.processes} if self.processes else {}),
                 **({"app_server_threads": self.threads} if self.threads else {}),
-                **({"app_health_timeout": self.health_timeout} if self.health_timeout else {})}
+                **({"app_health_timeout": self.health_timeout} if self.health_timeout else {}),
+                **(app_extravars(self.spec) if self.spec else {})}
 
     def playbook_run(self, archive_dir: Path, image_id: str) -> PlaybookRun:
+        secrets = self.spec.secrets_path if self.spec and self.spec.secrets_path.exists() else None
         return PlaybookRun("deploy.yml", self.inventory, extravars=self.extravars(archive_dir, image_id),
-                           limit=self.limit)
+                           limit=self.limit, vars_files=(secrets,) if secrets else (),
+                           vault_password_file=self.vault_password_file if secrets else None)
+
+
+def app_extravars(spec: AppSpec) -> dict[str, Any]:
+    """The app role's variables for an app of the user's, from its deploykit.yml (the request's own options,
+    --variant and the like, are set apart and win)."""
+    names = spec["server.names"] or [f"{spec.name}.lab", "localhost", "127.0.0.1"]
+    return {"app_image_repository": f"deploykit/{spec.name}", "app_server_names": names,
+            "app_health_path": spec["server.health_path"], "app_extra_env": spec["runtime.env"],
+            "app_database": spec["runtime.database"], "app_release_command": spec["runtime.release_command"],
+            "app_data_dir": spec["runtime.data_dir"], "app_static_files": True, "app_run_migrations": False}
 
 
 def prepare(request: DeployRequest, project: Project, builder: ReleaseBuilder) -> PlaybookRun:
@@ -75,10 +104,10 @@ def prepare(request: DeployRequest, project: Project, builder: ReleaseBuilder) -
     request.validate(project)
     image_id = builder.image_id(request.version)
     if image_id is None:
-        raise DeployError(f"release image deploykit/demo-app:{request.version} is not on this controller",
+        raise DeployError(f"release image {builder.image(request.version)} is not on this controller",
                           hint=f"build it first: deploy build --version {request.version}")
     if request.image_source == "registry":
-        LabRegistry(project, builder.client, fleet_of(request.inventory)).push(request.version)
+        LabRegistry(project, builder.client, fleet_of(request.inventory)).push(request.version, request.repository)
         return request.playbook_run(builder.archive_path(request.version).parent, image_id)
     archive = builder.save_archive(request.version)
     return request.playbook_run(archive.parent, image_id)
@@ -98,16 +127,17 @@ def fleet_of(inventory: Path) -> str:
     return str(fleet)
 
 
-def deployed_releases(project: Project, inventory: Path) -> list[dict[str, Any]]:
-    """Successful deploys and rollbacks of an inventory, oldest first, from the audit log (benchmark matrix
-    deploys and releases that failed their gate are not among them)."""
+def deployed_releases(project: Project, inventory: Path, app: str | None = None) -> list[dict[str, Any]]:
+    """Successful deploys and rollbacks of an inventory (of `app` only, when given), oldest first, from the
+    audit log (benchmark matrix deploys and releases that failed their gate are not among them)."""
     path = project.state_dir / "audit.log"
     deployed: list[dict[str, Any]] = []
     if path.exists():
         for line in path.read_text(encoding="utf-8").splitlines():
             entry = json.loads(line)
             if (entry.get("inventory") == str(inventory) and entry.get("result") == "ok"
-                    and entry.get("action", "deploy") in ("deploy", "rollback")):
+                    and entry.get("action", "deploy") in ("deploy", "rollback")
+                    and app in (None, entry.get("app"))):
                 deployed.append(entry)
     return deployed
 
@@ -117,10 +147,11 @@ def current_release(project: Project, inventory: Path) -> dict[str, Any] | None:
     return deployed[-1] if deployed else None
 
 
-def previous_release(project: Project, inventory: Path, to: str | None = None) -> dict[str, Any]:
-    """The release a rollback returns to: the last one deployed successfully before the current one
-    (or the last successful deploy of version `to`), from the audit log."""
-    deployed = deployed_releases(project, inventory)
+def previous_release(project: Project, inventory: Path, to: str | None = None,
+                     app: str | None = None) -> dict[str, Any]:
+    """The release a rollback returns to: the last one (of `app`, when given) deployed successfully before the
+    current one (or the last successful deploy of version `to`), from the audit log."""
+    deployed = deployed_releases(project, inventory, app)
     if not deployed:
         raise DeployError(f"no release was deployed to {inventory} from this controller: nothing to roll back to",
                           hint="deploy a release first; the audit log is .deploykit/audit.log")

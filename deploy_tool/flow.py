@@ -14,8 +14,9 @@ from typing import Any
 
 from deploy_tool.bench import BenchLoad, Gate, SmokeRecord, SmokeStore, format_table, measure
 from deploy_tool.build import ReleaseBuilder
-from deploy_tool.deploy import DeployRequest, current_release, prepare, previous_release
+from deploy_tool.deploy import DeployRequest, app_extravars, current_release, prepare, previous_release
 from deploy_tool.errors import DeployError
+from deploy_tool.hooks import run_hook
 from deploy_tool.journal import DeployLock, audit
 from deploy_tool.playbook import PlaybookFailed, ProgressCallback, run_playbook
 from deploy_tool.project import Project
@@ -75,7 +76,7 @@ def run_deploy(request: DeployRequest, checks: Checks, project: Project, emit: P
         raise DeployError(f"inventory {request.inventory} has no hosts in the group web"
                           + (f" matching --limit {request.limit}" if request.limit else ""),
                           hint="the deploy targets the group web (see inventories/production/hosts.yml)")
-    run = prepare(request, project, ReleaseBuilder(project, docker_client()))
+    run = prepare(request, project, ReleaseBuilder(project, docker_client(), request.repository))
     entry = {"action": action, "inventory": str(request.inventory), "version": request.version,
              "variant": request.variant, "app": request.app, "strategy": request.strategy}
     report = DeployReport(action, request.version)
@@ -86,6 +87,8 @@ def run_deploy(request: DeployRequest, checks: Checks, project: Project, emit: P
         if checks.report:
             watch = SwapWatch(addresses)
             watch.start()
+        run_hook(request.spec, "before_swap", emit, action=action, version=request.version,
+                 inventory=str(request.inventory))
         try:
             outcome = run_playbook(run, project, emit)
         except PlaybookFailed as exc:
@@ -109,6 +112,9 @@ def run_deploy(request: DeployRequest, checks: Checks, project: Project, emit: P
                         **({"findings": report.findings} if report.findings else {})})
         if report.findings:
             gate_failed(report, request, checks, project, emit, docker_client)
+        if action in ("deploy", "rollback"):
+            run_hook(request.spec, f"after_{action}", emit, action=action, version=request.version,
+                     inventory=str(request.inventory))
     return report
 
 
@@ -118,7 +124,8 @@ def smoke(report: DeployReport, request: DeployRequest, checks: Checks, project:
     load = checks.smoke
     assert load is not None
     emit(f"smoke benchmark on every host ({load.label()})")
-    measured = measure(project, request.inventory, load, request.limit, emit=emit)
+    names = app_extravars(request.spec)["app_server_names"] if request.spec else None
+    measured = measure(project, request.inventory, load, request.limit, emit=emit, names=names)
     hosts = {host: targets["nginx"] for host, targets in measured.items() if "nginx" in targets}
     record = SmokeRecord(release=request.version, variant=request.variant, app=request.app,
                          load=vars(load).copy(), hosts=hosts)
@@ -130,7 +137,7 @@ def smoke(report: DeployReport, request: DeployRequest, checks: Checks, project:
         suspects = sorted({line.split(":", 1)[0] for line in record.findings})
         if suspects:  # re-measure before judging: one slow run on a busy machine is not a regression
             emit(f"smoke benchmark again on {', '.join(suspects)} (a regression is confirmed by a second run)")
-            again = measure(project, request.inventory, load, ",".join(suspects), emit=emit)
+            again = measure(project, request.inventory, load, ",".join(suspects), emit=emit, names=names)
             for host, targets in again.items():
                 if "nginx" in targets and not checks.gate.findings({host: targets["nginx"]}, before):
                     hosts[host] = targets["nginx"]

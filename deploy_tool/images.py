@@ -26,10 +26,17 @@ from deploy_tool.project import Project
 log = logging.getLogger(__name__)
 
 # minbase plus python3 and python3-venv: app images then build venvs with no apt and no network.
-BASE_IMAGE = "deploykit/debian:bookworm-minbase-py3"
+SUITE = "bookworm"  # the lab hosts' Debian release, and the example apps' base
+SUITES = ("bookworm", "trixie")  # Debian 12 (Python 3.11) and 13 (Python 3.13): app images build on either
 BASE_PACKAGES = ("python3", "python3-venv")
 HOST_IMAGE_REPO = "deploykit/lab-host"
-SUITE = "bookworm"
+
+
+def base_image(suite: str = SUITE) -> str:
+    return f"deploykit/debian:{suite}-minbase-py3"
+
+
+BASE_IMAGE = base_image()
 # Packages the roles install on hosts, downloaded (not installed) into the host image's apt cache.
 HOST_PREFETCH = ("docker.io", "python3-requests", "nginx", "postgresql", "python3-psycopg2")
 
@@ -52,8 +59,8 @@ def apt_mirror(sources_glob: str = "/etc/apt/sources.list.d/*.sources",
                       hint=f"configure apt ({sources_glob} or {legacy_list}) so that `apt-get update` works")
 
 
-def debootstrap_command(target: Path, mirror: str) -> list[str]:
-    return ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", SUITE, str(target), mirror]
+def debootstrap_command(target: Path, mirror: str, suite: str = SUITE) -> list[str]:
+    return ["debootstrap", "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}", suite, str(target), mirror]
 
 
 def context_image_tag(repository: str, context: Path, base_image_id: str, buildargs: dict[str, str]) -> str:
@@ -82,31 +89,32 @@ class ImageBuilder:
         except docker.errors.ImageNotFound:
             return None
 
-    def ensure_base_image(self) -> str:
-        """Import the Debian minbase image, from the cached root filesystem tarball or a new debootstrap."""
-        existing = self.image_id(BASE_IMAGE)
+    def ensure_base_image(self, suite: str = SUITE) -> str:
+        """Import the Debian minbase image of `suite`, from the cached root filesystem tarball or a new
+        debootstrap."""
+        name = base_image(suite)
+        existing = self.image_id(name)
         if existing:
             return existing
-        tarball = self.project.cache_dir / "images" / f"{BASE_IMAGE.replace('/', '_').replace(':', '_')}.tar"
+        tarball = self.project.cache_dir / "images" / f"{name.replace('/', '_').replace(':', '_')}.tar"
         if not tarball.exists():
-            self._debootstrap_to(tarball)
-        log.info("importing %s into Docker as %s", tarball.name, BASE_IMAGE)
+            self._debootstrap_to(tarball, suite)
+        log.info("importing %s into Docker as %s", tarball.name, name)
         with tarball.open("rb") as stream:
-            subprocess.run(["docker", "import", "-", BASE_IMAGE], stdin=stream, check=True,
-                           stdout=subprocess.DEVNULL)
-        image_id = self.image_id(BASE_IMAGE)
+            subprocess.run(["docker", "import", "-", name], stdin=stream, check=True, stdout=subprocess.DEVNULL)
+        image_id = self.image_id(name)
         assert image_id is not None
         return image_id
 
-    def _debootstrap_to(self, tarball: Path) -> None:
+    def _debootstrap_to(self, tarball: Path, suite: str) -> None:
         if shutil.which("debootstrap") is None:
             raise DeployError("debootstrap is not installed", hint="run ./scripts/bootstrap first")
         mirror = apt_mirror()
         tarball.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix="deploykit-rootfs-") as tmp:
             rootfs = Path(tmp) / "rootfs"
-            log.info("debootstrap %s minbase from %s (about a minute)", SUITE, mirror)
-            result = subprocess.run(debootstrap_command(rootfs, mirror), capture_output=True, text=True)
+            log.info("debootstrap %s minbase from %s (about a minute)", suite, mirror)
+            result = subprocess.run(debootstrap_command(rootfs, mirror, suite), capture_output=True, text=True)
             if result.returncode != 0:
                 tail = "\n".join(result.stdout.splitlines()[-10:] + result.stderr.splitlines()[-10:])
                 raise DeployError(f"debootstrap failed:\n{tail}",

@@ -8,6 +8,7 @@ callback; failures become one DeployError that names the host, the task and the 
 from __future__ import annotations
 
 import logging
+import shlex
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +31,10 @@ class PlaybookRun:
     extravars: dict[str, Any] = field(default_factory=dict)
     limit: str | None = None
     check: bool = False
+    # extra variables files (-e @FILE), read by Ansible itself: an ansible-vault encrypted one stays encrypted on
+    # disk, decrypted with the vault password file (its path only is passed, never the password)
+    vars_files: tuple[Path, ...] = ()
+    vault_password_file: Path | None = None
 
     def private_data_dir(self, project: Project) -> Path:
         """ansible-runner's working folder, one per inventory: runs on two fleets must not share it
@@ -38,7 +43,12 @@ class PlaybookRun:
 
     def runner_kwargs(self, project: Project) -> dict[str, Any]:
         playbook = project.playbooks_dir / self.playbook
-        cmdline = "--check --diff" if self.check else None
+        words = ["--check", "--diff"] if self.check else []
+        for path in self.vars_files:
+            words += ["-e", f"@{path}"]
+        if self.vault_password_file:
+            words += ["--vault-password-file", str(self.vault_password_file)]
+        cmdline = shlex.join(words) if words else None
         bindir = Path(sys.executable).parent
         kwargs: dict[str, Any] = {
             "private_data_dir": str(self.private_data_dir(project)),

@@ -25,7 +25,7 @@ import docker
 import docker.errors
 from docker.types import Mount
 
-from deploy_tool.build import app_image
+from deploy_tool.build import APP_IMAGE_REPO, app_image
 from deploy_tool.errors import DeployError
 from deploy_tool.images import ImageBuilder
 from deploy_tool.lab import LABEL_FLEET
@@ -190,18 +190,19 @@ class LabRegistry:
                           hint=f"docker logs {self.container_name}")
 
     # -- push ------------------------------------------------------------------------------------
-    def push(self, version: str) -> str:
-        """Push a release through the loopback port; returns the name hosts pull."""
+    def push(self, version: str, repository: str = APP_IMAGE_REPO) -> str:
+        """Push a release of `repository` through the loopback port; returns the name hosts pull."""
         info = self.info()
         if info is None:
             raise DeployError(f"the lab registry of fleet {self.fleet} is not running",
                               hint=f"deploy registry up --fleet {self.fleet}")
-        source = self.client.images.get(app_image(version))
-        repository = f"127.0.0.1:{info.loopback_port}/{app_image(version).split(':')[0]}"
-        source.tag(repository, tag=version)
-        log.info("pushing %s:%s", repository, version)
-        for line in self.client.images.push(repository, tag=version, stream=True, decode=True):
+        image = app_image(version, repository)
+        source = self.client.images.get(image)
+        target = f"127.0.0.1:{info.loopback_port}/{repository}"
+        source.tag(target, tag=version)
+        log.info("pushing %s:%s", target, version)
+        for line in self.client.images.push(target, tag=version, stream=True, decode=True):
             if "error" in line:
                 raise DeployError(f"push to the lab registry failed: {line['error']}",
                                   hint=f"docker logs {self.container_name}")
-        return f"{info.endpoint}/{app_image(version)}"
+        return f"{info.endpoint}/{image}"

@@ -20,11 +20,12 @@ sys.path.insert(0, str(ROOT / "module_utils"))
 sys.path.insert(0, str(ROOT / "apps" / "launcher"))
 
 
-def deploy(*args: str, env: dict[str, str] | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    """Run the real `deploy` CLI in a subprocess, as a user would."""
+def deploy(*args: str, env: dict[str, str] | None = None, check: bool = True,
+           cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """Run the real `deploy` CLI in a subprocess, as a user would (from `cwd`: an app's own directory)."""
     merged = {**os.environ, **(env or {})}
-    result = subprocess.run([sys.executable, "-m", "deploy_tool", *args], cwd=ROOT, env=merged,
-                            capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "deploy_tool", *args], cwd=cwd, env=merged,
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL)
     if check and result.returncode != 0:
         raise AssertionError(f"deploy {' '.join(args)} failed ({result.returncode}):\n"
                              f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")

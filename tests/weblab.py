@@ -36,9 +36,9 @@ def client():
     return urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()), NoRedirect())
 
 
-def request(opener, address: str, path: str, data: dict[str, str] | None = None):
+def request(opener, address: str, path: str, data: dict[str, str] | None = None, host: str = HOST_HEADER):
     body = urllib.parse.urlencode(data).encode() if data is not None else None
-    req = urllib.request.Request(f"http://{address}{path}", data=body, headers={"Host": HOST_HEADER})
+    req = urllib.request.Request(f"http://{address}{path}", data=body, headers={"Host": host})
     try:
         with opener.open(req, timeout=15) as response:
             return response.status, dict(response.headers), response.read().decode()
@@ -67,10 +67,10 @@ def browse_and_post_django(host: dict[str, str], variant: str, release: str) -> 
 class Load:
     """The load client in its own process, stopped (SIGINT) when the deploy is done."""
 
-    def __init__(self, hosts: list[dict[str, str]]) -> None:
-        urls = [arg for host in hosts for arg in ("--url", f"http://{host['address']}/health")]
+    def __init__(self, hosts: list[dict[str, str]], path: str = "/health", host_header: str = HOST_HEADER) -> None:
+        urls = [arg for host in hosts for arg in ("--url", f"http://{host['address']}{path}")]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "deploy_tool.loadgen", *urls, "--host-header", HOST_HEADER,
+            [sys.executable, "-m", "deploy_tool.loadgen", *urls, "--host-header", host_header,
              "--concurrency", str(CONCURRENCY_PER_HOST), "--rate", str(RATE_PER_HOST), "--duration", "300", "--json"],
             cwd=ROOT, stdout=subprocess.PIPE, text=True)
 
