@@ -165,7 +165,7 @@ def _value(path: Path, key: Key, node: yaml.Node) -> Any:
         raise _fail(path, node, f"{key.section}.{key.name} must be one of {', '.join(key.choices)}, not {value!r}")
     if key.kind is dict:
         for env_name, env_value in value.items():
-            if not isinstance(env_name, str) or not ENV_NAME.match(env_name) or isinstance(env_value, (dict, list)):
+            if not isinstance(env_name, str) or not ENV_NAME.fullmatch(env_name) or isinstance(env_value, (dict, list)):
                 raise _fail(path, node, f"{key.section}.{key.name}: {env_name!r} must be an environment variable "
                             "name with a plain value")
         value = {name: "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
@@ -183,14 +183,14 @@ def check(spec: AppSpec, path: Path) -> None:
     for dotted in ("app.name", "app.framework", "app.wsgi"):
         if not spec[dotted]:
             raise DeployError(f"{path}: {dotted} is not set", hint="`deploy init` detects it; or write it in")
-    if len(spec.name) > NAME_MAX or not NAME_PATTERN.match(spec.name):
+    if len(spec.name) > NAME_MAX or not NAME_PATTERN.fullmatch(spec.name):
         raise DeployError(f"{path}: app.name {spec.name!r} must be lowercase letters, digits and '-', starting with "
                           f"a letter, at most {NAME_MAX} characters")
-    if not WSGI_PATTERN.match(spec["app.wsgi"]):
+    if not WSGI_PATTERN.fullmatch(spec["app.wsgi"]):
         raise DeployError(f"{path}: app.wsgi {spec['app.wsgi']!r} must be module:attribute or module:factory()")
     if spec["app.framework"] == "django" and not spec["app.django_settings"]:
         raise DeployError(f"{path}: app.django_settings is not set (a Django app needs its settings module)")
-    if not HEALTH_PATH.match(spec["server.health_path"]):
+    if not HEALTH_PATH.fullmatch(spec["server.health_path"]):
         raise DeployError(f"{path}: server.health_path {spec['server.health_path']!r} must be a path: / then "
                           "letters, digits and URL punctuation, no spaces")
     for dotted, low, high in (("server.processes", 1, 64), ("server.threads", 1, 64),

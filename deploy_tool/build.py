@@ -31,7 +31,7 @@ REQUIREMENTS = ("app.txt", "eventlet.txt")
 
 
 def validate_version(version: str) -> str:
-    if not VERSION.match(version):
+    if not VERSION.fullmatch(version):
         raise DeployError(f"invalid release version {version!r}",
                           hint="use letters, digits, '.', '_' and '-' (a Docker tag), e.g. 1.4.2")
     return version

@@ -59,7 +59,7 @@ class DeployRequest:
             check_secrets(self.spec.secrets_path, self.vault_password_file)  # decrypted in memory, never shown
         if self.strategy not in STRATEGIES:
             raise DeployError(f"unknown strategy {self.strategy!r}", hint=f"choose one of: {', '.join(STRATEGIES)}")
-        if not BATCH.match(self.batch):
+        if not BATCH.fullmatch(self.batch):
             raise DeployError(f"invalid batch {self.batch!r}", hint="a number of hosts (1) or a percentage (30%)")
         if not 0 <= self.max_fail_percent <= 100 or not 0 <= self.pause <= 3600:
             raise DeployError("--max-fail-percent must be 0-100 and --pause 0-3600 seconds")

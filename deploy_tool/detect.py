@@ -141,14 +141,14 @@ def _given_wsgi(wsgi: str | None) -> _Choice | None:
     """The --wsgi flag, checked against the module:attribute form servers accept; None when not given."""
     if wsgi is None:
         return None
-    if not WSGI_PATTERN.match(wsgi):
+    if not WSGI_PATTERN.fullmatch(wsgi):
         raise DetectError(f"--wsgi {wsgi!r} is not module:attribute nor module:factory()", hint=WSGI_HINT)
     return _Choice(wsgi, "--wsgi")
 
 
 def _check_settings_flag(django_settings: str | None) -> None:
     """Reject a --django-settings that is not a dotted module name (it becomes DJANGO_SETTINGS_MODULE)."""
-    if django_settings is not None and not MODULE_PATTERN.match(django_settings):
+    if django_settings is not None and not MODULE_PATTERN.fullmatch(django_settings):
         raise DetectError(f"--django-settings {django_settings!r} is not a dotted module name",
                           hint="pass --django-settings like mysite.settings")
 
@@ -227,7 +227,7 @@ def _settings_default(call: ast.Call) -> str | None:
     if _string(call.args[0]) != "DJANGO_SETTINGS_MODULE":
         return None
     value = _string(call.args[1])
-    return value if value and MODULE_PATTERN.match(value) else None
+    return value if value and MODULE_PATTERN.fullmatch(value) else None
 
 
 def _module_file(directory: Path, module: str) -> Path | None:
@@ -261,7 +261,7 @@ def _settings_wsgi(project: _Project, settings: str) -> _Choice | None:
         return None
     for name, value in _module_assignments(tree):
         module, _, attribute = (_string(value) or "").rpartition(".")
-        if name == "WSGI_APPLICATION" and WSGI_PATTERN.match(f"{module}:{attribute}"):
+        if name == "WSGI_APPLICATION" and WSGI_PATTERN.fullmatch(f"{module}:{attribute}"):
             return _Choice(f"{module}:{attribute}", f"WSGI_APPLICATION in {project.relative(path)}")
     return None
 
@@ -415,7 +415,7 @@ def _pyproject_has_dependencies(path: Path) -> bool:
 def _name(directory: Path, given: str | None) -> _Choice:
     """The --name flag (checked), else the directory's name as a slug."""
     if given is not None:
-        if len(given) > NAME_MAX or not NAME_PATTERN.match(given):
+        if len(given) > NAME_MAX or not NAME_PATTERN.fullmatch(given):
             raise DetectError(f"--name {given!r} is not a name deploykit can use",
                               hint=f"pass --name with lowercase letters, digits and hyphens, starting with a "
                                    f"letter, at most {NAME_MAX} characters (e.g. my-site)")

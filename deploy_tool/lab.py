@@ -60,7 +60,7 @@ class LabHost:
 
 
 def validate_fleet_name(fleet: str) -> str:
-    if not FLEET_NAME.match(fleet):
+    if not FLEET_NAME.fullmatch(fleet):
         raise DeployError(f"invalid lab fleet name {fleet!r}",
                           hint="use lowercase letters, digits and dashes, starting with a letter (e.g. lab)")
     return fleet

@@ -44,7 +44,7 @@ def parse_entries(project: Project, text: str | None) -> list[MatrixEntry]:
     words = [w.strip() for w in text.split(",") if w.strip()] if text else [*variants, *EXTRA_ENTRIES]
     entries = []
     for word in words:
-        match = ENTRY.match(word)
+        match = ENTRY.fullmatch(word)
         if not match or match["variant"] not in variants:
             raise DeployError(f"bad matrix entry {word!r}",
                               hint=f"VARIANT or VARIANT:PROCESSESxTHREADS; variants: {', '.join(variants)}")

@@ -84,7 +84,7 @@ def check_secrets(path: Path, password: Path) -> dict[str, str]:
         raise DeployError(f"{path} must hold one mapping, app_secrets: {{NAME: value}}",
                           hint="deploy secrets edit")
     for name, value in secrets.items():
-        if not isinstance(name, str) or not ENV_NAME.match(name):
+        if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
             raise DeployError(f"{path}: app_secrets key {name!r} is not an environment variable name",
                               hint="letters, digits and _, not starting with a digit")
         if isinstance(value, (dict, list)) or "\n" in str(value):

@@ -78,3 +78,14 @@ def test_a_malformed_or_webless_inventory_is_refused_before_docker(tmp_path, tex
                     env={"DOCKER_HOST": "unix:///nonexistent.sock"})
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Docker" not in result.stderr
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--version", "1.0\n"], "invalid release version"),
+    (["--version", "1.0.0", "--batch", "1\n"], "invalid batch"),
+])
+def test_a_value_with_a_trailing_line_break_is_refused(tmp_path, args, message):
+    """`$` in a pattern matches before a final newline: values are matched whole."""
+    (tmp_path / "hosts.yml").write_text("all:\n  children:\n    web:\n      hosts:\n        web-1: {}\n")
+    result = deploy("-i", str(tmp_path), *args, check=False, env=NO_ENGINE)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
