@@ -18,7 +18,8 @@ from deploy_tool.errors import DeployError
 
 FILE_NAME = "deploykit.yml"
 PYTHONS = {"3.13": "trixie", "3.11": "bookworm"}  # the Python of each Debian release deploykit builds on
-HEALTH_PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@/%-]*$")
+# a URL's path and query as sent in a request line: no spaces, no braces (nothing Ansible could take for a template)
+URL_PATH = re.compile(r"^/[A-Za-z0-9._~!$&'()*+,;=:@/%?-]*$")
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
@@ -190,7 +191,7 @@ def check(spec: AppSpec, path: Path) -> None:
         raise DeployError(f"{path}: app.wsgi {spec['app.wsgi']!r} must be module:attribute or module:factory()")
     if spec["app.framework"] == "django" and not spec["app.django_settings"]:
         raise DeployError(f"{path}: app.django_settings is not set (a Django app needs its settings module)")
-    if not HEALTH_PATH.fullmatch(spec["server.health_path"]):
+    if not URL_PATH.fullmatch(spec["server.health_path"]):
         raise DeployError(f"{path}: server.health_path {spec['server.health_path']!r} must be a path: / then "
                           "letters, digits and URL punctuation, no spaces")
     for dotted, low, high in (("server.processes", 1, 64), ("server.threads", 1, 64),

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from deploy_tool.appspec import URL_PATH
 from deploy_tool.errors import DeployError
 from deploy_tool.journal import inventory_slug
 from deploy_tool.playbook import PlaybookRun, RunOutcome
@@ -42,8 +43,9 @@ class BenchLoad:
             raise DeployError(f"unknown benchmark engine {self.engine!r}", hint=f"choose one of: {', '.join(ENGINES)}")
         if not 1 <= self.duration <= 600 or not 1 <= self.connections <= 4096 or not 1 <= self.rate <= 100000:
             raise DeployError("benchmark duration must be 1-600 s, connections 1-4096, rate 1-100000 req/s")
-        if not self.path.startswith("/"):
-            raise DeployError(f"benchmark path {self.path!r} must start with /")
+        if not URL_PATH.fullmatch(self.path):
+            raise DeployError(f"benchmark path {self.path!r} must be a URL path: / then letters, digits and URL "
+                              "punctuation, no spaces or braces", hint="e.g. /, /health or /search?q=x")
         if not 0 <= self.workers <= 16 or (self.workers and self.engine != "locust"):
             raise DeployError("locust workers must be 0-16, and only with the locust engine")
 
