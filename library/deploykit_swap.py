@@ -179,7 +179,9 @@ options:
     type: int
     default: 3
   state_file:
-    description: Host file recording the releases deployed (newest last), read by rollback.
+    description: >-
+      Host file recording the releases deployed there (newest last), for an operator on the host; a rollback
+      reads the controller's audit log instead.
     type: path
     default: /var/lib/deploykit/releases.json
   progress_file:

@@ -3,8 +3,8 @@
 
 The container's exec-form command. It reads its settings from DEPLOYKIT_* environment variables, binds
 the listening socket where the server cannot do it right itself, then replaces itself (exec) with the
-server, so that `docker stop`'s SIGTERM reaches the server directly. Per server (measured traps in
-shared/design/zero-downtime.md):
+server, so that `docker stop`'s SIGTERM reaches the server directly. Per server (the measured traps are in
+docs/serving.md):
 
 - gunicorn: the socket is bound once here with SO_REUSEPORT and passed as fd 3 (`-b fd://3`). gunicorn's own
   --reuse-port binds one socket per worker, and every worker exit would reset that worker's queue.
