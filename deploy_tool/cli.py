@@ -106,7 +106,14 @@ def add_rolling_options(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """`deploy COMMAND ...`: everything but the deploy itself."""
-    parser = argparse.ArgumentParser(prog="deploy", description="Zero-downtime deploys of Python web apps.")
+    parser = argparse.ArgumentParser(
+        prog="deploy", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Zero-downtime deploys of Python web apps.\n\n"
+                    "The main job, from an app's directory (its deploykit.yml) or for the example apps:\n"
+                    "  deploy [-i lab|production|PATH] --version V [--strategy reuse-port|recreate|blue-green]\n"
+                    "         [--variant V] [--batch N|P%] [--no-smoke] [--gate-threshold P] ...\n"
+                    "  (all its options: deploy --version V --help)\n\n"
+                    "Other commands: deploy COMMAND --help.")
     parser.add_argument("--tool-version", action="version", version=f"deploykit {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)

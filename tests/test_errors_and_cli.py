@@ -100,3 +100,10 @@ def test_a_benchmark_path_that_is_no_url_path_is_refused(tmp_path, path):
     bench = deploy("bench", "-i", str(tmp_path), "--path", path, check=False, env=NO_ENGINE)
     for result in (smoke, bench):
         assert result.returncode == 2 and "must be a URL path" in result.stderr, result.stderr
+
+
+def test_the_main_help_shows_the_deploy_itself_first():
+    """A newcomer's first `deploy --help` names the main job and where its options are, before the commands."""
+    text = build_parser().format_help()
+    assert text.index("deploy [-i lab|production|PATH] --version V") < text.index("positional arguments")
+    assert "deploy --version V --help" in text
