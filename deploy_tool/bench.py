@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from deploy_tool.appspec import URL_PATH
 from deploy_tool.errors import DeployError
-from deploy_tool.journal import inventory_slug
+from deploy_tool.journal import inventory_slug, json_lines
 from deploy_tool.playbook import PlaybookRun, RunOutcome
 from deploy_tool.project import Project
 
@@ -129,10 +129,9 @@ class SmokeStore:
         return path
 
     def history(self) -> list[SmokeRecord]:
-        path = self.folder / "history.jsonl"
-        if not path.exists():
-            return []
-        return [SmokeRecord(**json.loads(line)) for line in path.read_text(encoding="utf-8").splitlines() if line]
+        known = {f.name for f in fields(SmokeRecord)}
+        return [SmokeRecord(**entry) for entry in json_lines(self.folder / "history.jsonl")
+                if known.issuperset(entry) and {"release", "variant", "app", "load", "hosts"} <= set(entry)]
 
     def baseline(self, record: SmokeRecord) -> SmokeRecord | None:
         """The last passed smoke of another release, with the same variant, app and load."""

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-import json
 from pathlib import Path
 from typing import Any
 
 from deploy_tool.appspec import AppSpec
 from deploy_tool.build import APP_IMAGE_REPO, ReleaseBuilder, validate_version
 from deploy_tool.errors import DeployError
+from deploy_tool.journal import audit_path, json_lines
 from deploy_tool.playbook import PlaybookRun
 from deploy_tool.project import Project
 from deploy_tool.registry import LabRegistry
@@ -130,16 +130,11 @@ def fleet_of(inventory: Path) -> str:
 def deployed_releases(project: Project, inventory: Path, app: str | None = None) -> list[dict[str, Any]]:
     """Successful deploys and rollbacks of an inventory (of `app` only, when given), oldest first, from the
     audit log (benchmark matrix deploys and releases that failed their gate are not among them)."""
-    path = project.state_dir / "audit.log"
-    deployed: list[dict[str, Any]] = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            entry = json.loads(line)
-            if (entry.get("inventory") == str(inventory) and entry.get("result") == "ok"
-                    and entry.get("action", "deploy") in ("deploy", "rollback")
-                    and app in (None, entry.get("app"))):
-                deployed.append(entry)
-    return deployed
+    fields = ("version", "variant", "app")  # what a rollback needs of an entry
+    return [entry for entry in json_lines(audit_path(project))
+            if entry.get("inventory") == str(inventory) and entry.get("result") == "ok"
+            and entry.get("action", "deploy") in ("deploy", "rollback") and app in (None, entry.get("app"))
+            and all(isinstance(entry.get(name), str) for name in fields)]
 
 
 def current_release(project: Project, inventory: Path) -> dict[str, Any] | None:

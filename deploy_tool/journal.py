@@ -98,11 +98,49 @@ class DeployLock:
         self.release()
 
 
+def audit_path(project: Project) -> Path:
+    return project.state_dir / "audit.log"
+
+
+def without_invocations(value: Any) -> Any:
+    """A module's result without its `invocation` (the arguments it was called with: a container's whole
+    environment), at any depth: the audit log keeps what happened, not how it was asked."""
+    if isinstance(value, dict):
+        return {key: without_invocations(item) for key, item in value.items() if key != "invocation"}
+    if isinstance(value, list):
+        return [without_invocations(item) for item in value]
+    return value
+
+
 def audit(project: Project, entry: dict[str, Any]) -> Path:
-    """Append one JSON line to .deploykit/audit.log."""
-    path = project.state_dir / "audit.log"
+    """Append one JSON line to .deploykit/audit.log (0600, in a 0700 folder), flushed to disk."""
+    path = audit_path(project)
     path.parent.mkdir(parents=True, exist_ok=True)
-    record = {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "user": getpass.getuser(), **entry}
-    with path.open("a", encoding="utf-8") as handle:
+    os.chmod(path.parent, 0o700)
+    record = {"at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "user": getpass.getuser(), **without_invocations(entry)}
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(descriptor, "a", encoding="utf-8") as handle:
         handle.write(json.dumps(record, sort_keys=True) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
     return path
+
+
+def json_lines(path: Path) -> list[dict[str, Any]]:
+    """The JSON objects of a file of one per line; a damaged line (a write cut short, an edit) is skipped with
+    a warning naming the file and the line, never a traceback."""
+    if not path.exists():
+        return []
+    found = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except ValueError:
+            value = None
+        if isinstance(value, dict):
+            found.append(value)
+        else:
+            log.warning("%s line %d is damaged (not a JSON object): skipped", path, number)
+    return found

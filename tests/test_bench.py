@@ -80,6 +80,9 @@ def test_smoke_baseline_is_the_last_passed_comparable_release(tmp_path):
     assert json.loads(store.path("1.1").read_text())["hosts"]["h1"]["rps"] == 90
     other_load = SmokeRecord("1.5", "uwsgi", "django", vars(BenchLoad(connections=64)).copy(), {})
     assert store.baseline(other_load) is None
+    with (store.folder / "history.jsonl").open("a") as history:  # damaged lines are skipped, not a traceback
+        history.write('{"release": "1.6", "vari\n{"release": "1.7"}\n')
+    assert store.baseline(new).release == "1.1"
 
 
 def test_format_table_has_a_row_per_host_and_na_for_missing():

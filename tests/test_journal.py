@@ -101,3 +101,28 @@ def test_a_gate_rollback_takes_the_lock_its_deploy_holds_without_releasing_it(pr
     assert outer.path.exists()  # still the deploy's
     outer.release()
     assert not outer.path.exists()
+
+
+def test_damaged_audit_lines_are_skipped_with_a_warning_naming_them(project, caplog):
+    """A line cut short (a full disk, a killed write), an entry lacking what a rollback needs, a line that is
+    not an object: each is skipped, named with its line, and the rollback still finds its target."""
+    record(project, "1.0.0")
+    path = project.state_dir / "audit.log"
+    with path.open("a") as handle:
+        handle.write('{"action": "deploy", "inventory": "x", "vers\n[]\n')
+        handle.write(json.dumps({"action": "deploy", "inventory": str(project.root / "inv"), "result": "ok",
+                                 "version": "1.0.5"}) + "\n")  # no variant, no app
+    record(project, "1.1.0")
+    assert previous_release(project, project.root / "inv")["version"] == "1.0.0"
+    warned = [r.getMessage() for r in caplog.records]
+    assert any(f"{path} line 2 is damaged" in line for line in warned), warned
+    assert any(f"{path} line 3 is damaged" in line for line in warned), warned
+
+
+def test_the_audit_log_is_private_and_keeps_no_module_invocation(project):
+    path = audit(project, {"action": "deploy", "hosts": {"web-1": {"container": "app-1", "invocation": {
+        "module_args": {"env": {"DB_USER": "demo"}}}, "results": [{"invocation": {"x": 1}, "rps": 3}]}}})
+    entry = json.loads(path.read_text().splitlines()[-1])
+    assert entry["hosts"] == {"web-1": {"container": "app-1", "results": [{"rps": 3}]}}
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert path.parent.stat().st_mode & 0o777 == 0o700
