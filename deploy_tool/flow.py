@@ -18,7 +18,7 @@ from deploy_tool.deploy import DeployRequest, app_extravars, current_release, pr
 from deploy_tool.errors import DeployError
 from deploy_tool.hooks import run_hook
 from deploy_tool.journal import DeployLock, audit
-from deploy_tool.playbook import PlaybookFailed, ProgressCallback, run_playbook
+from deploy_tool.playbook import PlaybookFailed, PlaybookRun, ProgressCallback, run_playbook
 from deploy_tool.project import Project
 from deploy_tool.report import SwapWatch, web_addresses, write_report
 
@@ -83,39 +83,53 @@ def run_deploy(request: DeployRequest, checks: Checks, project: Project, emit: P
     with DeployLock.acquire(project, request.inventory, action, request.version, nested=inside_lock):
         emit(f"{action}: {request.app} {request.version} ({request.variant}, strategy {request.strategy}, "
              f"batch {request.batch})")
-        watch = None
-        if checks.report:
-            watch = SwapWatch(addresses)
-            watch.start()
-        run_hook(request.spec, "before_swap", emit, action=action, version=request.version,
-                 inventory=str(request.inventory))
+        record = {**entry, "result": "interrupted"}  # what the audit line says if nothing better is known
         try:
-            outcome = run_playbook(run, project, emit)
-        except PlaybookFailed as exc:
-            if watch:
-                report.load = watch.stop()
-            audit(project, {**entry, "result": "failed", "error": exc.message, "hosts": exc.outcome.results,
-                            "failed_hosts": sorted({f.host for f in exc.outcome.failures})})
+            swap_and_check(run, report, record, request, checks, project, emit, addresses)
+        except BaseException as exc:
+            if not isinstance(exc, PlaybookFailed):  # the swap's own failure is recorded by swap_and_check
+                record["error"] = f"{type(exc).__name__}: {exc}".rstrip(": ")
             raise
-        finally:
-            if watch and watch.process and watch.process.poll() is None and report.load is None:
-                report.load = watch.stop()
-        report.swaps, report.recap = outcome.results, outcome.recap()
-        if checks.smoke is not None:
-            smoke(report, request, checks, project, emit, gated=action == "deploy")
-        if report.load is not None:
-            report.report_html = str(write_report(project, action, request.version, report.load, report.swaps,
-                                                  report.smoke_table))
-        if report.findings:
-            report.result = "regressed"
-        audit(project, {**entry, "result": report.result, "hosts": outcome.results,
-                        **({"findings": report.findings} if report.findings else {})})
+        finally:  # one line per deploy, whatever happened, even when interrupted
+            audit(project, record)
         if report.findings:
             gate_failed(report, request, checks, project, emit, docker_client)
         if action in ("deploy", "rollback"):
             run_hook(request.spec, f"after_{action}", emit, action=action, version=request.version,
                      inventory=str(request.inventory))
     return report
+
+
+def swap_and_check(run: PlaybookRun, report: DeployReport, record: dict[str, Any], request: DeployRequest,
+                   checks: Checks, project: Project, emit: ProgressCallback, addresses: dict[str, str]) -> None:
+    """The before_swap hook, the deploy playbook (with the swap-window load), the smoke benchmark and the report.
+    `record` (the audit line) says what is known as soon as it is known: failed with the failed hosts, or ok
+    with every host's swap once the playbook is done (then the release is live, whatever comes after)."""
+    watch = None
+    if checks.report:
+        watch = SwapWatch(addresses)
+        watch.start()
+    run_hook(request.spec, "before_swap", emit, action=record["action"], version=request.version,
+             inventory=str(request.inventory))
+    try:
+        outcome = run_playbook(run, project, emit)
+    except PlaybookFailed as exc:
+        record.update(result="failed", error=exc.message, hosts=exc.outcome.results,
+                      failed_hosts=sorted({f.host for f in exc.outcome.failures}))
+        raise
+    finally:
+        if watch and watch.process and watch.process.poll() is None and report.load is None:
+            report.load = watch.stop()
+    record.update(result="ok", hosts=outcome.results)
+    report.swaps, report.recap = outcome.results, outcome.recap()
+    if checks.smoke is not None:
+        smoke(report, request, checks, project, emit, gated=record["action"] == "deploy")
+    if report.load is not None:
+        report.report_html = str(write_report(project, record["action"], request.version, report.load,
+                                              report.swaps, report.smoke_table))
+    if report.findings:
+        report.result = "regressed"
+        record.update(result="regressed", findings=report.findings)
 
 
 def smoke(report: DeployReport, request: DeployRequest, checks: Checks, project: Project, emit: ProgressCallback,

@@ -126,3 +126,41 @@ def test_the_audit_log_is_private_and_keeps_no_module_invocation(project):
     assert entry["hosts"] == {"web-1": {"container": "app-1", "results": [{"rps": 3}]}}
     assert path.stat().st_mode & 0o777 == 0o600
     assert path.parent.stat().st_mode & 0o777 == 0o700
+
+
+@pytest.mark.parametrize("fails_at, result, error", [
+    ("playbook", "interrupted", "KeyboardInterrupt"),  # Ctrl-C mid-swap: the line still says so
+    ("smoke", "ok", "RuntimeError: wrk vanished"),  # swapped, then the smoke run failed: live, and said
+])
+def test_every_deploy_leaves_an_audit_line_whatever_stops_it(tmp_path, monkeypatch, fails_at, result, error):
+    import shutil
+
+    from conftest import ROOT
+    from deploy_tool import flow
+    from deploy_tool.bench import BenchLoad
+    from deploy_tool.deploy import DeployRequest
+    from deploy_tool.playbook import PlaybookRun, RunOutcome
+
+    (tmp_path / "apps").mkdir()
+    shutil.copy(ROOT / "apps" / "variants.yml", tmp_path / "apps" / "variants.yml")
+    (tmp_path / "inv").mkdir()
+    project = Project(tmp_path)
+    request = DeployRequest(inventory=tmp_path / "inv", version="1.2.0")
+    monkeypatch.setattr(flow, "web_addresses", lambda inventory, limit: {"web-1": "127.0.0.1"})
+    monkeypatch.setattr(flow, "prepare", lambda *args: PlaybookRun("deploy.yml", tmp_path / "inv"))
+
+    def playbook(*args):
+        if fails_at == "playbook":
+            raise KeyboardInterrupt
+        return RunOutcome("successful", 0, {}, [], {"web-1": {"container": "app-1.2.0"}})
+
+    def measure(*args, **kwargs):
+        raise RuntimeError("wrk vanished")
+
+    monkeypatch.setattr(flow, "run_playbook", playbook)
+    monkeypatch.setattr(flow, "measure", measure)
+    with pytest.raises((KeyboardInterrupt, RuntimeError)):
+        flow.run_deploy(request, flow.Checks(smoke=BenchLoad(), report=False), project, lambda line: None)
+    entry = json.loads((project.state_dir / "audit.log").read_text().splitlines()[-1])
+    assert (entry["version"], entry["result"], entry["error"]) == ("1.2.0", result, error)
+    assert ("hosts" in entry) == (fails_at == "smoke")
