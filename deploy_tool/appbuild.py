@@ -17,7 +17,6 @@ import logging
 import os
 import platform
 import shutil
-import subprocess
 import sys
 import tempfile
 import tomllib
@@ -27,6 +26,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from deploy_tool import external
 from deploy_tool.appspec import FILE_NAME, PYTHONS, AppSpec
 from deploy_tool.build import ReleaseBuilder, validate_version
 from deploy_tool.errors import DeployError
@@ -170,10 +170,10 @@ class AppBuilder:
         self.wheelhouse.mkdir(parents=True, exist_ok=True)
         log.info("wheels for Python %s into %s", self.python, self.wheelhouse)
         download = pip_download_command(self.python, self.wheelhouse, requirements)
-        result = subprocess.run(download, capture_output=True, text=True)
+        result = external.run(download, "pip download", 1800, capture_output=True, text=True)
         if result.returncode != 0:  # a package without a wheel: build pure-Python ones, then again
             self.build_pure_wheels(requirements)
-            result = subprocess.run(download, capture_output=True, text=True)
+            result = external.run(download, "pip download", 1800, capture_output=True, text=True)
         if result.returncode != 0:
             errors = [line for line in result.stderr.splitlines() if not line.startswith("WARNING: Location")]
             raise DeployError(f"the requirements cannot be resolved for Python {self.python}:\n"
@@ -189,7 +189,7 @@ class AppBuilder:
                        "--wheel-dir", tmp]
             for path in requirements:
                 command += ["-r", str(path)]
-            subprocess.run(command, capture_output=True, text=True)
+            external.run(command, "pip wheel", 1800, capture_output=True, text=True)
             for wheel in Path(tmp).glob("*-none-any.whl"):
                 if "-py3-" in wheel.name or "-py2.py3-" in wheel.name:
                     shutil.copy(wheel, self.wheelhouse / wheel.name)

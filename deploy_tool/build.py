@@ -11,7 +11,6 @@ import hashlib
 import logging
 import os
 import re
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from deploy_tool import external
 from deploy_tool.errors import DeployError
 from deploy_tool.images import BASE_IMAGE, ImageBuilder
 from deploy_tool.project import Project
@@ -77,7 +77,8 @@ class ReleaseBuilder:
             if stamp.exists():
                 continue
             log.info("building wheels for %s into %s", name, self.wheelhouse)
-            result = subprocess.run(pip_wheel_command(requirements, self.wheelhouse), capture_output=True, text=True)
+            result = external.run(pip_wheel_command(requirements, self.wheelhouse), f"pip wheel {name}", 1800,
+                                  capture_output=True, text=True)
             if result.returncode != 0:
                 errors = [line for line in result.stderr.splitlines() if not line.startswith("WARNING: Location")]
                 raise DeployError(f"pip wheel {name} failed:\n" + "\n".join(errors[-15:]),
@@ -126,7 +127,8 @@ class ReleaseBuilder:
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_suffix(f".{os.getpid()}.partial")  # two deploys saving at once write apart
         with partial.open("wb") as stream:
-            subprocess.run(["docker", "save", self.image(version)], stdout=stream, check=True)
+            external.run(["docker", "save", self.image(version)], f"docker save {self.image(version)}", 900,
+                         stdout=stream, check=True)
         partial.rename(path)
         marker.write_text(image_id, encoding="utf-8")
         return path

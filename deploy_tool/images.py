@@ -20,6 +20,7 @@ from pathlib import Path
 import docker
 import docker.errors
 
+from deploy_tool import external
 from deploy_tool.errors import DeployError
 from deploy_tool.project import Project
 
@@ -101,7 +102,8 @@ class ImageBuilder:
             self._debootstrap_to(tarball, suite)
         log.info("importing %s into Docker as %s", tarball.name, name)
         with tarball.open("rb") as stream:
-            subprocess.run(["docker", "import", "-", name], stdin=stream, check=True, stdout=subprocess.DEVNULL)
+            external.run(["docker", "import", "-", name], f"docker import {name}", 900, stdin=stream, check=True,
+                         stdout=subprocess.DEVNULL)
         image_id = self.image_id(name)
         assert image_id is not None
         return image_id
@@ -114,13 +116,15 @@ class ImageBuilder:
         with tempfile.TemporaryDirectory(prefix="deploykit-rootfs-") as tmp:
             rootfs = Path(tmp) / "rootfs"
             log.info("debootstrap %s minbase from %s (about a minute)", suite, mirror)
-            result = subprocess.run(debootstrap_command(rootfs, mirror, suite), capture_output=True, text=True)
+            result = external.run(debootstrap_command(rootfs, mirror, suite), f"debootstrap {suite}", 1800,
+                                  capture_output=True, text=True)
             if result.returncode != 0:
                 tail = "\n".join(result.stdout.splitlines()[-10:] + result.stderr.splitlines()[-10:])
                 raise DeployError(f"debootstrap failed:\n{tail}",
                                   hint="check that this machine reaches its Debian mirror (apt-get update)")
             partial = tarball.with_suffix(".partial")
-            subprocess.run(["tar", "-C", str(rootfs), "-cf", str(partial), "."], check=True)
+            external.run(["tar", "-C", str(rootfs), "-cf", str(partial), "."], "tar of the root filesystem", 900,
+                         check=True)
             partial.rename(tarball)
 
     def ensure_host_image(self) -> str:

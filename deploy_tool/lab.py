@@ -21,6 +21,7 @@ import docker.errors
 import yaml
 from docker.types import Mount
 
+from deploy_tool import external
 from deploy_tool.errors import DeployError
 from deploy_tool.images import ImageBuilder
 from deploy_tool.project import Project
@@ -281,7 +282,8 @@ class LabFleet:
     def _wait_ssh(self, host: LabHost, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while True:
-            result = subprocess.run(self.ssh_command(host, "true"), capture_output=True, text=True)
+            result = external.run(self.ssh_command(host, "true"), f"ssh to {host.name}", 30, capture_output=True,
+                                  text=True)
             if result.returncode == 0:
                 return
             if time.monotonic() > deadline:

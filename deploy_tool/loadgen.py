@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import signal
 import sys
 import threading
@@ -190,6 +191,13 @@ class LoadRun:
                           started_at=started_at, retried=self.retried)
 
 
+def stop_with_parent(run: LoadRun, parent: int, period: float = 0.5) -> None:
+    """End the run once the parent is gone (this process is then another's child)."""
+    while os.getppid() == parent:
+        time.sleep(period)
+    run.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m deploy_tool.loadgen", description=__doc__.split("\n\n")[0])
     parser.add_argument("--url", required=True, action="append", help="http:// URL; repeat for several hosts")
@@ -200,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=0.0,
                         help="requests per second per URL (default 0: each worker as fast as it can)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--with-parent", action="store_true",
+                        help="stop when the process that started this one ends (a deploy killed mid-swap)")
     args = parser.parse_args(argv)
     if not 0 < args.duration <= 600 or not 0 < args.concurrency <= 1024:
         parser.error("duration must be in (0, 600] seconds and concurrency in 1..1024")
@@ -208,6 +218,8 @@ def main(argv: list[str] | None = None) -> int:
     run = LoadRun(args.url, args.host_header, args.concurrency, args.duration, args.timeout, args.rate)
     for signum in (signal.SIGINT, signal.SIGTERM):  # stop early, still report
         signal.signal(signum, lambda *_: run.stop())
+    if args.with_parent:
+        threading.Thread(target=stop_with_parent, args=(run, os.getppid()), daemon=True).start()
     result = run.run()
     summary = result.summary()
     if args.json:

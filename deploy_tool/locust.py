@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from deploy_tool import external
 from deploy_tool.errors import DeployError
 
 LOCUSTFILE = Path(__file__).resolve().parent.parent / "apps" / "locust" / "locustfile.py"
@@ -71,7 +72,7 @@ def run_locust(addresses: dict[str, str], load: Any, host_header: str = "demo.la
         running[host] = (master, workers)
     results = {}
     for host, (master, workers) in running.items():
-        out, err = master.communicate(timeout=load.duration + 120)
+        out, err = external.finish(master, f"locust against {host}", load.duration + 120)
         for worker in workers:
             try:
                 worker.wait(timeout=30)

@@ -35,6 +35,7 @@ class PlaybookRun:
     # disk, decrypted with the vault password file (its path only is passed, never the password)
     vars_files: tuple[Path, ...] = ()
     vault_password_file: Path | None = None
+    timeout: int = 3600  # seconds the whole run may take: a hung host or engine must not hold the lock forever
 
     def private_data_dir(self, project: Project) -> Path:
         """ansible-runner's working folder, one per inventory: runs on two fleets must not share it
@@ -62,6 +63,7 @@ class PlaybookRun:
             },
             "rotate_artifacts": 20,
             "quiet": True,
+            "timeout": self.timeout,
         }
         if self.limit:
             kwargs["limit"] = self.limit
@@ -173,6 +175,9 @@ def run_playbook(run: PlaybookRun, project: Project, emit: ProgressCallback) -> 
     result = ansible_runner.run(event_handler=printer, **run.runner_kwargs(project))
     outcome = RunOutcome(status=result.status, rc=result.rc, stats=result.stats or {}, failures=printer.failures,
                          results=printer.results)
+    if result.status == "timeout":
+        raise PlaybookFailed(f"playbook {run.playbook} did not finish within {run.timeout} s: it was stopped",
+                             hint=f"see which task hung: {result.config.artifact_dir}/stdout", outcome=outcome)
     if result.rc != 0 or result.status != "successful":
         if printer.failures:
             detail = "\n".join(f"  {f.host}: {f.task}: {f.message}" for f in printer.failures)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from deploy_tool import external
 from deploy_tool.errors import DeployError
 from deploy_tool.project import Project
 
@@ -28,7 +29,7 @@ def web_addresses(inventory: Path, limit: str | None = None) -> dict[str, str]:
     if limit:
         argv += ["--limit", limit]
     env = {**os.environ, "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True", "ANSIBLE_NOCOLOR": "True"}
-    result = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
+    result = external.run(argv, f"ansible-inventory -i {inventory}", 120, capture_output=True, text=True, env=env)
     if result.returncode != 0:
         reasons = [line.strip() for line in result.stderr.splitlines() if "failed" in line.lower()]
         raise DeployError(f"ansible-inventory could not read {inventory}: "
@@ -54,7 +55,8 @@ class SwapWatch:
         urls = [arg for address in self.addresses.values() for arg in ("--url", f"http://{address}{self.path}")]
         self.process = subprocess.Popen(
             [sys.executable, "-m", "deploy_tool.loadgen", *urls, "--host-header", self.host_header,
-             "--concurrency", str(self.concurrency), "--rate", str(self.rate), "--duration", "600", "--json"],
+             "--concurrency", str(self.concurrency), "--rate", str(self.rate), "--duration", "600", "--json",
+             "--with-parent"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         time.sleep(1.0)  # a second of the steady state before the swap
 
@@ -62,7 +64,7 @@ class SwapWatch:
         assert self.process is not None
         time.sleep(1.0)  # and one after it
         self.process.send_signal(signal.SIGINT)
-        out, err = self.process.communicate(timeout=60)
+        out, err = external.finish(self.process, "the swap-window load client", 60)
         if self.process.returncode != 0 or not out.strip():
             raise DeployError(f"the swap-window load client failed: {err.strip()[-400:]}")
         return json.loads(out)

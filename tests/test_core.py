@@ -28,6 +28,26 @@ def test_playbook_run_builds_runner_arguments(tmp_path):
     assert other["private_data_dir"] != kwargs["private_data_dir"]  # fleets never share runner state
     plain = PlaybookRun("site.yml", tmp_path / "inv").runner_kwargs(project)
     assert "limit" not in plain and "cmdline" not in plain
+    assert plain["timeout"] == 3600  # bounded: a hung host must not hold the deploy (and its lock) forever
+    secret = PlaybookRun("deploy.yml", tmp_path / "inv", vars_files=(tmp_path / "my app" / "secrets.yml",),
+                         vault_password_file=tmp_path / "pw").runner_kwargs(project)
+    # the secrets file's path (quoted) and the password file's path: never the password or the secrets
+    assert secret["cmdline"] == f"-e '@{tmp_path}/my app/secrets.yml' --vault-password-file {tmp_path}/pw"
+
+
+def test_a_command_past_its_bound_is_stopped_with_an_error_naming_it():
+    import subprocess
+    import time
+
+    from deploy_tool import external
+
+    began = time.monotonic()
+    with pytest.raises(DeployError, match="sleeping did not finish within 1 s: sleep 30"):
+        external.run(["sleep", "30"], "sleeping", 1)
+    process = subprocess.Popen(["sleep", "30"])
+    with pytest.raises(DeployError, match="a sleeper did not finish within 1 s"):
+        external.finish(process, "a sleeper", 1)
+    assert process.poll() is not None and time.monotonic() - began < 10
 
 
 def test_progress_printer_reports_tasks_once_and_collects_failures():
@@ -117,3 +137,34 @@ def test_host_image_tag_follows_its_inputs(tmp_path):
     assert host_image_tag(tmp_path, "sha256:other") != first
     (tmp_path / "Dockerfile").write_text("FROM y\n")
     assert host_image_tag(tmp_path, "sha256:base") != first
+
+
+def test_the_swap_window_load_ends_with_the_deploy_that_started_it(tmp_path):
+    """A deploy killed mid-swap (SIGKILL: no cleanup) must not leave its load client running for 600 s."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, time\n"
+        "child = subprocess.Popen([sys.executable, '-m', 'deploy_tool.loadgen', '--url', 'http://127.0.0.1:9/', "
+        "'--concurrency', '2', '--rate', '20', '--duration', '600', '--with-parent'], stdout=subprocess.DEVNULL)\n"
+        "print(child.pid, flush=True)\n"
+        "time.sleep(600)\n")], stdout=subprocess.PIPE, text=True)
+    child = int(parent.stdout.readline())
+    time.sleep(1.0)
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            if open(f"/proc/{child}/stat").read().split()[2] == "Z":  # ended, not yet reaped
+                break
+        except FileNotFoundError:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(child, signal.SIGKILL)
+        raise AssertionError("the load client outlived its parent by 15 s")
