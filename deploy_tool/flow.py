@@ -100,6 +100,9 @@ def run_deploy(request: DeployRequest, checks: Checks, project: Project, emit: P
     return report
 
 
+LAST_CHECK = "Check the release answers through nginx"  # playbooks/deploy.yml: after the swap
+
+
 def swap_and_check(run: PlaybookRun, report: DeployReport, record: dict[str, Any], request: DeployRequest,
                    checks: Checks, project: Project, emit: ProgressCallback, addresses: dict[str, str]) -> None:
     """The before_swap hook, the deploy playbook (with the swap-window load), the smoke benchmark and the report.
@@ -114,8 +117,14 @@ def swap_and_check(run: PlaybookRun, report: DeployReport, record: dict[str, Any
     try:
         outcome = run_playbook(run, project, emit)
     except PlaybookFailed as exc:
-        record.update(result="failed", error=exc.message, hosts=exc.outcome.results,
-                      failed_hosts=sorted({f.host for f in exc.outcome.failures}))
+        failed = sorted({f.host for f in exc.outcome.failures})
+        record.update(result="failed", error=exc.message, hosts=exc.outcome.results, failed_hosts=failed)
+        live = sorted({f.host for f in exc.outcome.failures if f.task == LAST_CHECK})
+        if live:  # swapped already: the release serves there, whatever its answer through nginx was
+            record["live_hosts"] = live
+            exc.message += (f"\nrelease {request.version} is LIVE on {', '.join(live)}: its container was swapped in, "
+                            "then its answer through nginx failed the deploy's last check")
+            exc.hint = "`deploy rollback` returns those hosts to the previous release; " + (exc.hint or "")
         raise
     finally:
         if watch and watch.process and watch.process.poll() is None and report.load is None:

@@ -164,3 +164,33 @@ def test_every_deploy_leaves_an_audit_line_whatever_stops_it(tmp_path, monkeypat
     entry = json.loads((project.state_dir / "audit.log").read_text().splitlines()[-1])
     assert (entry["version"], entry["result"], entry["error"]) == ("1.2.0", result, error)
     assert ("hosts" in entry) == (fails_at == "smoke")
+
+
+def test_a_release_swapped_in_whose_check_through_nginx_fails_is_said_to_be_live(tmp_path, monkeypatch):
+    import shutil
+
+    from conftest import ROOT
+    from deploy_tool import flow
+    from deploy_tool.deploy import DeployRequest
+    from deploy_tool.playbook import HostFailure, PlaybookFailed, PlaybookRun, RunOutcome
+
+    (tmp_path / "apps").mkdir()
+    shutil.copy(ROOT / "apps" / "variants.yml", tmp_path / "apps" / "variants.yml")
+    (tmp_path / "inv").mkdir()
+    project = Project(tmp_path)
+    monkeypatch.setattr(flow, "web_addresses", lambda inventory, limit: {"web-1": "127.0.0.1"})
+    monkeypatch.setattr(flow, "prepare", lambda *args: PlaybookRun("deploy.yml", tmp_path / "inv"))
+
+    def playbook(*args):
+        failure = HostFailure("web-1", flow.LAST_CHECK, "header X-Deploykit-Release is '1.1.9', expected '1.2.0'")
+        raise PlaybookFailed("playbook deploy.yml failed", "see its output",
+                             RunOutcome("failed", 2, {}, [failure], {"web-1": {"container": "app-1.2.0"}}))
+
+    monkeypatch.setattr(flow, "run_playbook", playbook)
+    with pytest.raises(PlaybookFailed) as failed:
+        flow.run_deploy(DeployRequest(inventory=tmp_path / "inv", version="1.2.0"), flow.Checks(smoke=None,
+                        report=False), project, lambda line: None)
+    assert "release 1.2.0 is LIVE on web-1" in str(failed.value)
+    assert "`deploy rollback` returns those hosts" in str(failed.value)
+    entry = json.loads((project.state_dir / "audit.log").read_text().splitlines()[-1])
+    assert (entry["result"], entry["live_hosts"]) == ("failed", ["web-1"])
