@@ -23,6 +23,7 @@ from deploy_tool.project import Project
 from deploy_tool.variants import load_variants
 
 ENTRY = re.compile(r"^(?P<variant>[a-z0-9-]+)(:(?P<processes>[1-9][0-9]?)x(?P<threads>[1-9][0-9]?))?$")
+MAX_WORKERS = 64  # as deploy --processes and --threads
 # Beside every variant at its defaults, uWSGI with 3 processes x 3 threads on both of its protocols.
 EXTRA_ENTRIES = ("uwsgi:3x3", "uwsgi-http:3x3")
 
@@ -48,8 +49,12 @@ def parse_entries(project: Project, text: str | None) -> list[MatrixEntry]:
         if not match or match["variant"] not in variants:
             raise DeployError(f"bad matrix entry {word!r}",
                               hint=f"VARIANT or VARIANT:PROCESSESxTHREADS; variants: {', '.join(variants)}")
-        entries.append(MatrixEntry(match["variant"], int(match["processes"]) if match["processes"] else None,
-                                   int(match["threads"]) if match["threads"] else None))
+        entry = MatrixEntry(match["variant"], int(match["processes"]) if match["processes"] else None,
+                            int(match["threads"]) if match["threads"] else None)
+        if (entry.processes or 1) > MAX_WORKERS or (entry.threads or 1) > MAX_WORKERS:
+            raise DeployError(f"bad matrix entry {word!r}: processes and threads must be 1-{MAX_WORKERS}",
+                              hint="checked before the matrix starts, not when the entry's turn comes")
+        entries.append(entry)
     return entries
 
 

@@ -181,7 +181,7 @@ def test_matrix_entries_and_fleet_totals():
     labels = [e.label for e in entries]
     assert "gunicorn-eventlet" in labels and "flup-threaded" in labels and "uwsgi 3x3" in labels
     assert parse_entries(project, "uwsgi:2x8")[0].threads == 8
-    for bad in ("nope", "uwsgi:0x1", "uwsgi:3"):
+    for bad in ("nope", "uwsgi:0x1", "uwsgi:3", "uwsgi:99x99", "uwsgi:2x65"):
         with pytest.raises(DeployError):
             parse_entries(project, bad)
     totals = fleet_totals({"h1": result(100, 10), "h2": result(50, 30, failed=2)})
