@@ -41,8 +41,13 @@ class BenchLoad:
     def validate(self) -> None:
         if self.engine not in ENGINES:
             raise DeployError(f"unknown benchmark engine {self.engine!r}", hint=f"choose one of: {', '.join(ENGINES)}")
-        if not 1 <= self.duration <= 600 or not 1 <= self.connections <= 4096 or not 1 <= self.rate <= 100000:
-            raise DeployError("benchmark duration must be 1-600 s, connections 1-4096, rate 1-100000 req/s")
+        for name, value, low, high, unit in (("duration", self.duration, 1, 600, " s"),
+                                             ("connections", self.connections, 1, 4096, ""),
+                                             ("rate", self.rate, 1, 100000, " req/s")):
+            if not low <= value <= high:
+                raise DeployError(f"benchmark {name} must be {low}-{high}{unit}, not {value}",
+                                  hint="--smoke-duration/--duration, --smoke-connections/--connections, "
+                                       "--smoke-rate/--rate")
         if not URL_PATH.fullmatch(self.path):
             raise DeployError(f"benchmark path {self.path!r} must be a URL path: / then letters, digits and URL "
                               "punctuation, no spaces or braces", hint="e.g. /, /health or /search?q=x")
@@ -75,7 +80,7 @@ class Gate:
 
     def validate(self) -> None:
         if not 0 < self.threshold <= 1000:
-            raise DeployError(f"gate threshold {self.threshold} must be a percentage above 0")
+            raise DeployError(f"--gate-threshold {self.threshold} must be a percentage above 0 and at most 1000")
 
     def findings(self, current: dict[str, dict[str, Any]],
                  baseline: dict[str, dict[str, Any]] | None) -> list[str]:

@@ -107,3 +107,14 @@ def test_the_main_help_shows_the_deploy_itself_first():
     text = build_parser().format_help()
     assert text.index("deploy [-i lab|production|PATH] --version V") < text.index("positional arguments")
     assert "deploy --version V --help" in text
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--gate-threshold", "1001"], "--gate-threshold 1001.0 must be a percentage above 0 and at most 1000"),
+    (["--smoke-connections", "5000"], "benchmark connections must be 1-4096, not 5000"),
+    (["--smoke-duration", "0"], "benchmark duration must be 1-600 s, not 0"),
+])
+def test_an_out_of_range_option_is_named(tmp_path, args, message):
+    (tmp_path / "hosts.yml").write_text("all:\n  children:\n    web:\n      hosts:\n        web-1: {}\n")
+    result = deploy("-i", str(tmp_path), "--version", "1.0.0", *args, check=False, env=NO_ENGINE)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
