@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
+
+from deploy_tool.errors import DeployError
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")  # an inventory under inventories/, by its folder's name
 
 
 @dataclass(frozen=True)
@@ -47,7 +52,9 @@ class Project:
 
     def inventory_dir(self, name: str) -> Path:
         """An inventory by name (`lab`, `production` under inventories/) or else by path."""
+        if name.strip() in ("", ".", ".."):
+            raise DeployError(f"{name!r} names no inventory", hint="-i lab, -i production, or the inventory's path")
         named = self.root / "inventories" / name
-        if "/" not in name and named.exists():
+        if NAME.fullmatch(name) and named.exists():
             return named
         return Path(name).resolve()

@@ -37,8 +37,18 @@ def web_addresses(inventory: Path, limit: str | None = None) -> dict[str, str]:
                           hint="check the inventory's YAML (ansible-inventory -i INVENTORY --list shows it)")
     data = json.loads(result.stdout)
     hostvars = data.get("_meta", {}).get("hostvars", {})
-    hosts = data.get("web", {}).get("hosts", [])
-    return {host: str(hostvars.get(host, {}).get("ansible_host", host)) for host in hosts}
+    return {host: str(hostvars.get(host, {}).get("ansible_host", host)) for host in group_hosts(data, "web")}
+
+
+def group_hosts(data: dict[str, Any], group: str) -> list[str]:
+    """The hosts of `group` in ansible-inventory's --list, its child groups' included, each once, in order."""
+    found: list[str] = []
+    for host in data.get(group, {}).get("hosts", []):
+        if host not in found:
+            found.append(host)
+    for child in data.get(group, {}).get("children", []):
+        found += [host for host in group_hosts(data, child) if host not in found]
+    return found
 
 
 @dataclass

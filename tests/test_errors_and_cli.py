@@ -118,3 +118,19 @@ def test_an_out_of_range_option_is_named(tmp_path, args, message):
     (tmp_path / "hosts.yml").write_text("all:\n  children:\n    web:\n      hosts:\n        web-1: {}\n")
     result = deploy("-i", str(tmp_path), "--version", "1.0.0", *args, check=False, env=NO_ENGINE)
     assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("name", ["", ".", ".."])
+def test_an_inventory_name_that_is_no_inventory_is_refused(name):
+    result = deploy("-i", name, "--version", "1.0.0", check=False, env=NO_ENGINE)
+    assert result.returncode == 2 and "names no inventory" in result.stderr, result.stderr
+
+
+def test_a_web_group_made_of_child_groups_is_the_deploys_target(tmp_path):
+    from deploy_tool.report import web_addresses
+
+    (tmp_path / "hosts.yml").write_text(
+        "all:\n  children:\n    web:\n      children:\n        web_eu:\n          hosts:\n"
+        "            eu-1: {ansible_host: 127.0.0.2}\n        web_us:\n          hosts:\n"
+        "            us-1: {ansible_host: 127.0.0.3}\n            eu-1: {}\n")
+    assert web_addresses(tmp_path) == {"eu-1": "127.0.0.2", "us-1": "127.0.0.3"}
