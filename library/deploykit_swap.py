@@ -125,6 +125,12 @@ options:
     description: Seconds C(docker stop) waits for a graceful stop before SIGKILL (the drain bound).
     type: int
     default: 40
+  limits:
+    description: >-
+      Resource limits of the container, as C(docker run) takes them: C(memory) (e.g. C(1g)), C(cpus) (e.g.
+      C(1.5)), C(pids) (the most processes and threads). An empty, zero or missing one is no limit.
+    type: dict
+    default: {}
   exit_grace:
     description: >-
       With reuse-port, seconds the old container may take to exit by itself once its drain is over, before it is
@@ -299,6 +305,7 @@ ARGUMENT_SPEC = dict(
     restart_policy=dict(type="str", default="unless-stopped"),
     labels=dict(type="dict", default={}),
     stop_timeout=dict(type="int", default=40),
+    limits=dict(type="dict", default={}),
     exit_grace=dict(type="float", default=0.1),
     health=dict(type="dict", required=True, options=HEALTH_SPEC),
     keep_releases=dict(type="int", default=3),
@@ -524,7 +531,8 @@ class PortGuard(object):
 def spec_hash(params, image_id):
     """What makes two containers the same: the image id and every run setting."""
     keys = ("env", "env_file", "user", "read_only", "tmpfs", "cap_drop", "security_opts", "restart_policy",
-            "labels", "stop_timeout") + (("volumes",) if params.get("volumes") else ())  # as before volumes came
+            "labels", "stop_timeout") + tuple(  # the options added later, only when set: hashes stay as they were
+        key for key in ("volumes", "limits") if params.get(key))
     data = json.dumps({"image": image_id, **{k: params[k] for k in keys}}, sort_keys=True)
     return hashlib.sha256(data.encode()).hexdigest()[:12]
 
@@ -554,6 +562,10 @@ def docker_run_argv(params, name, digest, port=None):
         argv += ["--tmpfs", mount]
     for volume in params["volumes"]:
         argv += ["--volume", volume]
+    for limit, flag in (("memory", "--memory"), ("cpus", "--cpus"), ("pids", "--pids-limit")):
+        value = str(params["limits"].get(limit) or "")
+        if value not in ("", "0"):
+            argv += [flag, value]
     for cap in params["cap_drop"]:
         argv += ["--cap-drop", cap]
     for opt in params["security_opts"]:

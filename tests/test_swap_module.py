@@ -23,7 +23,7 @@ def params(**overrides):
                 user="10001:10001", read_only=True, tmpfs=["/tmp:size=64m"], cap_drop=["ALL"],
                 security_opts=["no-new-privileges:true"], restart_policy="unless-stopped",
                 labels={"io.deploykit.variant": "uwsgi"}, stop_timeout=40,
-                health={"protocol": "uwsgi", "port": 8000}, progress_file=None, volumes=[])
+                health={"protocol": "uwsgi", "port": 8000}, progress_file=None, volumes=[], limits={})
     base.update(overrides)
     return base
 
@@ -42,6 +42,18 @@ def test_run_argv_is_host_network_hardened_and_names_its_instance(swap):
         assert part in joined
     assert argv[-1] == "deploykit/demo-app:1.2.0"
     assert "SECRET" not in joined  # secrets only through the env file
+    assert "--memory" not in joined and "--volume" not in joined
+
+
+def test_limits_and_mounts_reach_docker_run_and_the_spec_hash_only_when_set(swap):
+    limited = params(limits={"memory": "1g", "cpus": "", "pids": 512}, volumes=["/var/lib/x:/data"])
+    joined = " ".join(swap.docker_run_argv(limited, "n", "abcdef123456"))
+    assert "--memory 1g" in joined and "--pids-limit 512" in joined and "--cpus" not in joined
+    assert "--volume /var/lib/x:/data" in joined
+    # a container made before these options existed keeps its hash (no swap for nothing after an upgrade)
+    assert swap.spec_hash(params(), "sha256:a") == swap.spec_hash(
+        {k: v for k, v in params().items() if k not in ("limits", "volumes")}, "sha256:a")
+    assert swap.spec_hash(limited, "sha256:a") != swap.spec_hash(params(), "sha256:a")
 
 
 def test_spec_hash_changes_with_image_and_settings_only(swap):

@@ -36,6 +36,7 @@ def test_container_is_hardened(host):
     assert info["HostConfig"]["CapDrop"] == ["ALL"]
     assert "no-new-privileges:true" in info["HostConfig"]["SecurityOpt"]
     assert info["HostConfig"]["RestartPolicy"]["Name"] == "unless-stopped"
+    assert (info["HostConfig"]["Memory"], info["HostConfig"]["PidsLimit"]) == (1024 ** 3, 1024)  # the role's limits
 
 
 def test_pid_1_is_the_server(host):
