@@ -519,8 +519,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="deploykit: %(message)s", stream=sys.stderr)
     logging.getLogger("docker").setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.WARNING)
+    project = Project.locate()
+    project.state_dir.mkdir(parents=True, exist_ok=True)
+    project.state_dir.chmod(0o700)  # keys, the audit log, runner folders: this user's only
     try:
-        return HANDLERS[args.command](args, Project.locate())
+        return HANDLERS[args.command](args, project)
     except DeployError as exc:
         print(f"deploy: error: {exc}", file=sys.stderr)
         return 2
