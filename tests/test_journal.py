@@ -128,26 +128,40 @@ def test_the_audit_log_is_private_and_keeps_no_module_invocation(project):
     assert path.parent.stat().st_mode & 0o777 == 0o700
 
 
-@pytest.mark.parametrize("fails_at, result, error", [
-    ("playbook", "interrupted", "KeyboardInterrupt"),  # Ctrl-C mid-swap: the line still says so
-    ("smoke", "ok", "RuntimeError: wrk vanished"),  # swapped, then the smoke run failed: live, and said
-])
-def test_every_deploy_leaves_an_audit_line_whatever_stops_it(tmp_path, monkeypatch, fails_at, result, error):
+@pytest.fixture
+def flow_project(tmp_path, monkeypatch):
+    """A project for run_deploy with everything before the playbook stubbed (the inventory's web hosts, the
+    image): the tests replace run_playbook."""
     import shutil
 
     from conftest import ROOT
     from deploy_tool import flow
-    from deploy_tool.bench import BenchLoad
-    from deploy_tool.deploy import DeployRequest
-    from deploy_tool.playbook import PlaybookRun, RunOutcome
+    from deploy_tool.playbook import PlaybookRun
 
     (tmp_path / "apps").mkdir()
     shutil.copy(ROOT / "apps" / "variants.yml", tmp_path / "apps" / "variants.yml")
     (tmp_path / "inv").mkdir()
-    project = Project(tmp_path)
-    request = DeployRequest(inventory=tmp_path / "inv", version="1.2.0")
     monkeypatch.setattr(flow, "web_addresses", lambda inventory, limit: {"web-1": "127.0.0.1"})
     monkeypatch.setattr(flow, "prepare", lambda *args: PlaybookRun("deploy.yml", tmp_path / "inv"))
+    return Project(tmp_path)
+
+
+def last_audit_line(project):
+    return json.loads((project.state_dir / "audit.log").read_text().splitlines()[-1])
+
+
+@pytest.mark.parametrize("fails_at, result, error", [
+    ("playbook", "interrupted", "KeyboardInterrupt"),  # Ctrl-C mid-swap: the line still says so
+    ("smoke", "ok", "RuntimeError: wrk vanished"),  # swapped, then the smoke run failed: live, and said
+])
+def test_every_deploy_leaves_an_audit_line_whatever_stops_it(flow_project, monkeypatch, fails_at, result, error):
+    from deploy_tool import flow
+    from deploy_tool.bench import BenchLoad
+    from deploy_tool.deploy import DeployRequest
+    from deploy_tool.playbook import RunOutcome
+
+    project = flow_project
+    request = DeployRequest(inventory=project.root / "inv", version="1.2.0")
 
     def playbook(*args):
         if fails_at == "playbook":
@@ -161,25 +175,17 @@ def test_every_deploy_leaves_an_audit_line_whatever_stops_it(tmp_path, monkeypat
     monkeypatch.setattr(flow, "measure", measure)
     with pytest.raises((KeyboardInterrupt, RuntimeError)):
         flow.run_deploy(request, flow.Checks(smoke=BenchLoad(), report=False), project, lambda line: None)
-    entry = json.loads((project.state_dir / "audit.log").read_text().splitlines()[-1])
+    entry = last_audit_line(project)
     assert (entry["version"], entry["result"], entry["error"]) == ("1.2.0", result, error)
     assert ("hosts" in entry) == (fails_at == "smoke")
 
 
-def test_a_release_swapped_in_whose_check_through_nginx_fails_is_said_to_be_live(tmp_path, monkeypatch):
-    import shutil
-
-    from conftest import ROOT
+def test_a_release_swapped_in_whose_check_through_nginx_fails_is_said_to_be_live(flow_project, monkeypatch):
     from deploy_tool import flow
     from deploy_tool.deploy import DeployRequest
-    from deploy_tool.playbook import HostFailure, PlaybookFailed, PlaybookRun, RunOutcome
+    from deploy_tool.playbook import HostFailure, PlaybookFailed, RunOutcome
 
-    (tmp_path / "apps").mkdir()
-    shutil.copy(ROOT / "apps" / "variants.yml", tmp_path / "apps" / "variants.yml")
-    (tmp_path / "inv").mkdir()
-    project = Project(tmp_path)
-    monkeypatch.setattr(flow, "web_addresses", lambda inventory, limit: {"web-1": "127.0.0.1"})
-    monkeypatch.setattr(flow, "prepare", lambda *args: PlaybookRun("deploy.yml", tmp_path / "inv"))
+    project = flow_project
 
     def playbook(*args):
         failure = HostFailure("web-1", flow.LAST_CHECK, "header X-Deploykit-Release is '1.1.9', expected '1.2.0'")
@@ -188,9 +194,9 @@ def test_a_release_swapped_in_whose_check_through_nginx_fails_is_said_to_be_live
 
     monkeypatch.setattr(flow, "run_playbook", playbook)
     with pytest.raises(PlaybookFailed) as failed:
-        flow.run_deploy(DeployRequest(inventory=tmp_path / "inv", version="1.2.0"), flow.Checks(smoke=None,
+        flow.run_deploy(DeployRequest(inventory=project.root / "inv", version="1.2.0"), flow.Checks(smoke=None,
                         report=False), project, lambda line: None)
     assert "release 1.2.0 is LIVE on web-1" in str(failed.value)
     assert "`deploy rollback` returns those hosts" in str(failed.value)
-    entry = json.loads((project.state_dir / "audit.log").read_text().splitlines()[-1])
+    entry = last_audit_line(project)
     assert (entry["result"], entry["live_hosts"]) == ("failed", ["web-1"])
