@@ -7,6 +7,7 @@ that what detect() read from the files (without importing them) is what a WSGI s
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -169,7 +170,8 @@ def test_django_without_wsgi_application_uses_the_wsgi_py_beside_the_settings(tm
 def test_django_settings_wsgi_application_is_followed(tmp_path: Path) -> None:
     project = startproject("mysite", tmp_path / "site")
     settings = project / "mysite" / "settings.py"
-    settings.write_text(settings.read_text().replace("'mysite.wsgi.application'", '"mysite.serve.app"'))
+    # startproject quotes with ' or, when black is on PATH (Django formats what it generates), with "
+    settings.write_text(re.sub(r"""(['"])mysite\.wsgi\.application\1""", '"mysite.serve.app"', settings.read_text()))
     assert detect(project).wsgi == "mysite.serve:app"
 
 
@@ -177,6 +179,7 @@ def test_django_manage_py_with_double_quotes(tmp_path: Path) -> None:
     project = startproject("mysite", tmp_path / "site")
     manage = project / "manage.py"
     manage.write_text(manage.read_text().replace("'mysite.settings'", '"mysite.settings"'))
+    assert "'mysite.settings'" not in manage.read_text()
     assert detect(project).django_settings == "mysite.settings"
 
 

@@ -57,7 +57,8 @@ def django_project(root: Path) -> Path:
     run(str(VENV_BIN / "django-admin"), "startproject", "mysite", ".", cwd=site)
     run(sys.executable, "manage.py", "startapp", "polls", cwd=site)
     settings = site / "mysite" / "settings.py"
-    edit(settings, r"SECRET_KEY = '[^']*'", 'SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]', regex=True)
+    # startproject quotes with ' or, when black is on PATH (Django formats what it generates), with "
+    edit(settings, r"""SECRET_KEY = (['"]).*?\1\n""", 'SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]\n', regex=True)
     edit(settings, "DEBUG = True", 'DEBUG = os.environ.get("DJANGO_DEBUG") == "1"')
     edit(settings, "ALLOWED_HOSTS = []", 'ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost").split(",")')
     edit(settings, r"DATABASES = \{.*?\n\}\n", 'DATABASES = {"default": dj_database_url.config(conn_max_age=60)}\n',
