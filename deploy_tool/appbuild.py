@@ -127,10 +127,10 @@ class AppBuilder:
             log.info("release %s exists: kept as built (use --rebuild to replace it)", tag)
             return tag
         suite = PYTHONS[self.python]
-        ImageBuilder(self.project, self.client).ensure_base_image(suite)
         with tempfile.TemporaryDirectory(prefix="deploykit-build-") as tmp:
             context = Path(tmp)
-            self.assemble(context)
+            self.assemble(context)  # first: requirements that cannot be resolved fail before any image work
+            ImageBuilder(self.project, self.client).ensure_base_image(suite)
             log.info("building %s on Debian %s (Python %s), no network inside the build", tag, suite, self.python)
             try:
                 self.client.images.build(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -189,3 +190,24 @@ def test_a_deploy_of_an_app_is_refused_before_any_host_with_what_it_lacks(django
     secrets.rename(django_site / "secrets.yml")
     with pytest.raises(DeployError, match="its vault password is needed"):
         DeployRequest(inventory=inventory, version="1.0.0", variant="uwsgi", spec=spec).validate(Project(ROOT))
+
+
+def test_requirements_that_cannot_be_resolved_fail_the_build_naming_them(django_site, tmp_path):
+    """Before any image is built: pip's own words, for the base's Python."""
+    from deploy_tool.appbuild import AppBuilder
+    from deploy_tool.project import Project
+
+    (django_site / "requirements.txt").write_text("Django==5.2.19\nno-such-package-deploykit-test==1.0\n")
+    init(django_site)
+    project = Project(tmp_path / "tool")
+    (project.root / "apps" / "requirements").mkdir(parents=True)
+    for name in ("requirements/servers.txt", "launcher", "variants.yml", "app.Dockerfile"):
+        source, target = ROOT / "apps" / name, project.root / "apps" / name
+        if source.is_dir():
+            shutil.copytree(source, target)
+        else:
+            shutil.copy(source, target)
+    builder = AppBuilder(project, client=None, spec=appspec.load(django_site))  # no Docker engine is asked
+    (tmp_path / "context").mkdir()
+    with pytest.raises(DeployError, match="(?s)cannot be resolved for Python 3.13:.*no-such-package-deploykit-test"):
+        builder.assemble(tmp_path / "context")
