@@ -320,6 +320,13 @@ class SwapError(Exception):
         self.details = details
 
 
+def last_words(logs, lines=3):
+    """The end of a container's log, for an error message: its last non-empty lines (the launcher's and the
+    app's own reason, such as the status its health path gave), or nothing."""
+    said = [line.strip() for line in (logs or "").splitlines() if line.strip()][-lines:]
+    return ("; its last words: " + " | ".join(said))[:800] if said else ""
+
+
 def in_containers(pid, container_ids):
     """Whether process `pid` runs in one of the containers (by its cgroup)."""
     try:
@@ -840,7 +847,9 @@ class Swapper(object):
             except (OSError, ProbeError) as exc:
                 streak, last = 0, "%s: %s" % (type(exc).__name__, exc)
             if not self.running(name):
-                raise SwapError("the new container %s exited before it was healthy" % name, logs=self.logs(name))
+                logs = self.logs(name)
+                raise SwapError("the new container %s exited before it was healthy%s" % (name, last_words(logs)),
+                                logs=logs)
             time.sleep(h["interval"])
         raise SwapError("the new container %s did not pass its health gate within %ss (last: %s)"
                         % (name, h["timeout"], last), logs=self.logs(name), health_attempts=attempts)

@@ -127,8 +127,8 @@ def test_a_recreate_whose_new_release_fails_starts_the_old_container_again(fleet
                     check=False)
     assert result.returncode == 2, (result.stdout + result.stderr)[-2000:]
     for host in fleet.hosts:
-        assert re.search(rf"{host['name']}: .*exited before it was healthy; the old container \S+ was started "
-                         r"again and serves", result.stderr), result.stderr[-3000:]
+        assert re.search(rf"{host['name']}: .*exited before it was healthy(; its last words: .*)?; the old container "
+                         r"\S+ was started again and serves", result.stderr), result.stderr[-3000:]
     assert serving(fleet) == [(test_release, "gunicorn-gthread")] * len(fleet.hosts)
 
 

@@ -236,3 +236,14 @@ def test_an_old_container_that_lingers_after_its_drain_is_killed_only_once_its_l
     finally:
         child.kill()
         child.wait()
+
+
+def test_an_error_ends_with_the_containers_last_words(swap):
+    logs = ("Traceback (most recent call last):\n  ...\n"
+            "deploykit_serve.UnhealthyApp: GET /no-such-page (Host notes.lab) answered 404 NOT FOUND: <!doctype html>\n"
+            "\n"
+            "deploykit-serve: the app app cannot be loaded or is not healthy: not binding 8000\n")
+    said = swap.last_words(logs)
+    assert said.startswith("; its last words: ")
+    assert "answered 404 NOT FOUND" in said and said.endswith("not binding 8000")
+    assert swap.last_words("") == ""

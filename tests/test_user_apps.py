@@ -304,3 +304,36 @@ def test_a_flask_factory_app_keeps_its_data_across_deploys_and_swaps_under_load(
     status, headers, body = page(host, "/", "notes.lab")
     assert status == 200 and "kept across deploys" in body
     assert headers["X-Deploykit-Release"] == "1.0.1"
+
+
+def test_an_app_that_does_not_import_fails_its_build_with_its_own_error(tmp_path, docker_client):
+    """The build imports the app as the servers will: a module missing from the requirements fails the build
+    with the app's own traceback, and no image is made."""
+    app = flask_project(tmp_path)
+    init_py = app / "flaskr" / "__init__.py"
+    init_py.write_text("import markdown_it_not_installed\n" + init_py.read_text())
+    deploy("init", "--python", "3.11", "--name", "broken-notes", cwd=app)
+    result = deploy("build", "--version", "1.0.0", cwd=app, check=False)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "ModuleNotFoundError: No module named 'markdown_it_not_installed'" in result.stderr, result.stderr[-3000:]
+    assert "cannot be loaded as the servers would load it" in result.stderr
+    assert not docker_client.images.list(name="deploykit/broken-notes")
+
+
+def test_a_health_path_that_never_answers_2xx_fails_the_gate_naming_the_status(apps, built, provisioned_fleet):
+    """The old release keeps serving; the deploy names the status the app gave."""
+    fleet = provisioned_fleet[0]
+    spec = apps["flask"] / "deploykit.yml"
+    spec.write_text(spec.read_text().replace("health_path: /healthz", "health_path: /no-such-page")
+                    .replace("health_timeout: 60", "health_timeout: 10"))
+    try:
+        result = deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--vault-password-file", str(built["flask"]),
+                        "--version", "1.0.0", cwd=apps["flask"], check=False)
+    finally:
+        spec.write_text(spec.read_text().replace("health_path: /no-such-page", "health_path: /healthz"))
+    assert result.returncode == 2, result.stdout[-2000:]
+    # the launcher asks the app for its health before it binds: the container ends, saying what it was answered
+    assert re.search(r"exited before it was healthy; its last words: .*answered 404", result.stderr), \
+        result.stderr[-3000:]
+    status, headers, _ = page(fleet.hosts[0], "/healthz", "notes.lab")
+    assert status == 200 and headers["X-Deploykit-Release"] == "1.0.1"  # the old one serves on
