@@ -63,6 +63,7 @@ class PlaybookRun:
             },
             "rotate_artifacts": 20,
             "quiet": True,
+            "suppress_env_files": True,  # nothing of a run is written for the next one to read (see run_playbook)
             "timeout": self.timeout,
         }
         if self.limit:
@@ -172,6 +173,11 @@ def run_playbook(run: PlaybookRun, project: Project, emit: ProgressCallback) -> 
                           hint="for the lab fleet run `deploy lab up --hosts 3` first")
     printer = ProgressPrinter(emit)
     run.private_data_dir(project).mkdir(parents=True, exist_ok=True)
+    # ansible-runner reads env/extravars and env/cmdline whenever they exist, from whichever run wrote them: a
+    # provision after a deploy ran with that deploy's variables and its vault password file, and a run after
+    # `provision --check` in check mode. Each run passes all of its own; none is left for another.
+    for name in ("extravars", "cmdline", "envvars", "passwords", "settings", "ssh_key"):
+        (run.private_data_dir(project) / "env" / name).unlink(missing_ok=True)
     result = ansible_runner.run(event_handler=printer, **run.runner_kwargs(project))
     outcome = RunOutcome(status=result.status, rc=result.rc, stats=result.stats or {}, failures=printer.failures,
                          results=printer.results)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,30 @@ def test_the_swap_window_load_ends_with_the_deploy_that_started_it(tmp_path):
     else:
         os.kill(child, signal.SIGKILL)
         raise AssertionError("the load client outlived its parent by 15 s")
+
+
+def test_a_playbook_run_gets_nothing_of_the_run_before(tmp_path):
+    """ansible-runner keeps env/extravars and env/cmdline in its folder and reads them in every later run:
+    a provision after a deploy got the deploy's variables and vault password file, and a run after a --check
+    one ran in check mode. Real runs of a playbook on this machine (local connection)."""
+    from deploy_tool.playbook import run_playbook
+
+    project = Project(tmp_path)
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "playbooks" / "show.yml").write_text(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - name: Say what this run got\n"
+        "      ansible.builtin.debug:\n"
+        "        msg: \"x={{ x | default('none') }} check={{ ansible_check_mode }}\"\n")
+    (tmp_path / "ansible.cfg").write_text("[defaults]\n")
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text("all:\n  hosts:\n    here: {ansible_connection: local, "
+                         f"ansible_python_interpreter: {sys.executable}}}\n")
+
+    def said(run: PlaybookRun) -> str:
+        outcome = run_playbook(run, project, lambda line: None)
+        stdout = (tmp_path / ".deploykit" / "runner").rglob("stdout")
+        return max(stdout, key=lambda path: path.stat().st_mtime).read_text() + str(outcome.rc)
+
+    assert "x=first check=True" in said(PlaybookRun("show.yml", inventory, extravars={"x": "first"}, check=True))
+    assert "x=none check=False" in said(PlaybookRun("show.yml", inventory))
