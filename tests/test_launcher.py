@@ -229,6 +229,15 @@ def test_the_launcher_asks_the_app_for_its_health_before_binding():
     with pytest.raises(deploykit_serve.UnhealthyApp, match="503 Service Unavailable: database down"):
         deploykit_serve.check_health(app, "/ready", "demo.lab")
 
+    def html_404(environ, start_response):
+        start_response("404 NOT FOUND", [("Content-Type", "text/html")])
+        return [b"<!doctype html>\n<title>404 Not Found</title>\n<h1>Not Found</h1>\n"]
+
+    with pytest.raises(deploykit_serve.UnhealthyApp) as unhealthy:  # one line, for the swap's error to quote
+        deploykit_serve.check_health(html_404, "/health", "demo.lab")
+    assert str(unhealthy.value) == ("GET /health (Host demo.lab) answered 404 NOT FOUND: <!doctype html> "
+                                    "<title>404 Not Found</title> <h1>Not Found</h1>")
+
 
 def test_greenlet_workers_find_their_own_module():
     s = Settings(variant="gunicorn-gevent")

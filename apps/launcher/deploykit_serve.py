@@ -214,7 +214,8 @@ def check_health(application: Any, path: str, host: str) -> None:
         if hasattr(body, "close"):
             body.close()
     if not answer.get("status", "").startswith("2"):
-        raise UnhealthyApp(f"GET {path} (Host {host}) answered {answer.get('status')}: {text}")
+        # one line: the swap's error quotes the last lines of the container's log
+        raise UnhealthyApp(f"GET {path} (Host {host}) answered {answer.get('status')}: {' '.join(text.split())}")
 
 
 def bind_reuseport(bind: str, port: int, backlog: int) -> socket.socket:
