@@ -323,12 +323,13 @@ def test_an_app_that_does_not_import_fails_its_build_with_its_own_error(tmp_path
 def test_a_health_path_that_never_answers_2xx_fails_the_gate_naming_the_status(apps, built, provisioned_fleet):
     """The old release keeps serving; the deploy names the status the app gave."""
     fleet = provisioned_fleet[0]
+    inventory = ("-i", str(fleet.inventory), "--vault-password-file", str(built["flask"]))
+    deploy(*NO_CHECKS, *inventory, "--version", "1.0.1", "--strategy", "recreate", cwd=apps["flask"])  # as before
     spec = apps["flask"] / "deploykit.yml"
     spec.write_text(spec.read_text().replace("health_path: /healthz", "health_path: /no-such-page")
                     .replace("health_timeout: 60", "health_timeout: 10"))
     try:
-        result = deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--vault-password-file", str(built["flask"]),
-                        "--version", "1.0.0", cwd=apps["flask"], check=False)
+        result = deploy(*NO_CHECKS, *inventory, "--version", "1.0.0", cwd=apps["flask"], check=False)
     finally:
         spec.write_text(spec.read_text().replace("health_path: /no-such-page", "health_path: /healthz"))
     assert result.returncode == 2, result.stdout[-2000:]
