@@ -45,10 +45,6 @@ def platforms(python: str, machine: str) -> list[str]:
     return tags + [f"{legacy}_{machine}" for legacy in ("manylinux2014", "manylinux2010", "manylinux1")]
 
 
-def repository(spec: AppSpec) -> str:
-    return f"deploykit/{spec.name}"
-
-
 def app_requirements(spec: AppSpec) -> str:
     """The app's requirements as a requirements file's text: requirements.txt as it is, or the
     [project] dependencies of pyproject.toml."""
@@ -109,7 +105,7 @@ class AppBuilder:
 
     @property
     def releases(self) -> ReleaseBuilder:
-        return ReleaseBuilder(self.project, self.client, repository(self.spec))
+        return ReleaseBuilder(self.project, self.client, self.spec.image_repository)
 
     @property
     def python(self) -> str:

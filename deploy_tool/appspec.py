@@ -96,6 +96,11 @@ class AppSpec:
         return str(self["app.name"])
 
     @property
+    def image_repository(self) -> str:
+        """Where `deploy build` puts the app's releases: deploykit/NAME:VERSION."""
+        return f"deploykit/{self.name}"
+
+    @property
     def secrets_path(self) -> Path:
         return self.directory / str(self["runtime.secrets_file"])
 

@@ -42,7 +42,7 @@ class DeployRequest:
 
     @property
     def repository(self) -> str:
-        return f"deploykit/{self.spec.name}" if self.spec else APP_IMAGE_REPO
+        return self.spec.image_repository if self.spec else APP_IMAGE_REPO
 
     def validate(self, project: Project) -> None:
         validate_version(self.version)
@@ -93,7 +93,7 @@ def app_extravars(spec: AppSpec) -> dict[str, Any]:
     """The app role's variables for an app of the user's, from its deploykit.yml (the request's own options,
     --variant and the like, are set apart and win)."""
     names = spec["server.names"] or [f"{spec.name}.lab", "localhost", "127.0.0.1"]
-    return {"app_image_repository": f"deploykit/{spec.name}", "app_server_names": names,
+    return {"app_image_repository": spec.image_repository, "app_server_names": names,
             "app_health_path": spec["server.health_path"], "app_extra_env": spec["runtime.env"],
             "app_database": spec["runtime.database"], "app_release_command": spec["runtime.release_command"],
             "app_data_dir": spec["runtime.data_dir"], "app_static_files": True, "app_run_migrations": False}
