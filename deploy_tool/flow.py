@@ -108,12 +108,14 @@ def swap_and_check(run: PlaybookRun, report: DeployReport, record: dict[str, Any
     """The before_swap hook, the deploy playbook (with the swap-window load), the smoke benchmark and the report.
     `record` (the audit line) says what is known as soon as it is known: failed with the failed hosts, or ok
     with every host's swap once the playbook is done (then the release is live, whatever comes after)."""
-    watch = None
-    if checks.report:
-        watch = SwapWatch(addresses)
-        watch.start()
     run_hook(request.spec, "before_swap", emit, action=record["action"], version=request.version,
              inventory=str(request.inventory))
+    watch = None
+    if checks.report:  # an app of the user's is loaded on its health path, with its own host name
+        names = app_extravars(request.spec) if request.spec else {}
+        watch = SwapWatch(addresses, **({"host_header": names["app_server_names"][0],
+                                          "path": names["app_health_path"]} if names else {}))
+        watch.start()
     try:
         outcome = run_playbook(run, project, emit)
     except PlaybookFailed as exc:
