@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -196,3 +197,26 @@ def test_a_playbook_run_gets_nothing_of_the_run_before(tmp_path):
 
     assert "x=first check=True" in said(PlaybookRun("show.yml", inventory, extravars={"x": "first"}, check=True))
     assert "x=none check=False" in said(PlaybookRun("show.yml", inventory))
+
+
+def test_lab_fleets_started_at_once_share_one_key_pair_and_one_secrets_file(tmp_path):
+    """The suite starts its molecule scenarios' fleets in parallel: each `deploy lab up` must find or make the
+    same key pair and lab secrets (ssh-keygen once asked "Overwrite (y/n)?" of the second and failed)."""
+    script = (
+        "import sys; from pathlib import Path\n"
+        "from deploy_tool.lab import LabFleet; from deploy_tool.project import Project\n"
+        "fleet = LabFleet(Project(Path(sys.argv[1])), client=None, fleet=sys.argv[2])\n"
+        "fleet._ensure_ssh_key(); fleet._ensure_secrets()\n"
+    )
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), f"f{n}"], stderr=subprocess.PIPE,
+                             text=True, cwd=Path(__file__).resolve().parent.parent) for n in range(8)]
+    errors = [run.communicate(timeout=60)[1] for run in runs]
+    assert [run.returncode for run in runs] == [0] * 8, errors
+    key = tmp_path / ".deploykit" / "ssh" / "id_ed25519"
+    derived = subprocess.run(["ssh-keygen", "-y", "-f", str(key)], capture_output=True, text=True, check=True)
+    assert derived.stdout.split()[:2] == key.with_suffix(".pub").read_text().split()[:2]
+    assert oct(key.stat().st_mode & 0o777) == "0o600"
+    secrets = tmp_path / "inventories" / "lab" / "group_vars" / "all" / "secrets.yml"
+    assert "app_secret_key" in secrets.read_text() and oct(secrets.stat().st_mode & 0o777) == "0o600"
+    assert sorted(p.name for p in key.parent.iterdir()) == [".keygen.lock", "id_ed25519", "id_ed25519.pub"]
+    assert [p.name for p in secrets.parent.iterdir()] == ["secrets.yml"]
