@@ -1,7 +1,8 @@
 # An app's release image, built by `deploy build` from the app's deploykit.yml (deploy_tool/appbuild.py), with
 # no network inside: the app's requirements and the servers come from wheels made on the controller for the
 # base's Python. Context: a folder deploy build assembles: app/ (the app's files), wheels/, requirements/
-# (app.txt, servers.txt), deploykit/ (the launcher, variants.yml, build.json).
+# (app.txt, servers.txt; eventlet.txt, empty unless build.eventlet), deploykit/ (the launcher, variants.yml,
+# build.json). `deploy build --env NAME=VALUE` appends ENV lines at the end, after the build's checks.
 ARG BASE_IMAGE
 
 FROM ${BASE_IMAGE} AS build
@@ -9,11 +10,16 @@ COPY wheels /wheels
 COPY requirements /requirements
 RUN python3 -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-index --find-links /wheels --no-cache-dir -q \
-      -r /requirements/servers.txt -r /requirements/app.txt
+      -r /requirements/servers.txt -r /requirements/app.txt \
+ && if [ -s /requirements/eventlet.txt ]; then \
+      python3 -m venv /opt/venv-eventlet \
+      && /opt/venv-eventlet/bin/pip install --no-index --find-links /wheels --no-cache-dir -q \
+           -r /requirements/eventlet.txt -r /requirements/app.txt; \
+    fi
 
 FROM ${BASE_IMAGE}
 RUN groupadd --system --gid 10001 app && useradd --system --uid 10001 --gid app --no-create-home app
-COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/ /opt/
 COPY deploykit /opt/deploykit
 COPY app /opt/app
 ARG WSGI

@@ -27,7 +27,7 @@ import docker
 import docker.errors
 
 from deploy_tool import external
-from deploy_tool.appspec import FILE_NAME, PYTHONS, AppSpec
+from deploy_tool.appspec import ENV_NAME, FILE_NAME, PYTHONS, AppSpec
 from deploy_tool.build import ReleaseBuilder, validate_version
 from deploy_tool.errors import DeployError
 from deploy_tool.images import ImageBuilder, base_image
@@ -69,6 +69,29 @@ def pip_download_command(python: str, wheelhouse: Path, requirements: list[Path]
     for path in requirements:
         command += ["-r", str(path)]
     return command
+
+
+def parse_env(pairs: list[str]) -> dict[str, str]:
+    """NAME=VALUE pairs of `deploy build --env`, checked: a variable name, a value on one line."""
+    env: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not ENV_NAME.fullmatch(name):
+            raise DeployError(f"--env {pair!r} must be NAME=VALUE, NAME an environment variable name",
+                              hint="e.g. --env FEATURE_X=1 (repeat --env for more)")
+        if "\n" in value or "\r" in value or "\0" in value:
+            raise DeployError(f"--env {name}: the value must be one line")
+        env[name] = value
+    return env
+
+
+def env_lines(env: dict[str, str]) -> str:
+    """Dockerfile ENV lines, each value double-quoted with its backslashes, quotes and dollars escaped (the
+    Dockerfile would otherwise expand $NAME in it)."""
+    def quoted(value: str) -> str:
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$") + '"'
+
+    return "".join(f"ENV {name}={quoted(value)}\n" for name, value in env.items())
 
 
 def link_or_copy(source: str, target: str) -> None:
@@ -115,8 +138,10 @@ class AppBuilder:
     def wheelhouse(self) -> Path:
         return self.project.cache_dir / "wheelhouse" / f"py{self.python}"
 
-    def build(self, version: str, rebuild: bool = False) -> str:
-        """Build NAME:VERSION; a release that exists is kept as it is unless rebuild is set."""
+    def build(self, version: str, rebuild: bool = False, env: dict[str, str] | None = None) -> str:
+        """Build NAME:VERSION; a release that exists is kept as it is unless rebuild is set. `env` is baked into
+        the image as its environment (after the build's checks, which see build.env only): a feature flag, or a
+        fault of a test release."""
         releases = self.releases
         tag = releases.image(validate_version(version))
         if releases.image_id(version) and not rebuild:
@@ -125,7 +150,7 @@ class AppBuilder:
         suite = PYTHONS[self.python]
         with tempfile.TemporaryDirectory(prefix="deploykit-build-") as tmp:
             context = Path(tmp)
-            self.assemble(context)  # first: requirements that cannot be resolved fail before any image work
+            self.assemble(context, env)  # first: requirements that cannot be resolved fail before image work
             ImageBuilder(self.project, self.client).ensure_base_image(suite)
             log.info("building %s on Debian %s (Python %s), no network inside the build", tag, suite, self.python)
             try:
@@ -140,13 +165,19 @@ class AppBuilder:
                                        "for the build's import check") from exc
         return tag
 
-    def assemble(self, context: Path) -> None:
+    def assemble(self, context: Path, env: dict[str, str] | None = None) -> None:
         """The build context: app/, wheels/, requirements/, deploykit/ and the Dockerfile."""
         requirements = context / "requirements"
         requirements.mkdir()
-        shutil.copy(self.project.root / "apps" / "requirements" / "servers.txt", requirements / "servers.txt")
+        servers = self.project.root / "apps" / "requirements"
+        shutil.copy(servers / "servers.txt", requirements / "servers.txt")
         (requirements / "app.txt").write_text(app_requirements(self.spec), encoding="utf-8")
         self.ensure_wheels([requirements / "servers.txt", requirements / "app.txt"])
+        eventlet = requirements / "eventlet.txt"  # empty: the image has no eventlet venv
+        eventlet.write_text(servers.joinpath("eventlet.txt").read_text(encoding="utf-8")
+                            if self.spec["build.eventlet"] else "", encoding="utf-8")
+        if self.spec["build.eventlet"]:  # a resolution of its own: its gunicorn is older than servers.txt's
+            self.ensure_wheels([eventlet, requirements / "app.txt"])
         shutil.copytree(self.wheelhouse, context / "wheels", copy_function=link_or_copy)
         copy_app(self.spec, context / "app")
         shutil.copytree(self.project.root / "apps" / "launcher", context / "deploykit",
@@ -155,7 +186,8 @@ class AppBuilder:
         (context / "deploykit" / "build.json").write_text(json.dumps({
             "framework": self.spec["app.framework"], "collectstatic": self.spec["build.collectstatic"],
             "env": self.spec["build.env"]}), encoding="utf-8")
-        shutil.copy(self.project.root / "apps" / "app.Dockerfile", context / "Dockerfile")
+        dockerfile = (self.project.root / "apps" / "app.Dockerfile").read_text(encoding="utf-8")
+        (context / "Dockerfile").write_text(dockerfile + env_lines(env or {}), encoding="utf-8")
 
     def ensure_wheels(self, requirements: list[Path]) -> None:
         """Wheels of every requirement for the base's Python in the wheelhouse, unless done for this content."""

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import re
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,8 +56,11 @@ SCHEMA: tuple[Key, ...] = (
     Key("build", "env", dict, {}, "environment of the build's checks only (the import, collectstatic), e.g. a "
         "throwaway secret key; never secrets"),
     Key("build", "collectstatic", bool, True, "Django: run `manage.py collectstatic` in the build (STATIC_ROOT set)"),
+    Key("build", "eventlet", bool, False, "also install gunicorn 25 with eventlet in a venv of its own, which the "
+        "gunicorn-eventlet variant needs (gunicorn 26 dropped eventlet workers)"),
     Key("server", "variant", str, "gunicorn-gthread", "the server (docs/serving.md): uwsgi, uwsgi-http, gunicorn-sync, "
-        "gunicorn-gthread, gunicorn-gevent, gunicorn-tornado, flup-prefork, flup-threaded"),
+        "gunicorn-gthread, gunicorn-gevent, gunicorn-tornado, flup-prefork, flup-threaded; gunicorn-eventlet with "
+        "build.eventlet"),
     Key("server", "processes", int, 4, "server processes (workers)"),
     Key("server", "threads", int, 1, "threads per process, for variants with threads"),
     Key("server", "names", list, [], "host names: nginx's server_name (the first) and Django's ALLOWED_HOSTS"),
@@ -169,7 +173,7 @@ def _value(path: Path, key: Key, node: yaml.Node) -> Any:
         raise _fail(path, node, f"{key.section}.{key.name} must be {_kinds[key.kind]}, not {value!r}")
     if key.choices and value not in key.choices:
         raise _fail(path, node, f"{key.section}.{key.name} must be one of {', '.join(key.choices)}, not {value!r}")
-    if key.kind is dict:
+    if isinstance(value, dict):
         for env_name, env_value in value.items():
             if not isinstance(env_name, str) or not ENV_NAME.fullmatch(env_name) or isinstance(env_value, (dict, list)):
                 raise _fail(path, node, f"{key.section}.{key.name}: {env_name!r} must be an environment variable "
@@ -218,7 +222,7 @@ def render(settings: dict[str, dict[str, Any]], found: tuple[str, ...] = ()) -> 
     for section, about in SECTIONS.items():
         lines += ["", f"# {about}", f"{section}:"]
         for key in (k for k in SCHEMA if k.section == section):
-            lines.append(f"  # {key.help}")
+            lines += textwrap.wrap(key.help, width=116, initial_indent="  # ", subsequent_indent="  # ")
             value = yaml.safe_dump({key.name: settings[section][key.name]}, default_flow_style=True,
                                    width=1000, sort_keys=False).strip()
             lines.append(f"  {value[1:-1]}")

@@ -11,6 +11,7 @@ import json
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from deploy_tool.appspec import URL_PATH
@@ -182,7 +183,7 @@ def results_by_host(outcome: RunOutcome) -> dict[str, dict[str, dict[str, Any]]]
     return table
 
 
-def format_table(rows: list[tuple[str, dict[str, Any] | None]], first: str = "host") -> list[str]:
+def format_table(rows: Sequence[tuple[str, dict[str, Any] | None]], first: str = "host") -> list[str]:
     """Lines of a fixed-width table: one row per label, the COLUMNS of its result (or n/a)."""
     width = max([len(first)] + [len(label) for label, _ in rows]) + 2
     lines = [f"{first:<{width}}" + "".join(f"{c.replace('_ms', ' ms'):>11}" for c in COLUMNS)]

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,9 +44,7 @@ def build_deploy_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-i", "--inventory", default="lab", help="inventory name or path (default lab)")
     parser.add_argument("--version", required=True, help="the release to deploy (built with deploy build)")
-    parser.add_argument("--variant", help="server variant (apps/variants.yml); default: deploykit.yml's "
-                                          "server.variant, or gunicorn-sync for the example apps")
-    parser.add_argument("--app", default="django", help="example app, django or flask, when there is no deploykit.yml")
+    parser.add_argument("--variant", help="server variant (apps/variants.yml); default: deploykit.yml's server.variant")
     add_project_options(parser)
     parser.add_argument("--strategy", default="reuse-port",
                         help="reuse-port (default: new beside old on one port, zero failed requests), recreate "
@@ -54,10 +53,11 @@ def build_deploy_parser() -> argparse.ArgumentParser:
     parser.add_argument("--image-source", default="archive", choices=["archive", "registry"],
                         help="ship the image as a docker save archive (default) or through the lab registry")
     parser.add_argument("--limit", help="only these hosts (Ansible pattern)")
-    parser.add_argument("--processes", type=int, help="server processes (default: the inventory's, 4)")
-    parser.add_argument("--threads", type=int, help="threads per process, for variants with threads")
+    parser.add_argument("--processes", type=int, help="server processes (default: deploykit.yml's server.processes)")
+    parser.add_argument("--threads", type=int, help="threads per process, for variants with threads (default: "
+                                                    "server.threads)")
     parser.add_argument("--health-timeout", type=int,
-                        help="seconds a new container has to pass its health gate (default: the inventory's, 60)")
+                        help="seconds a new container has to pass its health gate (default: server.health_timeout)")
     add_rolling_options(parser)
     add_check_options(parser)
     return parser
@@ -109,7 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="deploy", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Zero-downtime deploys of Python web apps.\n\n"
-                    "The main job, from an app's directory (its deploykit.yml) or for the example apps:\n"
+                    "The main job, from an app's directory (its deploykit.yml; or --project DIR):\n"
                     "  deploy [-i lab|production|PATH] --version V [--strategy reuse-port|recreate|blue-green]\n"
                     "         [--variant V] [--batch N|P%] [--no-smoke] [--gate-threshold P] ...\n"
                     "  (all its options: deploy --version V --help)\n\n"
@@ -165,8 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="deploy each server setup in turn (recreate) and benchmark it; restore the current one")
     bench.add_argument("--variants", help="matrix entries, e.g. uwsgi,uwsgi:3x3,gunicorn-gevent (default: all, "
                                           "and uWSGI 3x3 on both protocols)")
-    bench.add_argument("--version", help="release for the matrix (default: the one deployed)")
-    bench.add_argument("--app", choices=["django", "flask"], help="app for the matrix (default: the one deployed)")
+    bench.add_argument("--version", help="release for the matrix (default: the app's deployed one)")
     bench.add_argument("--direct", action="store_true", help="also benchmark the app server directly (HTTP variants)")
     bench.add_argument("--duration", type=int, default=5, help="seconds of load per host and target (default 5)")
     bench.add_argument("--connections", type=int, default=16, help="wrk connections per host (default 16)")
@@ -177,18 +176,16 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--locust-workers", type=int, default=0,
                        help="locust distributed mode: a master and this many worker processes per host")
     bench.add_argument("--path", default="/", help="path to load (default /)")
-    bench.add_argument("--project", metavar="DIR",
-                       help="the app's directory, with its deploykit.yml: its host name is sent (default: this "
-                            "directory, when it has one)")
+    add_project_options(bench)  # its host name is sent; the matrix deploys it
     bench.add_argument("--json", action="store_true", help="print the results as JSON (progress to stderr)")
 
-    build = commands.add_parser("build", help="build a release image of the app (deploykit.yml) or of the example "
-                                              "apps (offline build)")
+    build = commands.add_parser("build", help="build a release image of the app (its deploykit.yml), offline")
     build.add_argument("--version", required=True, help="release version: the image tag")
     build.add_argument("--archive", action="store_true", help="also save it to .cache/releases/ (docker save)")
     build.add_argument("--rebuild", action="store_true", help="replace an existing release of that version")
-    build.add_argument("--delay-ms", type=int, default=0,
-                       help="example apps: bake a per-request delay into the pages (a deliberately slow release)")
+    build.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                       help="bake an environment variable into this release's image (repeatable): a feature flag, "
+                            "or a fault of a test release; the build's checks see build.env only")
     build.add_argument("--project", metavar="DIR",
                        help="the app's directory, with its deploykit.yml (default: this directory, when it has one)")
 
@@ -245,8 +242,8 @@ def cmd_registry(args: argparse.Namespace, project: Project) -> int:
         LabFleet(project, client, args.fleet).write_inventory()
         emit("lab registry removed" if removed else "no lab registry")
     else:
-        info = registry.info()
-        emit(f"lab registry {info.endpoint}, 127.0.0.1:{info.loopback_port}" if info else "no lab registry")
+        found = registry.info()
+        emit(f"lab registry {found.endpoint}, 127.0.0.1:{found.loopback_port}" if found else "no lab registry")
     return 0
 
 
@@ -259,13 +256,19 @@ def cmd_images(args: argparse.Namespace, project: Project) -> int:
 
 
 def app_spec(directory: str | None) -> Any:
-    """The app's checked deploykit.yml: in --project DIR (required there), else in this directory if it has
-    one; None for the example apps."""
-    from deploy_tool.appspec import FILE_NAME, load
+    """The app's checked deploykit.yml: in --project DIR, else in this directory."""
+    from deploy_tool.appspec import load
+
+    return load(Path(directory or ".").resolve())
+
+
+def optional_app_spec(directory: str | None) -> Any:
+    """The app's deploykit.yml when --project is given or this directory has one; else None."""
+    from deploy_tool.appspec import FILE_NAME
 
     if directory is None and not (Path.cwd() / FILE_NAME).is_file():
         return None
-    return load(Path(directory or ".").resolve())
+    return app_spec(directory)
 
 
 def cmd_init(args: argparse.Namespace, project: Project) -> int:
@@ -299,23 +302,18 @@ def vault_password_file(args: argparse.Namespace, required: bool = False) -> Pat
 
 
 def cmd_build(args: argparse.Namespace, project: Project) -> int:
-    from deploy_tool.build import ReleaseBuilder, validate_version
+    from deploy_tool.appbuild import AppBuilder, parse_env
+    from deploy_tool.build import validate_version
+    from deploy_tool.hooks import run_hook
 
     validate_version(args.version)
+    env = parse_env(args.env)
     spec = app_spec(args.project)
-    if spec is not None:
-        from deploy_tool.appbuild import AppBuilder
-        from deploy_tool.hooks import run_hook
-
-        run_hook(spec, "before_build", emit, action="build", version=args.version)
-        app = AppBuilder(project, docker_client(), spec)
-        emit(f"release image: {app.build(args.version, rebuild=args.rebuild)}")
-        builder = app.releases
-    else:
-        builder = ReleaseBuilder(project, docker_client())
-        emit(f"release image: {builder.build(args.version, delay_ms=args.delay_ms, rebuild=args.rebuild)}")
+    run_hook(spec, "before_build", emit, action="build", version=args.version)
+    app = AppBuilder(project, docker_client(), spec)
+    emit(f"release image: {app.build(args.version, rebuild=args.rebuild, env=env)}")
     if args.archive:
-        emit(f"archive: {builder.save_archive(args.version)}")
+        emit(f"archive: {app.releases.save_archive(args.version)}")
     return 0
 
 
@@ -357,17 +355,12 @@ def cmd_deploy(args: argparse.Namespace, project: Project) -> int:
     from deploy_tool.deploy import DeployRequest
 
     spec = app_spec(args.project)
-    setting = (lambda dotted: spec[dotted]) if spec else (lambda dotted: None)
-    request = DeployRequest(inventory=project.inventory_dir(args.inventory), version=args.version,
-                            variant=args.variant or setting("server.variant") or "gunicorn-sync",
-                            app=spec.name if spec else args.app, strategy=args.strategy, limit=args.limit,
+    request = DeployRequest(inventory=project.inventory_dir(args.inventory), version=args.version, spec=spec,
+                            variant=args.variant or "", strategy=args.strategy, limit=args.limit,
                             image_source=args.image_source, batch=args.batch, pause=args.pause,
-                            max_fail_percent=args.max_fail_percent,
-                            processes=args.processes or setting("server.processes"),
-                            threads=args.threads or setting("server.threads"),
-                            health_timeout=args.health_timeout or setting("server.health_timeout"), spec=spec,
-                            vault_password_file=vault_password_file(args) if spec and spec.secrets_path.exists()
-                            else None)
+                            max_fail_percent=args.max_fail_percent, processes=args.processes,
+                            threads=args.threads, health_timeout=args.health_timeout,
+                            vault_password_file=vault_password_file(args) if spec.secrets_path.exists() else None)
     return run_deploy(request, checks_of(args), project, "deploy", args.json)
 
 
@@ -376,15 +369,14 @@ def cmd_rollback(args: argparse.Namespace, project: Project) -> int:
 
     inventory = project.inventory_dir(args.inventory)
     spec = app_spec(args.project)
-    target = previous_release(project, inventory, args.to, spec.name if spec else None)
+    target = previous_release(project, inventory, args.to, spec.name)
     say = progress_sink(args.json)
     say(f"rolling back to {target['version']} ({target['variant']}, {target['app']}), "
         f"deployed {target['at']} by {target['user']}")
-    request = DeployRequest(inventory=inventory, version=target["version"], variant=target["variant"],
-                            app=target["app"], strategy="reuse-port", limit=args.limit, batch=args.batch,
-                            pause=args.pause, max_fail_percent=args.max_fail_percent, spec=spec,
-                            vault_password_file=vault_password_file(args) if spec and spec.secrets_path.exists()
-                            else None)
+    request = DeployRequest(inventory=inventory, version=target["version"], spec=spec, variant=target["variant"],
+                            strategy="reuse-port", limit=args.limit, batch=args.batch, pause=args.pause,
+                            max_fail_percent=args.max_fail_percent,
+                            vault_password_file=vault_password_file(args) if spec.secrets_path.exists() else None)
     return run_deploy(request, checks_of(args), project, "rollback", args.json)
 
 
@@ -456,7 +448,7 @@ def cmd_bench(args: argparse.Namespace, project: Project) -> int:
     load.validate()
     if not args.matrix:
         say(f"benchmark of every host ({load.label()})")
-        spec = app_spec(args.project)
+        spec = optional_app_spec(args.project)
         names = app_extravars(spec)["app_server_names"] if spec else None
         measured = measure(project, inventory, load, args.limit, direct=args.direct, emit=say, names=names)
         rows = [(f"{host} {target}", result) for host, targets in sorted(measured.items())
@@ -467,24 +459,26 @@ def cmd_bench(args: argparse.Namespace, project: Project) -> int:
             for line in format_table(rows):
                 emit(line)
         return 0
-    entries = parse_entries(project, args.variants)
-    current = current_release(project, inventory)
+    spec = app_spec(args.project)
+    entries = parse_entries(project, args.variants, eventlet=spec["build.eventlet"])
+    current = current_release(project, inventory, spec.name)
     version = args.version or (current or {}).get("version")
     if not version:
-        raise DeployError(f"nothing was deployed to {inventory} yet: the matrix needs a release",
+        raise DeployError(f"{spec.name} was not deployed to {inventory} yet: the matrix needs a release",
                           hint="name one with --version V (built with deploy build)")
-    base = DeployRequest(inventory=inventory, version=version, app=args.app or (current or {}).get("app", "django"),
-                         limit=args.limit)
-    base.validate(project)
+    secrets = vault_password_file(args) if spec.secrets_path.exists() else None
+    base = DeployRequest(inventory=inventory, version=version, spec=spec, limit=args.limit,
+                         vault_password_file=secrets)
+    for entry in entries:  # every entry is checked before the first is deployed
+        replace(base, variant=entry.variant).validate(project)
     quiet = Checks(smoke=None, report=False)
     client = docker_client()
     matrix = run_matrix(base, entries, load, project, say,
                         lambda request: flow(request, quiet, project, lambda _: None, "bench", lambda: client))
     if current:
         say(f"restoring {current['version']} ({current['variant']}, {current['app']})")
-        flow(DeployRequest(inventory=inventory, version=current["version"], variant=current["variant"],
-                           app=current["app"], strategy="recreate", limit=args.limit), quiet, project,
-             lambda _: None, "bench", lambda: client)
+        flow(replace(base, version=current["version"], variant=current["variant"], strategy="recreate"), quiet,
+             project, lambda _: None, "bench", lambda: client)
     path = save_matrix(project, inventory, matrix)
     if args.json:
         print(json.dumps(matrix, indent=2))

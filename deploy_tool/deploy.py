@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy_tool.appspec import AppSpec
-from deploy_tool.build import APP_IMAGE_REPO, ReleaseBuilder, validate_version
+from deploy_tool.build import ReleaseBuilder, validate_version
 from deploy_tool.errors import DeployError
 from deploy_tool.journal import audit_path, json_lines
 from deploy_tool.playbook import PlaybookRun
@@ -19,40 +19,50 @@ from deploy_tool.variants import validate_variant
 
 STRATEGIES = ("reuse-port", "recreate", "blue-green")
 BATCH = re.compile(r"^([1-9][0-9]*|([1-9][0-9]?|100)%)$")
-APPS = ("django", "flask")
 
 
 @dataclass(frozen=True)
 class DeployRequest:
+    """One deploy or rollback of an app (its deploykit.yml): the request's own options, else the app's settings."""
+
     inventory: Path
     version: str
-    variant: str = "gunicorn-sync"
-    app: str = "django"
+    spec: AppSpec
+    variant: str = ""  # empty: the app's server.variant
     strategy: str = "reuse-port"
     limit: str | None = None
     image_source: str = "archive"
     batch: str = "100%"
     max_fail_percent: int = 0
     pause: int = 0
-    processes: int | None = None  # server processes (workers); None: the inventory's app_server_processes
-    threads: int | None = None  # threads per process, where the variant has threads
-    health_timeout: int | None = None  # seconds a new container has to pass its gate; None: the inventory's
-    spec: AppSpec | None = None  # an app of the user's (its deploykit.yml); None: the example apps
+    processes: int | None = None  # server processes (workers); None: the app's server.processes
+    threads: int | None = None  # threads per process, where the variant has threads; None: the app's
+    health_timeout: int | None = None  # seconds a new container has to pass its gate; None: the app's
     vault_password_file: Path | None = None  # decrypts the app's secrets file
+
+    def __post_init__(self) -> None:
+        for name, dotted in (("variant", "server.variant"), ("processes", "server.processes"),
+                             ("threads", "server.threads"), ("health_timeout", "server.health_timeout")):
+            if getattr(self, name) in (None, ""):
+                object.__setattr__(self, name, self.spec[dotted])
+
+    @property
+    def app(self) -> str:
+        return self.spec.name
 
     @property
     def repository(self) -> str:
-        return self.spec.image_repository if self.spec else APP_IMAGE_REPO
+        return self.spec.image_repository
 
     def validate(self, project: Project) -> None:
         validate_version(self.version)
-        spec = validate_variant(project, self.variant)
-        if self.spec is None and self.app not in APPS:
-            raise DeployError(f"unknown app {self.app!r}", hint=f"choose one of: {', '.join(APPS)}")
-        if self.spec is not None and spec.get("venv"):
-            raise DeployError(f"variant {self.variant} runs from a venv of its own ({spec['venv']}), which only the "
-                              "example image has", hint="choose another variant (server.variant in deploykit.yml)")
-        if self.spec is not None and self.spec.secrets_path.exists():
+        variant = validate_variant(project, self.variant)
+        if variant.get("venv") and not self.spec["build.eventlet"]:
+            raise DeployError(f"variant {self.variant} runs from a venv of its own ({variant['venv']}), which "
+                              f"{self.spec.name}'s image has only when built with build.eventlet: true",
+                              hint="set build.eventlet: true in deploykit.yml and build the release again, or "
+                                   "choose another variant")
+        if self.spec.secrets_path.exists():
             if self.vault_password_file is None:
                 raise DeployError(f"{self.spec.secrets_path} holds the app's secrets: its vault password is needed",
                                   hint="give --vault-password-file FILE (or answer the prompt on a terminal)")
@@ -73,30 +83,28 @@ class DeployRequest:
                               hint="for the lab fleet run `deploy lab up --hosts 3` first")
 
     def extravars(self, archive_dir: Path, image_id: str) -> dict[str, Any]:
-        return {"app_release": self.version, "app_server_variant": self.variant, "app_name": self.app,
+        return {**app_extravars(self.spec), "app_release": self.version, "app_server_variant": self.variant,
                 "app_image_source": self.image_source, "app_image_archive_dir": str(archive_dir),
                 "app_image_id": image_id, "app_strategy": self.strategy, "deploykit_batch": self.batch,
                 "deploykit_max_fail_percentage": self.max_fail_percent, "deploykit_pause": self.pause,
-                **({"app_server_processes": self.processes} if self.processes else {}),
-                **({"app_server_threads": self.threads} if self.threads else {}),
-                **({"app_health_timeout": self.health_timeout} if self.health_timeout else {}),
-                **(app_extravars(self.spec) if self.spec else {})}
+                "app_server_processes": self.processes, "app_server_threads": self.threads,
+                "app_health_timeout": self.health_timeout}
 
     def playbook_run(self, archive_dir: Path, image_id: str) -> PlaybookRun:
-        secrets = self.spec.secrets_path if self.spec and self.spec.secrets_path.exists() else None
+        secrets = self.spec.secrets_path if self.spec.secrets_path.exists() else None
         return PlaybookRun("deploy.yml", self.inventory, extravars=self.extravars(archive_dir, image_id),
                            limit=self.limit, vars_files=(secrets,) if secrets else (),
                            vault_password_file=self.vault_password_file if secrets else None)
 
 
 def app_extravars(spec: AppSpec) -> dict[str, Any]:
-    """The app role's variables for an app of the user's, from its deploykit.yml (the request's own options,
-    --variant and the like, are set apart and win)."""
+    """The app role's variables from an app's deploykit.yml (the request's own options, --variant and the like,
+    are set apart and win)."""
     names = spec["server.names"] or [f"{spec.name}.lab", "localhost", "127.0.0.1"]
-    return {"app_image_repository": spec.image_repository, "app_server_names": names,
+    return {"app_name": spec.name, "app_image_repository": spec.image_repository, "app_server_names": names,
             "app_health_path": spec["server.health_path"], "app_extra_env": spec["runtime.env"],
             "app_database": spec["runtime.database"], "app_release_command": spec["runtime.release_command"],
-            "app_data_dir": spec["runtime.data_dir"], "app_static_files": True, "app_run_migrations": False}
+            "app_data_dir": spec["runtime.data_dir"], "app_static_files": True}
 
 
 def prepare(request: DeployRequest, project: Project, builder: ReleaseBuilder) -> PlaybookRun:
@@ -137,8 +145,8 @@ def deployed_releases(project: Project, inventory: Path, app: str | None = None)
             and all(isinstance(entry.get(name), str) for name in fields)]
 
 
-def current_release(project: Project, inventory: Path) -> dict[str, Any] | None:
-    deployed = deployed_releases(project, inventory)
+def current_release(project: Project, inventory: Path, app: str | None = None) -> dict[str, Any] | None:
+    deployed = deployed_releases(project, inventory, app)
     return deployed[-1] if deployed else None
 
 

@@ -111,10 +111,9 @@ def swap_and_check(run: PlaybookRun, report: DeployReport, record: dict[str, Any
     run_hook(request.spec, "before_swap", emit, action=record["action"], version=request.version,
              inventory=str(request.inventory))
     watch = None
-    if checks.report:  # an app of the user's is loaded on its health path, with its own host name
-        names = app_extravars(request.spec) if request.spec else {}
-        watch = SwapWatch(addresses, **({"host_header": names["app_server_names"][0],
-                                          "path": names["app_health_path"]} if names else {}))
+    if checks.report:  # the app is loaded on its health path, with its own host name
+        names = app_extravars(request.spec)
+        watch = SwapWatch(addresses, host_header=names["app_server_names"][0], path=names["app_health_path"])
         watch.start()
     try:
         outcome = run_playbook(run, project, emit)
@@ -149,7 +148,7 @@ def smoke(report: DeployReport, request: DeployRequest, checks: Checks, project:
     load = checks.smoke
     assert load is not None
     emit(f"smoke benchmark on every host ({load.label()})")
-    names = app_extravars(request.spec)["app_server_names"] if request.spec else None
+    names = app_extravars(request.spec)["app_server_names"]
     measured = measure(project, request.inventory, load, request.limit, emit=emit, names=names)
     hosts = {host: targets["nginx"] for host, targets in measured.items() if "nginx" in targets}
     record = SmokeRecord(release=request.version, variant=request.variant, app=request.app,
@@ -188,15 +187,15 @@ def gate_failed(report: DeployReport, request: DeployRequest, checks: Checks, pr
                          hint="it is still deployed (--no-gate-rollback); `deploy rollback` returns to the "
                               "previous release", report=report)
     try:  # the release that served before this one (this one is audited as regressed, not ok)
-        target = current_release(project, request.inventory)
+        target = current_release(project, request.inventory, request.app)
         if target is None or target["version"] == request.version:
-            target = previous_release(project, request.inventory)
+            target = previous_release(project, request.inventory, app=request.app)
     except DeployError as exc:
         raise GateFailed(f"release {request.version} failed its smoke benchmark:\n{detail}\nand there is no "
                          f"release to roll back to ({exc})", hint="deploy a release that passes", report=report) \
             from exc
     emit(f"release {request.version} failed its smoke benchmark; rolling back to {target['version']}")
-    rollback = replace(request, version=target["version"], variant=target["variant"], app=target["app"])
+    rollback = replace(request, version=target["version"], variant=target["variant"])
     run_deploy(rollback, Checks(smoke=checks.smoke, gate=checks.gate, report=False), project, emit, "rollback",
                docker_client, inside_lock=True)
     report.rolled_back_to = target["version"]

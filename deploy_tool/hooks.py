@@ -13,9 +13,9 @@ from deploy_tool.errors import DeployError
 TIMEOUT = 600  # seconds a hook may take
 
 
-def run_hook(spec: AppSpec | None, name: str, emit: Callable[[str], None] | None = None, **env: str) -> None:
+def run_hook(spec: AppSpec, name: str, emit: Callable[[str], None] | None = None, **env: str) -> None:
     """Run hooks.NAME (sh -c) with DEPLOYKIT_* variables telling what is going on; nothing when unset."""
-    command = spec[f"hooks.{name}"] if spec else ""
+    command = spec[f"hooks.{name}"]
     if not command:
         return
     if emit:

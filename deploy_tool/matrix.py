@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy_tool.bench import BenchLoad, format_table, measure
-from deploy_tool.deploy import DeployRequest
+from deploy_tool.deploy import DeployRequest, app_extravars
 from deploy_tool.errors import DeployError
 from deploy_tool.journal import inventory_slug
 from deploy_tool.playbook import ProgressCallback
@@ -39,10 +39,12 @@ class MatrixEntry:
         return self.variant + (f" {self.processes}x{self.threads}" if self.processes else "")
 
 
-def parse_entries(project: Project, text: str | None) -> list[MatrixEntry]:
-    """`uwsgi,uwsgi:3x3,gunicorn-gevent` -> entries; None -> every variant, and the uWSGI 3x3 setups."""
+def parse_entries(project: Project, text: str | None, eventlet: bool = True) -> list[MatrixEntry]:
+    """`uwsgi,uwsgi:3x3,gunicorn-gevent` -> entries; None -> every variant the app's image can run (those with a
+    venv of their own need build.eventlet: `eventlet`), and the uWSGI 3x3 setups."""
     variants = load_variants(project)
-    words = [w.strip() for w in text.split(",") if w.strip()] if text else [*variants, *EXTRA_ENTRIES]
+    runnable = [name for name, spec in variants.items() if eventlet or not spec.get("venv")]
+    words = [w.strip() for w in text.split(",") if w.strip()] if text else [*runnable, *EXTRA_ENTRIES]
     entries = []
     for word in words:
         match = ENTRY.fullmatch(word)
@@ -86,7 +88,8 @@ def run_matrix(base: DeployRequest, entries: list[MatrixEntry], load: BenchLoad,
         deploy(request)
         direct = variants[entry.variant]["protocol"] == "http"
         emit(f"{progress_bar(index, len(entries))} {entry.label}: benchmarking ({load.label()})")
-        per_host = measure(project, base.inventory, load, base.limit, direct=direct)
+        per_host = measure(project, base.inventory, load, base.limit, direct=direct,
+                           names=app_extravars(base.spec)["app_server_names"])
         for target in ("nginx", "direct"):
             hosts = {h: t[target] for h, t in per_host.items() if target in t}
             rows.append({"setup": entry.label, "variant": entry.variant, "processes": entry.processes,

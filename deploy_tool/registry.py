@@ -25,7 +25,7 @@ import docker
 import docker.errors
 from docker.types import Mount
 
-from deploy_tool.build import APP_IMAGE_REPO, app_image
+from deploy_tool.build import app_image
 from deploy_tool.errors import DeployError
 from deploy_tool.images import ImageBuilder
 from deploy_tool.lab import LABEL_FLEET
@@ -190,7 +190,7 @@ class LabRegistry:
                           hint=f"docker logs {self.container_name}")
 
     # -- push ------------------------------------------------------------------------------------
-    def push(self, version: str, repository: str = APP_IMAGE_REPO) -> str:
+    def push(self, version: str, repository: str) -> str:
         """Push a release of `repository` through the loopback port; returns the name hosts pull."""
         info = self.info()
         if info is None:

@@ -211,7 +211,7 @@ EXAMPLES = r"""
 - name: Swap the app container to the new release
   deploykit_swap:
     app: deploykit-app
-    image: deploykit/demo-app:1.4.2
+    image: deploykit/flask-demo:1.4.2
     release: "1.4.2"
     env: {DEPLOYKIT_VARIANT: uwsgi, DEPLOYKIT_PORT: "8000"}
     env_file: /etc/deploykit/app.env

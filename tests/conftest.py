@@ -16,6 +16,12 @@ TEST_RELEASE = os.environ.get("DEPLOYKIT_TEST_RELEASE", "0.0.0-ci")
 TEST_RELEASE_B = os.environ.get("DEPLOYKIT_TEST_RELEASE_B", "0.0.1-ci")
 # Deploys of tests that do not test the smoke benchmark or the swap-window report skip them (time).
 NO_CHECKS = ("--no-smoke", "--no-swap-report")
+# The example apps, deployed as any app is: by their directory (its deploykit.yml); images deploykit/NAME:V.
+FLASK_DIR, DJANGO_DIR = ROOT / "apps" / "flask_demo", ROOT / "apps" / "django_demo"
+FLASK = ("--project", str(FLASK_DIR))
+DJANGO = ("--project", str(DJANGO_DIR))
+FLASK_IMAGE = "deploykit/flask-demo"
+DJANGO_IMAGE = "deploykit/django-demo"
 sys.path.insert(0, str(ROOT / "module_utils"))
 sys.path.insert(0, str(ROOT / "apps" / "launcher"))
 
@@ -67,8 +73,8 @@ class Fleet:
         """The fleet with the releases loaded on every host (see preload) and the first deployed as `variant`
         of the Flask app (strategy recreate: it may change the protocol), for tests that swap under load."""
         for release in releases:
-            self.preload(f"deploykit/demo-app:{release}")
-        deploy(*NO_CHECKS, "-i", str(self.inventory), "--version", releases[0], "--variant", variant, "--app", "flask",
+            self.preload(f"{FLASK_IMAGE}:{release}")
+        deploy(*NO_CHECKS, "-i", str(self.inventory), "--version", releases[0], "--variant", variant, *FLASK,
                "--strategy", "recreate")
         return self
 
@@ -116,16 +122,22 @@ def provisioned_fleet(lab_fleet) -> tuple[Fleet, subprocess.CompletedProcess[str
     return lab_fleet, deploy("provision", "-i", str(lab_fleet.inventory))
 
 
+def build_examples(version: str, *extra: str) -> None:
+    """Both example apps' release `version`, built by `deploy build` from their deploykit.yml as any app's."""
+    for app in (FLASK, DJANGO):
+        deploy("build", *app, "--version", version, *extra)
+
+
 @pytest.fixture(scope="session")
 def test_release(docker_client) -> str:
-    """The release image the tests deploy, built offline like any release, from the code under test
+    """The release the tests deploy, of both example apps, built offline like any release from the code under test
     (--rebuild: a test release left by another checkout must not be kept; unchanged layers are cached)."""
-    deploy("build", "--version", TEST_RELEASE, "--rebuild", "--archive")
+    build_examples(TEST_RELEASE, "--rebuild", "--archive")
     return TEST_RELEASE
 
 
 @pytest.fixture(scope="session")
 def test_release_b(docker_client) -> str:
     """A second release, to swap to and from."""
-    deploy("build", "--version", TEST_RELEASE_B, "--rebuild", "--archive")
+    build_examples(TEST_RELEASE_B, "--rebuild", "--archive")
     return TEST_RELEASE_B

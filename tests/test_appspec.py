@@ -183,9 +183,14 @@ def test_a_deploy_of_an_app_is_refused_before_any_host_with_what_it_lacks(django
     spec = appspec.load(django_site)
     inventory = tmp_path / "hosts.yml"
     inventory.write_text("all: {}\n")
-    with pytest.raises(DeployError, match="runs from a venv of its own"):
+    with pytest.raises(DeployError, match="runs from a venv of its own.*build.eventlet: true") as refused:
         DeployRequest(inventory=inventory, version="1.0.0", variant="gunicorn-eventlet", spec=spec).validate(
             Project(ROOT))
+    assert "build the release again" in (refused.value.hint or "")
+    path = django_site / "deploykit.yml"  # an image with the venv: accepted
+    path.write_text(path.read_text().replace("eventlet: false", "eventlet: true"))
+    DeployRequest(inventory=inventory, version="1.0.0", variant="gunicorn-eventlet",
+                  spec=appspec.load(django_site)).validate(Project(ROOT))
     secrets, _ = vault(tmp_path, "app_secrets: {A: b}\n")
     secrets.rename(django_site / "secrets.yml")
     with pytest.raises(DeployError, match="its vault password is needed"):
@@ -211,3 +216,15 @@ def test_requirements_that_cannot_be_resolved_fail_the_build_naming_them(django_
     (tmp_path / "context").mkdir()
     with pytest.raises(DeployError, match="(?s)cannot be resolved for Python 3.13:.*no-such-package-deploykit-test"):
         builder.assemble(tmp_path / "context")
+
+
+def test_build_env_pairs_are_checked_and_baked_as_written():
+    from deploy_tool.appbuild import env_lines, parse_env
+
+    assert parse_env(["APP_FAULT=unhealthy", "EMPTY=", "A=b=c"]) == {"APP_FAULT": "unhealthy", "EMPTY": "", "A": "b=c"}
+    for bad in ("NOEQUALS", "1X=2", "A-B=1", "=x"):
+        with pytest.raises(DeployError, match="must be NAME=VALUE"):
+            parse_env([bad])
+    with pytest.raises(DeployError, match="one line"):
+        parse_env(["A=x\ny"])
+    assert env_lines({"A": 'two $HOME "q" \\n'}) == 'ENV A="two \\$HOME \\"q\\" \\\\n"\n'

@@ -19,7 +19,7 @@ import shutil
 
 import pytest
 
-from conftest import ROOT, deploy
+from conftest import DJANGO, DJANGO_IMAGE, ROOT, deploy
 from deploy_tool.journal import inventory_slug
 
 pytestmark = pytest.mark.lab
@@ -37,15 +37,15 @@ THRESHOLD = ("--gate-threshold", "50")
 @pytest.fixture(scope="module")
 def fleet(provisioned_fleet, test_release, test_release_b):
     fleet = provisioned_fleet[0]
-    deploy("build", "--version", SLOW, "--delay-ms", "2000", "--rebuild", "--archive")
+    deploy("build", *DJANGO, "--version", SLOW, "--env", "APP_DELAY_MS=2000", "--rebuild", "--archive")
     for release in (test_release, test_release_b, SLOW):
-        fleet.preload(f"deploykit/demo-app:{release}")
+        fleet.preload(f"{DJANGO_IMAGE}:{release}")
     shutil.rmtree(ROOT / ".deploykit" / "bench" / inventory_slug(fleet.inventory), ignore_errors=True)
     return fleet
 
 
 def deploy_json(fleet, *args: str, gate: tuple[str, ...] = FAILURES_ONLY, check: bool = True):
-    result = deploy("-i", str(fleet.inventory), "--app", "django", "--variant", "gunicorn-sync", *gate,
+    result = deploy("-i", str(fleet.inventory), *DJANGO, "--variant", "gunicorn-sync", *gate,
                     "--json", *args, check=check)
     return result, (json.loads(result.stdout) if result.stdout.strip().startswith("{") else None)
 
@@ -96,8 +96,8 @@ def test_a_slow_release_fails_the_gate_and_is_rolled_back(fleet, test_release_b)
 
 
 def test_bench_matrix_compares_setups_and_restores_the_deployed_one(fleet, test_release_b):
-    result = deploy("bench", "-i", str(fleet.inventory), "--matrix", "--variants", "uwsgi:3x3,uwsgi-http:2x2",
-                    "--duration", "2", "--json")
+    result = deploy("bench", "-i", str(fleet.inventory), *DJANGO, "--matrix", "--variants",
+                    "uwsgi:3x3,uwsgi-http:2x2", "--duration", "2", "--json")
     matrix = json.loads(result.stdout)
     rows = {(row["setup"], row["target"]): row for row in matrix["rows"]}
     assert set(rows) == {("uwsgi 3x3", "nginx"), ("uwsgi 3x3", "direct"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import deploy
+from conftest import FLASK_DIR, deploy
 from deploy_tool.cli import build_parser, main
 from deploy_tool.errors import DeployError
 
@@ -74,7 +74,7 @@ def test_parser_defaults():
 ])
 def test_a_malformed_or_webless_inventory_is_refused_before_docker(tmp_path, text, message):
     (tmp_path / "hosts.yml").write_text(text)
-    result = deploy("-i", str(tmp_path), "--version", "1.0.0", check=False,
+    result = deploy("-i", str(tmp_path), "--version", "1.0.0", check=False, cwd=FLASK_DIR,
                     env={"DOCKER_HOST": "unix:///nonexistent.sock"})
     assert result.returncode == 2 and message in result.stderr, result.stderr
     assert "Docker" not in result.stderr
@@ -87,7 +87,7 @@ def test_a_malformed_or_webless_inventory_is_refused_before_docker(tmp_path, tex
 def test_a_value_with_a_trailing_line_break_is_refused(tmp_path, args, message):
     """`$` in a pattern matches before a final newline: values are matched whole."""
     (tmp_path / "hosts.yml").write_text("all:\n  children:\n    web:\n      hosts:\n        web-1: {}\n")
-    result = deploy("-i", str(tmp_path), *args, check=False, env=NO_ENGINE)
+    result = deploy("-i", str(tmp_path), *args, check=False, cwd=FLASK_DIR, env=NO_ENGINE)
     assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
@@ -96,7 +96,7 @@ def test_a_benchmark_path_that_is_no_url_path_is_refused(tmp_path, path):
     """Ansible would render a path with braces as a template (a command on the controller); one with a space
     failed only after the swap."""
     (tmp_path / "hosts.yml").write_text("all:\n  children:\n    web:\n      hosts:\n        web-1: {}\n")
-    smoke = deploy("-i", str(tmp_path), "--version", "1.0.0", "--smoke-path", path, check=False, env=NO_ENGINE)
+    smoke = deploy("-i", str(tmp_path), "--version", "1.0.0", "--smoke-path", path, check=False, cwd=FLASK_DIR, env=NO_ENGINE)
     bench = deploy("bench", "-i", str(tmp_path), "--path", path, check=False, env=NO_ENGINE)
     for result in (smoke, bench):
         assert result.returncode == 2 and "must be a URL path" in result.stderr, result.stderr
@@ -116,13 +116,13 @@ def test_the_main_help_shows_the_deploy_itself_first():
 ])
 def test_an_out_of_range_option_is_named(tmp_path, args, message):
     (tmp_path / "hosts.yml").write_text("all:\n  children:\n    web:\n      hosts:\n        web-1: {}\n")
-    result = deploy("-i", str(tmp_path), "--version", "1.0.0", *args, check=False, env=NO_ENGINE)
+    result = deploy("-i", str(tmp_path), "--version", "1.0.0", *args, check=False, cwd=FLASK_DIR, env=NO_ENGINE)
     assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
 @pytest.mark.parametrize("name", ["", ".", ".."])
 def test_an_inventory_name_that_is_no_inventory_is_refused(name):
-    result = deploy("-i", name, "--version", "1.0.0", check=False, env=NO_ENGINE)
+    result = deploy("-i", name, "--version", "1.0.0", check=False, cwd=FLASK_DIR, env=NO_ENGINE)
     assert result.returncode == 2 and "names no inventory" in result.stderr, result.stderr
 
 

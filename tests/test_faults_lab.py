@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import NO_CHECKS, ROOT, deploy
+from conftest import FLASK, NO_CHECKS, ROOT, deploy
 from weblab import Load, describe, dropped
 
 pytestmark = pytest.mark.lab
@@ -48,7 +48,7 @@ def app_containers(fleet, host) -> list[str]:
 
 def release_deploy(fleet, release: str, *extra: str, check: bool = True):
     return deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", release, "--variant", "gunicorn-gthread",
-                  "--app", "flask", *extra, check=check)
+                  *FLASK, *extra, check=check)
 
 
 def test_an_unreachable_host_is_named_and_a_rerun_converges(fleet, test_release, test_release_b):
@@ -77,7 +77,7 @@ def test_a_deploy_killed_mid_swap_is_cleaned_up_by_the_next(fleet, test_release,
     load = Load(fleet.hosts)
     try:
         killed = subprocess.Popen([sys.executable, "-m", "deploy_tool", *NO_CHECKS, "-i", str(fleet.inventory),
-                                   "--version", test_release, "--variant", "gunicorn-gthread", "--app", "flask"],
+                                   "--version", test_release, "--variant", "gunicorn-gthread", *FLASK],
                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                   start_new_session=True)
         seen = []

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import ROOT
+from conftest import FLASK_IMAGE, ROOT
 from deploykit_probe import probe
 from deploykit_serve import load_variants
 
@@ -30,8 +30,8 @@ def servers(docker_client, test_release):
     for offset, variant in enumerate(sorted(VARIANTS)):
         port = BASE_PORT + offset
         container = docker_client.containers.run(
-            f"deploykit/demo-app:{test_release}", detach=True, network_mode="host", name=f"deploykit-graceful-{variant}",
-            environment={"DEPLOYKIT_VARIANT": variant, "DEPLOYKIT_APP": "flask", "DEPLOYKIT_PORT": str(port),
+            f"{FLASK_IMAGE}:{test_release}", detach=True, network_mode="host", name=f"deploykit-graceful-{variant}",
+            environment={"DEPLOYKIT_VARIANT": variant, "DEPLOYKIT_PORT": str(port),
                          "DEPLOYKIT_PROCESSES": "2", "DEPLOYKIT_THREADS": "2", "DEPLOYKIT_GRACEFUL_TIMEOUT": "20"},
             read_only=True, tmpfs={"/tmp": ""}, cap_drop=["ALL"], labels={"io.deploykit.test": "graceful"})
         started[variant] = (container, port)
@@ -98,8 +98,8 @@ def test_greenlet_workers_close_their_listener_at_the_signal_not_at_their_next_l
 
     port = BASE_PORT + 40 + sorted(VARIANTS).index(variant)
     container = docker_client.containers.run(
-        f"deploykit/demo-app:{test_release}", detach=True, network_mode="host", name=f"deploykit-prompt-{variant}",
-        environment={"DEPLOYKIT_VARIANT": variant, "DEPLOYKIT_APP": "flask", "DEPLOYKIT_PORT": str(port),
+        f"{FLASK_IMAGE}:{test_release}", detach=True, network_mode="host", name=f"deploykit-prompt-{variant}",
+        environment={"DEPLOYKIT_VARIANT": variant, "DEPLOYKIT_PORT": str(port),
                      "DEPLOYKIT_PROCESSES": "2", "DEPLOYKIT_GRACEFUL_TIMEOUT": "20"},
         read_only=True, tmpfs={"/tmp": ""}, cap_drop=["ALL"], labels={"io.deploykit.test": "graceful"})
     try:
@@ -130,8 +130,8 @@ def test_the_tornado_worker_stops_listening_at_the_signal_not_at_its_next_heartb
 
     port = BASE_PORT + 50
     container = docker_client.containers.run(
-        f"deploykit/demo-app:{test_release}", detach=True, network_mode="host", name="deploykit-prompt-tornado",
-        environment={"DEPLOYKIT_VARIANT": "gunicorn-tornado", "DEPLOYKIT_APP": "flask", "DEPLOYKIT_PORT": str(port),
+        f"{FLASK_IMAGE}:{test_release}", detach=True, network_mode="host", name="deploykit-prompt-tornado",
+        environment={"DEPLOYKIT_VARIANT": "gunicorn-tornado", "DEPLOYKIT_PORT": str(port),
                      "DEPLOYKIT_PROCESSES": "2", "DEPLOYKIT_GRACEFUL_TIMEOUT": "20"},
         read_only=True, tmpfs={"/tmp": ""}, cap_drop=["ALL"], labels={"io.deploykit.test": "graceful"})
     try:

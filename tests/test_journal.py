@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from conftest import deploy
+from conftest import FLASK_DIR, deploy
+from deploy_tool.appspec import load
 from deploy_tool.deploy import previous_release
 from deploy_tool.errors import DeployError
 from deploy_tool.journal import DeployLock, audit
@@ -78,7 +79,8 @@ def test_rollback_refuses_without_a_previous_release(project):
 
 
 def test_rollback_command_refuses_cleanly_before_touching_hosts(tmp_path):
-    result = deploy("rollback", "-i", str(tmp_path), check=False, env={"DOCKER_HOST": "unix:///nonexistent.sock"})
+    result = deploy("rollback", "-i", str(tmp_path), check=False, env={"DOCKER_HOST": "unix:///nonexistent.sock"},
+                    cwd=FLASK_DIR)
     assert result.returncode == 2
     assert "nothing to roll back to" in result.stderr and "Traceback" not in result.stderr
 
@@ -89,7 +91,7 @@ def test_rollback_command_refuses_cleanly_before_touching_hosts(tmp_path):
 ])
 def test_bad_rolling_options_are_refused_before_docker(tmp_path, args, message):
     result = deploy("-i", str(tmp_path), "--version", "1.0.0", *args, check=False,
-                    env={"DOCKER_HOST": "unix:///nonexistent.sock"})
+                    env={"DOCKER_HOST": "unix:///nonexistent.sock"}, cwd=FLASK_DIR)
     assert result.returncode == 2 and message in result.stderr
 
 
@@ -161,7 +163,7 @@ def test_every_deploy_leaves_an_audit_line_whatever_stops_it(flow_project, monke
     from deploy_tool.playbook import RunOutcome
 
     project = flow_project
-    request = DeployRequest(inventory=project.root / "inv", version="1.2.0")
+    request = DeployRequest(inventory=project.root / "inv", version="1.2.0", spec=load(FLASK_DIR))
 
     def playbook(*args):
         if fails_at == "playbook":
@@ -194,8 +196,8 @@ def test_a_release_swapped_in_whose_check_through_nginx_fails_is_said_to_be_live
 
     monkeypatch.setattr(flow, "run_playbook", playbook)
     with pytest.raises(PlaybookFailed) as failed:
-        flow.run_deploy(DeployRequest(inventory=project.root / "inv", version="1.2.0"), flow.Checks(smoke=None,
-                        report=False), project, lambda line: None)
+        flow.run_deploy(DeployRequest(inventory=project.root / "inv", version="1.2.0", spec=load(FLASK_DIR)),
+                        flow.Checks(smoke=None, report=False), project, lambda line: None)
     assert "release 1.2.0 is LIVE on web-1" in str(failed.value)
     assert "`deploy rollback` returns those hosts" in str(failed.value)
     entry = last_audit_line(project)

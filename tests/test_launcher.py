@@ -7,14 +7,15 @@ import yaml
 
 from conftest import ROOT
 from deploykit_probe import PROTOCOLS
-from deploykit_serve import ConfigError, Settings, load_variants, server_command, server_environment, variant_spec
+from deploykit_serve import (ConfigError, Settings, check_venv, load_variants, server_command, server_environment,
+                             variant_spec)
 from deploykit_wsgi import one_context_per_thread, strip_header_whitespace, wrap
 
 VARIANTS = load_variants(ROOT / "apps" / "variants.yml")
 
 
 def command(variant: str, **settings) -> tuple[list[str], int | None]:
-    s = Settings(variant=variant, **settings)
+    s = Settings(variant=variant, wsgi="app:application", **settings)
     return server_command(s, variant_spec(s, VARIANTS))
 
 
@@ -72,31 +73,40 @@ def test_uwsgi_stops_gracefully_on_term(variant, option):
 
 @pytest.mark.parametrize("variant, mode", [("flup-prefork", "prefork"), ("flup-threaded", "threaded")])
 def test_flup_gets_its_socket_on_fd_0(variant, mode):
-    argv, fd = command(variant, app="flask")
+    argv, fd = command(variant)
     assert fd == 0
     assert argv[argv.index("--mode") + 1] == mode
     assert argv[argv.index("--app") + 1] == "deploykit_wsgi:application"
-    assert argv[argv.index("--chdir") + 1] == "/opt/apps/flask_demo"
+    assert argv[argv.index("--chdir") + 1] == "/opt/app"  # where `deploy build` puts the app
 
 
 @pytest.mark.parametrize("env, message", [
     ({"DEPLOYKIT_PORT": "http"}, "DEPLOYKIT_PORT must be a whole number"),
     ({"DEPLOYKIT_PROCESSES": "0"}, "DEPLOYKIT_PROCESSES must be between 1 and 256"),
-    ({"DEPLOYKIT_APP": "rails"}, "DEPLOYKIT_APP must be one of django, flask"),
+    ({"DEPLOYKIT_WSGI": ""}, "DEPLOYKIT_WSGI must be module:attribute or module:factory.*deploy build"),
     ({"DEPLOYKIT_WSGI": "mysite.wsgi"}, "DEPLOYKIT_WSGI must be module:attribute or module:factory"),
 ])
 def test_bad_settings_are_refused(env, message):
     with pytest.raises(ConfigError, match=message):
-        Settings.from_env({"DEPLOYKIT_VARIANT": "uwsgi", **env})
+        Settings.from_env({"DEPLOYKIT_VARIANT": "uwsgi", "DEPLOYKIT_WSGI": "app:application", **env})
+
+
+def test_a_variant_with_a_venv_the_image_has_not_is_refused_naming_the_build_key(tmp_path):
+    settings = Settings(variant="gunicorn-eventlet", wsgi="app:application")
+    with pytest.raises(ConfigError, match="build.eventlet: true"):
+        check_venv(settings, {**VARIANTS["gunicorn-eventlet"], "venv": str(tmp_path / "venv-eventlet")})
+    (tmp_path / "venv-eventlet" / "bin").mkdir(parents=True)
+    (tmp_path / "venv-eventlet" / "bin" / "python").touch()
+    check_venv(settings, {**VARIANTS["gunicorn-eventlet"], "venv": str(tmp_path / "venv-eventlet")})
 
 
 def test_unknown_variant_is_refused():
     with pytest.raises(ConfigError, match="DEPLOYKIT_VARIANT must be one of"):
-        variant_spec(Settings(variant="mod_wsgi"), VARIANTS)
+        variant_spec(Settings(variant="mod_wsgi", wsgi="app:application"), VARIANTS)
 
 
 def test_tornado_wraps_the_app_to_strip_header_whitespace():
-    settings = Settings(variant="gunicorn-tornado", app="django")
+    settings = Settings(variant="gunicorn-tornado", wsgi="demo.wsgi:application")
     spec = variant_spec(settings, VARIANTS)
     argv, _ = server_command(settings, spec)
     assert "deploykit_wsgi:application" in argv
@@ -104,7 +114,8 @@ def test_tornado_wraps_the_app_to_strip_header_whitespace():
     assert env["DEPLOYKIT_WSGI_TARGET"] == "demo.wsgi:application"
     assert env["DEPLOYKIT_WSGI_WRAP"] == "mark_answers,one_context_per_thread,strip_header_whitespace"
     assert env["DJANGO_ALLOW_ASYNC_UNSAFE"] == "true"
-    assert server_environment(Settings(variant="gunicorn-sync"), VARIANTS["gunicorn-sync"])["DEPLOYKIT_WSGI_WRAP"] \
+    assert server_environment(Settings(variant="gunicorn-sync", wsgi="app:application"),
+                              VARIANTS["gunicorn-sync"])["DEPLOYKIT_WSGI_WRAP"] \
         == "mark_answers"
 
 
@@ -240,7 +251,7 @@ def test_the_launcher_asks_the_app_for_its_health_before_binding():
 
 
 def test_greenlet_workers_find_their_own_module():
-    s = Settings(variant="gunicorn-gevent")
+    s = Settings(variant="gunicorn-gevent", wsgi="app:application")
     assert server_environment(s, variant_spec(s, VARIANTS))["PYTHONPATH"].split(":")[0] == str(ROOT / "apps" / "launcher")
 
 

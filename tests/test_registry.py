@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from conftest import NO_CHECKS, ROOT, deploy
+from conftest import FLASK, FLASK_IMAGE, NO_CHECKS, ROOT, deploy
 
 pytestmark = pytest.mark.lab
 
@@ -40,11 +40,11 @@ def test_deploy_through_the_registry(registry, test_release):
     endpoint = registry_endpoint(registry)
     deploy("provision", "-i", str(registry.inventory))  # hosts learn to trust the registry's CA
     deploy(*NO_CHECKS, "-i", str(registry.inventory), "--version", test_release, "--variant", "gunicorn-gthread",
-           "--app", "flask", "--image-source", "registry")
+           *FLASK, "--image-source", "registry")
     for host in registry.hosts:
         # pulled from the registry; the container runs that image (when an earlier test left a container of the
         # same image id and settings, the swap rightly kept it: same image, same container)
-        pulled = registry.ssh(host, f"sudo docker image inspect -f '{{{{.Id}}}}' {endpoint}/deploykit/demo-app:{test_release}")
+        pulled = registry.ssh(host, f"sudo docker image inspect -f '{{{{.Id}}}}' {endpoint}/{FLASK_IMAGE}:{test_release}")
         running = registry.ssh(host, "sudo docker inspect -f '{{.Image}}' $(sudo docker ps -q --filter "
                                      "label=io.deploykit.app=deploykit-app)")
         assert pulled.strip() and pulled.strip() == running.strip()

@@ -1,8 +1,9 @@
 """Every server variant serves both example apps through nginx, on a fleet of mixed setups.
 
 The 18 setups (9 variants x Django and Flask) are deployed three at a time, one per lab host: plain
-`ansible-playbook playbooks/deploy.yml` (as the README says it runs) with each host's variant and app in an
-inventory of host variables beside the fleet's, strategy recreate (a host's consecutive variants may speak
+`ansible-playbook playbooks/deploy.yml` (as the README says it runs) with each host's variant and app
+(`app_name`: django-demo or flask-demo, whose images `deploy build` made) in an inventory of host variables beside
+the fleet's, strategy recreate (a host's consecutive variants may speak
 different protocols). Then on every host, through nginx (port 80): GET the page, POST the form (Django: with
 its CSRF token), follow the redirect, find the new row (Django; Flask keeps notes per worker
 process, so only the redirect is checked); the page names the host's own variant.
@@ -14,7 +15,7 @@ import json
 
 import pytest
 
-from conftest import ROOT, ansible_playbook
+from conftest import DJANGO, DJANGO_IMAGE, FLASK_IMAGE, NO_CHECKS, ROOT, ansible_playbook, deploy
 from deploykit_serve import load_variants
 from weblab import browse_and_post_django, client, request
 
@@ -26,11 +27,16 @@ VARIANTS = sorted(load_variants(ROOT / "apps" / "variants.yml"))
 @pytest.fixture(scope="module")
 def fleet(provisioned_fleet, test_release):
     fleet = provisioned_fleet[0]
-    fleet.preload(f"deploykit/demo-app:{test_release}")  # plain ansible-playbook: no archive is written for it
+    for image in (DJANGO_IMAGE, FLASK_IMAGE):  # plain ansible-playbook: no archive is written for it
+        fleet.preload(f"{image}:{test_release}")
+    # the database's schema: `deploy` runs the Django app's release command (its migrations) once; the plain
+    # playbook runs below are given no release command
+    deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release, *DJANGO, "--strategy", "recreate",
+           "--limit", fleet.hosts[0]["name"])
     return fleet
 
 
-SETUPS = [(variant, app) for variant in VARIANTS for app in ("django", "flask")]
+SETUPS = [(variant, app) for variant in VARIANTS for app in ("django-demo", "flask-demo")]
 
 
 def rounds(hosts: int) -> list[list[tuple[str, str]]]:
@@ -60,7 +66,7 @@ def test_every_setup_serves_through_nginx(fleet, test_release, tmp_path, number)
                               "-e", f"app_release={test_release}", "-e", "app_strategy=recreate")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
     for host, (variant, app) in zip(hosts, setups):
-        if app == "django":
+        if app == "django-demo":
             browse_and_post_django(host, variant, test_release)
         else:
             check_flask(host, variant, test_release)
@@ -75,7 +81,7 @@ def test_greenlet_workers_keep_a_pool_of_database_connections(fleet, test_releas
 
     host, db = fleet.hosts[0], fleet.hosts[0]  # the lab's database host is its first
     (tmp_path / "setup.yml").write_text(json.dumps({"web": {"hosts": {host["name"]: {
-        "app_server_variant": variant, "app_name": "django"}}}}))
+        "app_server_variant": variant, "app_name": "django-demo"}}}}))
     result = ansible_playbook("-i", str(fleet.inventory), "-i", str(tmp_path / "setup.yml"), "--limit", host["name"],
                               "playbooks/deploy.yml", "-e", f"app_release={test_release}", "-e", "app_strategy=recreate")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -24,7 +24,7 @@ import time
 
 import pytest
 
-from conftest import NO_CHECKS, ROOT, deploy
+from conftest import FLASK, NO_CHECKS, ROOT, deploy
 from weblab import CrashAtStep, Load, describe, dropped
 
 pytestmark = pytest.mark.lab
@@ -36,23 +36,21 @@ IN_FLIGHT_PER_HOST = 4 * 1
 
 @pytest.fixture(scope="module")
 def broken_release(docker_client, test_release):
-    """A release whose app cannot start: its per-request delay setting is not a number (import fails)."""
-    docker_client.images.build(path=str(ROOT), dockerfile="apps/Dockerfile", tag=f"deploykit/demo-app:{BROKEN}",
-                               buildargs={"RELEASE": BROKEN, "APP_DELAY_MS": "not-a-number"}, rm=True,
-                               network_mode="none")
+    """A release whose app cannot start: its per-request delay setting is not a number (import fails). The build's
+    import check passes: `--env` is baked in after it."""
+    deploy("build", *FLASK, "--version", BROKEN, "--env", "APP_DELAY_MS=not-a-number", "--rebuild")
     return BROKEN
 
 
 @pytest.fixture(scope="module")
 def faulty_releases(docker_client, test_release):
-    """Flask releases with a fault baked in (apps/Dockerfile APP_FAULT): one never healthy, one that stops
-    0.8 s after its first health answer (before its gate or inside the settle window after it). A crash during
-    the old one's drain is injected by the test itself, at the swap's step (CrashAtStep)."""
+    """Flask releases with a fault baked in (`deploy build --env APP_FAULT=...`, apps/flask_demo/app.py): one never
+    healthy, one that stops 0.8 s after its first health answer (before its gate or inside the settle window after
+    it). A crash during the old one's drain is injected by the test itself, at the swap's step (CrashAtStep)."""
     releases = {}
     for fault in ("unhealthy", "crash-after-healthy"):
         release = f"0.0.8-{fault}"
-        docker_client.images.build(path=str(ROOT), dockerfile="apps/Dockerfile", tag=f"deploykit/demo-app:{release}",
-                                   buildargs={"RELEASE": release, "APP_FAULT": fault}, rm=True, network_mode="none")
+        deploy("build", *FLASK, "--version", release, "--env", f"APP_FAULT={fault}", "--rebuild")
         releases[fault] = release
     return releases
 
@@ -78,7 +76,7 @@ def test_a_release_that_crashes_at_start_is_not_let_in(fleet, test_release, brok
     load = Load(fleet.hosts)
     try:
         result = deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", broken_release, "--variant", "gunicorn-gthread",
-                        "--app", "flask", check=False)
+                        *FLASK, check=False)
     finally:
         counts = load.finish()
     output = result.stdout + result.stderr
@@ -107,7 +105,7 @@ def test_a_release_that_is_never_healthy_or_crashes_after_its_gate_is_not_let_in
     load = Load(fleet.hosts)
     try:
         result = deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", faulty_releases[fault], "--variant",
-                        "gunicorn-gthread", "--app", "flask", "--health-timeout", "15", check=False)
+                        "gunicorn-gthread", *FLASK, "--health-timeout", "15", check=False)
     finally:
         counts = load.finish()
     output = result.stdout + result.stderr
@@ -123,7 +121,7 @@ def test_a_recreate_whose_new_release_fails_starts_the_old_container_again(fleet
     """Recreate stops the old container before it starts the new one (its downtime): when the new one fails its
     gate, the old one is started again instead of leaving the host without the app."""
     result = deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", faulty_releases["unhealthy"], "--variant",
-                    "gunicorn-gthread", "--app", "flask", "--strategy", "recreate", "--health-timeout", "15",
+                    "gunicorn-gthread", *FLASK, "--strategy", "recreate", "--health-timeout", "15",
                     check=False)
     assert result.returncode == 2, (result.stdout + result.stderr)[-2000:]
     for host in fleet.hosts:
@@ -144,7 +142,7 @@ def test_a_release_that_crashes_while_the_old_one_drains_gives_the_port_back_to_
     load = Load(fleet.hosts)
     try:
         result = deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release_b, "--variant",
-                        "gunicorn-gthread", "--app", "flask", "--health-timeout", "30", check=False)
+                        "gunicorn-gthread", *FLASK, "--health-timeout", "30", check=False)
     finally:
         counts = load.finish()
         fired = crash.finish()
@@ -173,14 +171,14 @@ def test_a_release_that_crashes_while_the_old_one_drains_gives_the_port_back_to_
 
 def test_a_second_deploy_at_once_is_refused(fleet, test_release_b):
     first = subprocess.Popen([sys.executable, "-m", "deploy_tool", *NO_CHECKS, "-i", str(fleet.inventory), "--version",
-                              test_release_b, "--variant", "gunicorn-gthread", "--app", "flask"], cwd=ROOT,
+                              test_release_b, "--variant", "gunicorn-gthread", *FLASK], cwd=ROOT,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
         while not list((ROOT / ".deploykit" / "locks").glob("hosts-*.lock")) and time.monotonic() < deadline:
             time.sleep(0.2)
         second = deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release_b, "--variant", "gunicorn-gthread",
-                        "--app", "flask", check=False)
+                        *FLASK, check=False)
     finally:
         out, err = first.communicate(timeout=600)
     assert first.returncode == 0, out[-2000:] + err[-2000:]
@@ -190,10 +188,10 @@ def test_a_second_deploy_at_once_is_refused(fleet, test_release_b):
 
 
 def test_rollback_returns_to_the_previous_release_without_failed_requests(fleet, test_release, test_release_b):
-    deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release_b, "--variant", "gunicorn-gthread", "--app", "flask")
+    deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release_b, "--variant", "gunicorn-gthread", *FLASK)
     load = Load(fleet.hosts)
     try:
-        result = deploy("rollback", *NO_CHECKS, "-i", str(fleet.inventory), check=False)
+        result = deploy("rollback", *NO_CHECKS, "-i", str(fleet.inventory), *FLASK, check=False)
     finally:
         counts = load.finish()
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
@@ -220,11 +218,11 @@ def test_blue_green_moves_to_the_other_port_and_reuse_port_follows_without_faile
     load = Load(fleet.hosts)
     try:
         deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release_b, "--variant", "gunicorn-gthread",
-               "--app", "flask", "--strategy", "blue-green")
+               *FLASK, "--strategy", "blue-green")
         after = listening_ports(fleet)
         # a reuse-port swap joins the port blue-green left the app on
         deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release, "--variant", "gunicorn-gthread",
-               "--app", "flask")
+               *FLASK)
     finally:
         counts = load.finish()
     assert after != before and len(after) == 1

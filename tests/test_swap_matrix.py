@@ -16,7 +16,7 @@ import re
 
 import pytest
 
-from conftest import NO_CHECKS, ROOT, deploy
+from conftest import DJANGO, DJANGO_IMAGE, FLASK, NO_CHECKS, ROOT, deploy
 from deploykit_serve import load_variants
 from weblab import Load, browse_and_post_django, describe, dropped
 
@@ -49,7 +49,7 @@ STEPS = steps()
 def fleet(provisioned_fleet, test_release, test_release_b):
     fleet = provisioned_fleet[0]
     for release in (test_release, test_release_b):
-        fleet.preload(f"deploykit/demo-app:{release}")
+        fleet.preload(f"{DJANGO_IMAGE}:{release}")
     return fleet
 
 
@@ -80,7 +80,7 @@ def swap_drains(stdout: str) -> list[float]:
                          ids=[f"{s[1]}-{'swap' if s[3] else 'first'}" for s in STEPS])
 def test_django_variant(fleet, test_release, test_release_b, report, protocol, variant, slot, loaded):
     release = test_release if slot == "A" else test_release_b
-    args = [*NO_CHECKS, "-i", str(fleet.inventory), "--version", release, "--variant", variant, "--app", "django"]
+    args = [*NO_CHECKS, "-i", str(fleet.inventory), "--version", release, "--variant", variant, *DJANGO]
     if not loaded:
         deploy(*args, "--strategy", "recreate")
     else:
@@ -106,9 +106,9 @@ def test_django_variant(fleet, test_release, test_release_b, report, protocol, v
 
 def test_reuse_port_refuses_a_protocol_change(fleet, test_release):
     """nginx would speak the old protocol to the new container: refused before anything changes."""
-    deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release, "--variant", "gunicorn-sync", "--app", "flask",
+    deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release, "--variant", "gunicorn-sync", *FLASK,
            "--strategy", "recreate")
-    result = deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release, "--variant", "uwsgi", "--app", "flask",
+    result = deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release, "--variant", "uwsgi", *FLASK,
                     check=False)
     assert result.returncode == 2
     assert "cannot swap on one port from a server speaking http" in result.stdout + result.stderr

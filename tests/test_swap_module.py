@@ -18,7 +18,7 @@ def swap():
 
 
 def params(**overrides):
-    base = dict(app="deploykit-app", image="deploykit/demo-app:1.2.0", release="1.2.0", strategy="reuse-port",
+    base = dict(app="deploykit-app", image="deploykit/flask-demo:1.2.0", release="1.2.0", strategy="reuse-port",
                 env={"DEPLOYKIT_VARIANT": "uwsgi", "DEPLOYKIT_PORT": "8000"}, env_file="/etc/deploykit/app.env",
                 user="10001:10001", read_only=True, tmpfs=["/tmp:size=64m"], cap_drop=["ALL"],
                 security_opts=["no-new-privileges:true"], restart_policy="unless-stopped",
@@ -40,7 +40,7 @@ def test_run_argv_is_host_network_hardened_and_names_its_instance(swap):
                  "--env DEPLOYKIT_INSTANCE=deploykit-app-1.2.0-abcdef", "--label io.deploykit.port=8000",
                  "--env DEPLOYKIT_PORT=8000"):
         assert part in joined
-    assert argv[-1] == "deploykit/demo-app:1.2.0"
+    assert argv[-1] == "deploykit/flask-demo:1.2.0"
     assert "SECRET" not in joined  # secrets only through the env file
     assert "--memory" not in joined and "--volume" not in joined
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import NO_CHECKS, deploy
+from conftest import FLASK, NO_CHECKS, deploy
 from weblab import PostLoad
 
 pytestmark = pytest.mark.lab
@@ -29,7 +29,7 @@ def test_posts_are_not_lost_in_swaps_out_of_tornado_eventlet_and_gevent(fleet, t
     posts = PostLoad(fleet.hosts)
     try:
         for release, variant in swaps:
-            deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", release, "--variant", variant, "--app", "flask")
+            deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", release, "--variant", variant, *FLASK)
     finally:
         statuses = posts.finish()
     assert statuses.get("303", 0) > 500, statuses  # the form's POST-then-redirect answer

@@ -240,7 +240,9 @@ def built(apps, docker_client) -> dict[str, Path]:
                 edit(index, "one.css", "two.css")
                 edit(index, "edition one", "edition two")
                 (app / "polls" / "static" / "polls" / "one.css").rename(app / "polls" / "static" / "polls" / "two.css")
-            deploy("build", "--version", version, "--rebuild", cwd=app)
+            # an environment variable baked into one release, quotes and a dollar kept as written
+            baked = ("--env", 'EDITION=two $HOME "quoted"') if (name, version) == ("flask", "1.0.1") else ()
+            deploy("build", "--version", version, "--rebuild", *baked, cwd=app)
     return passwords
 
 
@@ -249,16 +251,16 @@ def page(host: dict[str, str], path: str, name: str, data: dict[str, str] | None
     return request(opener or client(), host["address"], path, data, host=name)
 
 
-def swap_under_load(fleet, name: str, *args: str, cwd: Path) -> dict:
+def swap_under_load(fleet, name: str, *args: str, cwd: Path, checks: tuple[str, ...] = NO_CHECKS):
     """A deploy from the app's directory while the load client hits its health view on every host."""
     load = Load(fleet.hosts, path="/healthz", host_header=name)
     try:
-        deploy(*NO_CHECKS, *args, cwd=cwd)
+        result = deploy(*checks, *args, cwd=cwd)
     finally:
         counts = load.finish()
     assert dropped(counts) == 0, describe(counts)
     assert counts["requests"] > 1000
-    return counts
+    return result
 
 
 def test_a_django_project_deploys_swaps_under_load_and_rolls_back(apps, built, provisioned_fleet):
@@ -291,7 +293,8 @@ def test_a_django_project_deploys_swaps_under_load_and_rolls_back(apps, built, p
     assert "Deployed?" in page(fleet.hosts[0], "/", "mysite.lab")[2]  # in PostgreSQL all along
 
 
-def test_a_flask_factory_app_keeps_its_data_across_deploys_and_swaps_under_load(apps, built, provisioned_fleet):
+def test_a_flask_factory_app_keeps_its_data_across_deploys_and_swaps_under_load(apps, built, provisioned_fleet,
+                                                                              docker_client):
     fleet = provisioned_fleet[0]
     inventory = ("-i", str(fleet.inventory), "--vault-password-file", str(built["flask"]))
     deploy(*NO_CHECKS, *inventory, "--version", "1.0.0", "--strategy", "recreate", cwd=apps["flask"])
@@ -300,10 +303,15 @@ def test_a_flask_factory_app_keeps_its_data_across_deploys_and_swaps_under_load(
     status, headers, _ = page(host, "/", "notes.lab", {"text": "kept across deploys"}, opener)
     assert status == 302, headers
     assert page(host, "/static/style.css", "notes.lab")[0] == 200
-    swap_under_load(fleet, "notes.lab", *inventory, "--version", "1.0.1", cwd=apps["flask"])
+    # with the swap-window report: its own load goes to the app's health path with the app's host name
+    result = swap_under_load(fleet, "notes.lab", *inventory, "--version", "1.0.1", cwd=apps["flask"],
+                             checks=("--no-smoke",))
+    window = re.search(r"SWAP WINDOW: (\d+) requests, (\d+) failed", result.stdout)
+    assert window and int(window[1]) > 100 and window[2] == "0", result.stdout[-2000:]
     status, headers, body = page(host, "/", "notes.lab")
     assert status == 200 and "kept across deploys" in body
     assert headers["X-Deploykit-Release"] == "1.0.1"
+    assert 'EDITION=two $HOME "quoted"' in docker_client.images.get("deploykit/notes:1.0.1").attrs["Config"]["Env"]
 
 
 def test_an_app_that_does_not_import_fails_its_build_with_its_own_error(tmp_path, docker_client):

@@ -12,8 +12,11 @@ from flask import Flask, Response, redirect, render_template_string, request, ur
 RELEASE = os.environ.get("DEPLOYKIT_RELEASE", "dev")
 VARIANT = os.environ.get("DEPLOYKIT_VARIANT", "")
 INSTANCE = os.environ.get("DEPLOYKIT_INSTANCE", "")  # which container answered (two share the port in a swap)
-DELAY_S = int(os.environ.get("DEPLOYKIT_APP_DELAY_MS", "0")) / 1000
-FAULT = os.environ.get("DEPLOYKIT_APP_FAULT", "")  # test releases only: see apps/Dockerfile
+DELAY_S = int(os.environ.get("APP_DELAY_MS", "0")) / 1000
+# A fault baked into a test release (deploy build --env APP_FAULT=...): "" (none), unhealthy (/health answers
+# 503), or crash-after-healthy (the server is stopped 0.8 s after its first health answer). A crash while the old
+# container drains is injected from outside, at the swap's step (tests/crash_at_step.py).
+FAULT = os.environ.get("APP_FAULT", "")
 _crash = threading.Event()
 
 app = Flask(__name__)
@@ -53,7 +56,7 @@ def index():
 @app.get("/health")
 def health():
     if FAULT == "unhealthy":
-        return json_response(status="unhealthy by build (DEPLOYKIT_APP_FAULT)"), 503
+        return json_response(status="unhealthy by build (APP_FAULT)"), 503
     if FAULT == "crash-after-healthy" and not _crash.is_set():
         _crash.set()  # the server (PID 1 of the container) is stopped 0.8 s after its first health answer
         threading.Timer(0.8, os.kill, (1, signal.SIGQUIT)).start()  # quick shutdown

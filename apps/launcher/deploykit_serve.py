@@ -31,16 +31,8 @@ WSGI_ENTRY = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*(\(\))?$")
 
 HERE = Path(__file__).resolve().parent
 VARIANTS_FILE = Path(os.environ.get("DEPLOYKIT_VARIANTS_FILE", HERE / "variants.yml"))
-APPS_DIR = Path(os.environ.get("DEPLOYKIT_APPS_DIR", "/opt/apps"))
 DEFAULT_VENV = "/opt/venv"
-APP_DIR = "/opt/app"  # where `deploy build` puts an app's code (deploy_tool/build.py)
-
-# The example image's two apps, picked by DEPLOYKIT_APP; an app built by `deploy build` from its deploykit.yml
-# sets DEPLOYKIT_WSGI (and DEPLOYKIT_APP_DIR) instead.
-APPS = {
-    "django": {"dir": "django_demo", "wsgi": "demo.wsgi:application"},
-    "flask": {"dir": "flask_demo", "wsgi": "app:application"},
-}
+APP_DIR = "/opt/app"  # where `deploy build` puts an app's code (apps/app.Dockerfile)
 
 
 class ConfigError(Exception):
@@ -50,7 +42,8 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class Settings:
     variant: str
-    app: str = "django"
+    wsgi: str  # module:attribute or module:factory(): the image's DEPLOYKIT_WSGI (deploykit.yml app.wsgi)
+    app_dir: str = APP_DIR  # the app's code
     bind: str = "127.0.0.1"
     port: int = 8000
     processes: int = 2
@@ -58,16 +51,14 @@ class Settings:
     worker_connections: int = 100
     graceful_timeout: int = 30
     backlog: int = 1024
-    wsgi: str = ""  # module:attribute or module:factory(); empty: the example app's
-    app_dir: str = ""  # the app's code; empty: the example app's
 
     @property
     def target(self) -> str:
-        return self.wsgi or APPS[self.app]["wsgi"]
+        return self.wsgi
 
     @property
     def directory(self) -> str:
-        return self.app_dir or str(APPS_DIR / APPS[self.app]["dir"])
+        return self.app_dir
 
     @classmethod
     def from_env(cls, env: dict[str, str]) -> Settings:
@@ -83,12 +74,10 @@ class Settings:
 
         variant = env.get("DEPLOYKIT_VARIANT", "")
         wsgi = env.get("DEPLOYKIT_WSGI", "")
-        app = env.get("DEPLOYKIT_APP", "app" if wsgi else "django")
-        if not wsgi and app not in APPS:
-            raise ConfigError(f"DEPLOYKIT_APP must be one of {', '.join(APPS)}, not {app!r} (or set DEPLOYKIT_WSGI)")
-        if wsgi and not WSGI_ENTRY.match(wsgi):
-            raise ConfigError(f"DEPLOYKIT_WSGI must be module:attribute or module:factory(), not {wsgi!r}")
-        return cls(variant=variant, app=app, wsgi=wsgi, app_dir=env.get("DEPLOYKIT_APP_DIR", APP_DIR if wsgi else ""),
+        if not WSGI_ENTRY.match(wsgi):
+            raise ConfigError(f"DEPLOYKIT_WSGI must be module:attribute or module:factory(), not {wsgi!r} (an image "
+                              "built by `deploy build` sets it from deploykit.yml's app.wsgi)")
+        return cls(variant=variant, wsgi=wsgi, app_dir=env.get("DEPLOYKIT_APP_DIR", APP_DIR),
                    bind=env.get("DEPLOYKIT_BIND", "127.0.0.1"),
                    port=number("PORT", 8000), processes=number("PROCESSES", 2, high=256),
                    threads=number("THREADS", 1, high=256), worker_connections=number("WORKER_CONNECTIONS", 100),
@@ -103,6 +92,14 @@ def variant_spec(settings: Settings, variants: dict[str, dict[str, str]]) -> dic
     if settings.variant not in variants:
         raise ConfigError(f"DEPLOYKIT_VARIANT must be one of {', '.join(variants)}, not {settings.variant!r}")
     return variants[settings.variant]
+
+
+def check_venv(settings: Settings, spec: dict[str, Any]) -> None:
+    """A variant with a venv of its own (gunicorn-eventlet) runs only in an image built with it."""
+    venv = spec.get("venv")
+    if venv and not Path(venv, "bin", "python").exists():
+        raise ConfigError(f"variant {settings.variant} runs from {venv}, which this image has not: build the "
+                          "release with build.eventlet: true in deploykit.yml")
 
 
 def server_environment(settings: Settings, spec: dict[str, Any]) -> dict[str, str]:
@@ -232,6 +229,7 @@ def main() -> int:
     try:
         settings = Settings.from_env(dict(os.environ))
         spec = variant_spec(settings, load_variants())
+        check_venv(settings, spec)
         argv, fd = server_command(settings, spec)
     except ConfigError as exc:
         print(f"deploykit-serve: {exc}", file=sys.stderr)
@@ -243,7 +241,7 @@ def main() -> int:
         import traceback
 
         traceback.print_exc()
-        print(f"deploykit-serve: the {settings.app} app cannot be loaded or is not healthy: not binding "
+        print(f"deploykit-serve: the app ({settings.target}) cannot be loaded or is not healthy: not binding "
               f"{settings.port}", file=sys.stderr)
         return 70
     if fd is not None:
@@ -251,7 +249,7 @@ def main() -> int:
         if sock.fileno() != fd:
             os.dup2(sock.fileno(), fd)  # the copy is inheritable; the original closes on exec
         os.set_inheritable(fd, True)
-    print(f"deploykit-serve: {settings.variant} ({spec['description']}) for {settings.app} on "
+    print(f"deploykit-serve: {settings.variant} ({spec['description']}) for {settings.target} on "
           f"{settings.bind}:{settings.port}, {settings.processes}x{settings.threads}", file=sys.stderr, flush=True)
     os.execv(argv[0], argv)
     return 0  # not reached

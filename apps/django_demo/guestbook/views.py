@@ -14,8 +14,8 @@ RELEASE = os.environ.get("DEPLOYKIT_RELEASE", "dev")
 VARIANT = os.environ.get("DEPLOYKIT_VARIANT", "")
 # Which container answered: during a reuse-port swap two containers share the port.
 INSTANCE = os.environ.get("DEPLOYKIT_INSTANCE", "")
-# An injected per-request delay (ms), used to build a deliberately slow release for the performance gate.
-DELAY_S = int(os.environ.get("DEPLOYKIT_APP_DELAY_MS", "0")) / 1000
+# A per-request delay (ms), baked into a deliberately slow test release (deploy build --env APP_DELAY_MS=2000).
+DELAY_S = int(os.environ.get("APP_DELAY_MS", "0")) / 1000
 
 
 def index(request: HttpRequest) -> HttpResponse:

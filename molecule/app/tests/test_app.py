@@ -24,7 +24,7 @@ def test_exactly_one_app_container_named_by_release(host):
 def test_container_runs_the_release_on_the_host_network(host):
     info = inspect(host)
     assert info["State"]["Running"]
-    assert info["Config"]["Image"] == f"deploykit/demo-app:{RELEASE}"
+    assert info["Config"]["Image"] == f"deploykit/flask-demo:{RELEASE}"
     assert info["HostConfig"]["NetworkMode"] == "host"
     assert info["Config"]["Labels"]["io.deploykit.variant"] == "gunicorn-gthread"
 
@@ -59,12 +59,12 @@ def test_post_then_redirect(host):
 def test_secrets_file_is_private_and_not_in_the_image(host):
     env_file = host.file("/etc/deploykit/app.env")
     assert env_file.mode == 0o600 and env_file.user == "root"
-    image_env = host.check_output(f"docker image inspect -f '{{{{json .Config.Env}}}}' deploykit/demo-app:{RELEASE}")
+    image_env = host.check_output(f"docker image inspect -f '{{{{json .Config.Env}}}}' deploykit/flask-demo:{RELEASE}")
     assert "SECRET_KEY" not in image_env
 
 
 def test_no_archive_left_behind(host):
-    assert not host.file(f"/var/tmp/demo-app-{RELEASE}.tar").exists
+    assert not host.file(f"/var/tmp/flask-demo-{RELEASE}.tar").exists
 
 
 def test_release_recorded_for_rollback(host):
