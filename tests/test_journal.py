@@ -53,9 +53,9 @@ def test_locks_are_per_inventory(project):
             pass
 
 
-def record(project, version, result="ok", variant="uwsgi"):
-    audit(project, {"action": "deploy", "inventory": str(project.root / "inv"), "version": version,
-                    "variant": variant, "app": "django", "strategy": "reuse-port", "result": result})
+def record(project, version, result="ok", variant="uwsgi", action="deploy", **more):
+    audit(project, {"action": action, "inventory": str(project.root / "inv"), "version": version,
+                    "variant": variant, "app": "django", "strategy": "reuse-port", "result": result, **more})
 
 
 def test_rollback_target_is_the_release_before_the_current(project):
@@ -65,6 +65,37 @@ def test_rollback_target_is_the_release_before_the_current(project):
     target = previous_release(project, project.root / "inv")
     assert (target["version"], target["variant"]) == ("1.0.0", "gunicorn-sync")
     assert previous_release(project, project.root / "inv", to="1.1.0")["version"] == "1.1.0"
+
+
+@pytest.mark.parametrize("unfinished, why", [
+    ({"result": "failed", "hosts": {"web-1": {"container": "app-1.2.0"}, "web-2": {"failed": True}}},
+     "deploy of 1.2.0 at"),  # swapped in on web-1, failed on web-2: a partial rollout
+    ({"result": "failed", "live_hosts": ["web-1"], "hosts": {}}, "may be live"),  # its last check failed
+    ({"result": "regressed"}, "ended regressed"),  # its gate failed and it was left deployed
+    ({"result": "interrupted"}, "ended interrupted"),  # where it stopped is not known
+])
+def test_a_release_that_may_be_live_after_the_last_good_one_is_rolled_back_to_that_one(project, unfinished, why):
+    """After a partial rollout of 1.2.0 the fleet goes back to 1.1.0 (the last good release), not to 1.0.0."""
+    record(project, "1.0.0")
+    record(project, "1.1.0")
+    record(project, "1.2.0", **unfinished)
+    target = previous_release(project, project.root / "inv")
+    assert target["version"] == "1.1.0" and why in target["reason"], target
+
+
+def test_a_failed_deploy_that_swapped_no_host_changes_no_rollback_target(project):
+    record(project, "1.0.0")
+    record(project, "1.1.0")
+    record(project, "1.2.0", result="failed", hosts={"web-1": {"failed": True, "msg": "never healthy"}})
+    assert previous_release(project, project.root / "inv")["version"] == "1.0.0"
+
+
+def test_a_rollback_cut_short_is_done_again(project):
+    record(project, "1.0.0")
+    record(project, "1.1.0")
+    record(project, "1.0.0", action="rollback", result="failed", hosts={"web-1": {"container": "app-1.0.0"}})
+    target = previous_release(project, project.root / "inv")
+    assert target["version"] == "1.0.0" and "did not finish" in target["reason"]
 
 
 def test_rollback_refuses_without_a_previous_release(project):
