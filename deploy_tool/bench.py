@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
 from deploy_tool.appspec import URL_PATH
@@ -94,7 +94,8 @@ class Gate:
                 continue
             drop = 100.0 * (before["rps"] - result["rps"]) / before["rps"]
             if drop > self.threshold:
-                found.append(f"{host}: {result['rps']} req/s, {drop:.0f}% below {before['rps']} of the previous release")
+                found.append(f"{host}: {result['rps']} req/s, {drop:.0f}% below {before['rps']} of the previous "
+                             "release")
             if before.get("p90_ms") and result["p90_ms"] > before["p90_ms"] * (1 + self.threshold / 100):
                 found.append(f"{host}: p90 {result['p90_ms']} ms, above {before['p90_ms']} ms of the previous release "
                              f"by more than {self.threshold:g}%")

@@ -28,6 +28,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 
+def _pick(ordered: list[float], q: float) -> float:
+    """The q-quantile of sorted latencies, rounded; 0.0 for none."""
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2) if ordered else 0.0
+
 @dataclass
 class Bucket:
     requests: int = 0
@@ -56,7 +60,8 @@ class LoadResult:
     def summary(self) -> dict[str, object]:
         return {
             "requests": self.requests, "failures": self.failures, "errors": self.errors, "statuses": self.statuses,
-            "duration_s": round(self.duration, 3), "rps": round(self.requests / self.duration, 1) if self.duration else 0,
+            "duration_s": round(self.duration, 3),
+            "rps": round(self.requests / self.duration, 1) if self.duration else 0,
             "p50_ms": round(self.percentile(0.50), 2), "p90_ms": round(self.percentile(0.90), 2),
             "p99_ms": round(self.percentile(0.99), 2), "max_ms": round(max(self.latencies_ms, default=0.0), 2),
             "buckets": self.buckets, "started_at": round(self.started_at, 3), "retried": self.retried,
@@ -182,9 +187,8 @@ class LoadRun:
         for second in sorted(self.buckets):
             b = self.buckets[second]
             ordered = sorted(b.latencies)
-            pick = (lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2) if ordered else 0.0)
             buckets.append({"second": second, "requests": b.requests, "failures": b.failures,
-                            "p50_ms": pick(0.5), "p99_ms": pick(0.99)})
+                            "p50_ms": _pick(ordered, 0.5), "p99_ms": _pick(ordered, 0.99)})
         return LoadResult(requests=sum(b.requests for b in self.buckets.values()),
                           failures=sum(b.failures for b in self.buckets.values()), errors=dict(self.errors),
                           statuses=dict(self.statuses), duration=elapsed, latencies_ms=latencies, buckets=buckets,
@@ -233,3 +237,4 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+

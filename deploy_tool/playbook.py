@@ -133,7 +133,8 @@ def _detail(result: dict[str, Any]) -> str:
 class ProgressPrinter:
     """Turns ansible-runner events into one line per task and per host result."""
 
-    def __init__(self, emit: ProgressCallback, capture: tuple[str, ...] = ("deploykit_swap", "deploykit_bench")) -> None:
+    def __init__(self, emit: ProgressCallback,
+                 capture: tuple[str, ...] = ("deploykit_swap", "deploykit_bench")) -> None:
         self.emit = emit
         self.capture = capture
         self.failures: list[HostFailure] = []

@@ -49,9 +49,11 @@ def server_cert_commands(directory: Path, address: str) -> list[list[str]]:
     """openssl commands for a certificate naming the registry's address, signed by the CA."""
     return [
         ["openssl", "req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-subj", f"/CN={address}", "-keyout", str(directory / "registry.key"), "-out", str(directory / "registry.csr")],
+         "-subj", f"/CN={address}", "-keyout", str(directory / "registry.key"),
+         "-out", str(directory / "registry.csr")],
         ["openssl", "x509", "-req", "-in", str(directory / "registry.csr"), "-CA", str(directory / "ca.crt"),
-         "-CAkey", str(directory / "ca.key"), "-CAcreateserial", "-days", "825", "-out", str(directory / "registry.crt"),
+         "-CAkey", str(directory / "ca.key"), "-CAcreateserial", "-days", "825",
+         "-out", str(directory / "registry.crt"),
          "-extfile", str(directory / "san.cnf")],
     ]
 
@@ -129,7 +131,8 @@ class LabRegistry:
             image, detach=True, name=self.container_name, network=network,
             ports={f"{REGISTRY_PORT}/tcp": ("127.0.0.1", None)},
             labels={LABEL_FLEET: self.fleet, LABEL_ROLE: "registry"},
-            mounts=[Mount(target="/var/lib/docker-registry", source=None, type="volume")], restart_policy={"Name": "no"})
+            mounts=[Mount(target="/var/lib/docker-registry", source=None, type="volume")],
+            restart_policy={"Name": "no"})
         container.reload()
         info = self.info()
         if info is None:

@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Copyright: deploykit contributors; MIT License
 
 from __future__ import annotations
@@ -137,11 +136,11 @@ class BenchError(Exception):
 def validate(params):
     parts = urlsplit(params["url"])
     if parts.scheme != "http" or not parts.hostname:
-        raise BenchError("url must be an http:// URL with a host, not %r" % params["url"])
+        raise BenchError("url must be an http:// URL with a host, not {!r}".format(params["url"]))
     for name, low, high in (("duration", 1, 600), ("connections", 1, 4096), ("threads", 1, 64),
                             ("rate", 1, 100000), ("timeout", 1, 300)):
         if not low <= params[name] <= high:
-            raise BenchError("%s must be between %d and %d, not %d" % (name, low, high, params[name]))
+            raise BenchError(f"{name} must be between {low} and {high}, not {params[name]}")
     if params["engine"] == "wrk" and params["threads"] > params["connections"]:
         raise BenchError("wrk needs at least as many connections as threads")
 
@@ -165,8 +164,8 @@ def run_wrk(module, params):
         with os.fdopen(handle, "w") as stream:
             stream.write(WRK_REPORT)
         argv = [params["wrk_path"], "-t", str(params["threads"]), "-c", str(params["connections"]),
-                "-d", "%ds" % params["duration"], "--timeout", "%ds" % params["timeout"], "-s", script,
-                "-H", "Host: %s" % params["host_header"], params["url"]]
+                "-d", f"{params['duration']}s", "--timeout", f"{params['timeout']}s", "-s", script,
+                "-H", "Host: {}".format(params["host_header"]), params["url"]]
         rc, out, err = module.run_command(argv)
         if rc == 0 and not (out + err).strip():
             # seen once in a quickstart run: wrk exited 0 having printed nothing, not even its own summary (cause
@@ -177,7 +176,7 @@ def run_wrk(module, params):
         os.unlink(script)
     lines = [line for line in out.splitlines() if line.startswith("DEPLOYKIT_BENCH ")]
     if rc != 0 or not lines:
-        raise BenchError("wrk failed (rc=%s): %s" % (rc, (err or out).strip()[-500:] or "no output"))
+        raise BenchError("wrk failed (rc={}): {}".format(rc, (err or out).strip()[-500:] or "no output"))
     data = json.loads(lines[-1].split(" ", 1)[1])
     errors = dict((k, data[k]) for k in ("connect", "read", "write", "status", "timeout"))
     us = 1000.0
@@ -185,7 +184,7 @@ def run_wrk(module, params):
                      data["p90_us"] / us, data["p99_us"] / us, data["max_us"] / us)
 
 
-class OpenLoop(object):
+class OpenLoop:
     """Request i is due at start + i / rate; a free worker takes the next due request, and its latency
     counts from when it was due, not from when a worker was free to send it."""
 

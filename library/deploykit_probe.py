@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Copyright: deploykit contributors; MIT License
 
 from __future__ import annotations
@@ -130,17 +129,17 @@ class HealthWaiter:
             status, raw, headers = probe(p["protocol"], p["address"], p["port"], p["path"], p["host_header"],
                                          p["request_timeout"])
         except (OSError, ProbeError) as exc:
-            return False, None, "", "%s: %s" % (type(exc).__name__, exc)
+            return False, None, "", f"{type(exc).__name__}: {exc}"
         body = raw.decode("utf-8", "replace")
         if status != p["expect_status"] and not (p["expect_status"] == 0 and 200 <= status < 300):
-            return False, status, body, "status %s, expected %s" % (status, p["expect_status"] or "2xx")
+            return False, status, body, "status {}, expected {}".format(status, p["expect_status"] or "2xx")
         if p["expect_body"] and p["expect_body"] not in body:
-            return False, status, body, "body lacks %r" % p["expect_body"]
+            return False, status, body, "body lacks {!r}".format(p["expect_body"])
         if p["expect_header"]:
             name, _, value = p["expect_header"].partition(":")
             if headers.get(name.strip().lower()) != value.strip():
-                return False, status, body, "header %s is %r, expected %r" % (
-                    name.strip(), headers.get(name.strip().lower()), value.strip())
+                found = headers.get(name.strip().lower())
+                return False, status, body, f"header {name.strip()} is {found!r}, expected {value.strip()!r}"
         return True, status, body, ""
 
     def wait(self):
@@ -168,9 +167,9 @@ def main():
         module.fail_json(msg="successes must be >= 1, timeout > 0 and interval >= 0")
     healthy, result = HealthWaiter(params).wait()
     if not healthy:
-        target = "%s://%s:%s%s" % (params["protocol"], params["address"], params["port"], params["path"])
-        module.fail_json(msg="no %d healthy answers in a row from %s within %ss; last: %s"
-                         % (params["successes"], target, params["timeout"], result["last_error"]), **result)
+        target = "{}://{}:{}{}".format(params["protocol"], params["address"], params["port"], params["path"])
+        module.fail_json(msg=f"no {params['successes']} healthy answers in a row from {target} within "
+                             f"{params['timeout']}s; last: {result['last_error']}", **result)
     module.exit_json(changed=False, **result)
 
 

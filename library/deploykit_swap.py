@@ -1,5 +1,4 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-
 # Copyright: deploykit contributors; MIT License
 
 from __future__ import annotations
@@ -181,7 +180,8 @@ options:
         type: float
         default: 0.2
   keep_releases:
-    description: Images of this many most recent releases are kept on the host (for rollback); older app images are removed.
+    description: Images of this many most recent releases are kept on the host (for rollback); older app images are
+      removed.
     type: int
     default: 3
   state_file:
@@ -260,6 +260,7 @@ health_attempts:
   type: int
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -316,7 +317,7 @@ ARGUMENT_SPEC = dict(
 
 class SwapError(Exception):
     def __init__(self, message, **details):
-        super(SwapError, self).__init__(message)
+        super().__init__(message)
         self.details = details
 
 
@@ -330,9 +331,9 @@ def last_words(logs, lines=3):
 def in_containers(pid, container_ids):
     """Whether process `pid` runs in one of the containers (by its cgroup)."""
     try:
-        with open("/proc/%s/cgroup" % pid) as stream:
+        with open(f"/proc/{pid}/cgroup") as stream:
             cgroup = stream.read()
-    except (IOError, OSError):
+    except OSError:
         return False
     return any(container in cgroup for container in container_ids)
 
@@ -351,7 +352,7 @@ def port_sockets(port):
                     fields = line.split()
                     if len(fields) > 9 and int(fields[1].rsplit(":", 1)[1], 16) == port:
                         found[fields[9]] = fields[3]
-        except (IOError, OSError, StopIteration, ValueError):
+        except (OSError, StopIteration, ValueError):
             continue
     return found
 
@@ -362,12 +363,12 @@ def held_sockets(pids, port):
     held = {}
     for pid in pids:
         try:
-            fds = os.listdir("/proc/%s/fd" % pid)
+            fds = os.listdir(f"/proc/{pid}/fd")
         except OSError:
             continue
         for fd in fds:
             try:
-                target = os.readlink("/proc/%s/fd/%s" % (pid, fd))
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
             except OSError:
                 continue
             inode = target[8:-1] if target.startswith("socket:[") else None
@@ -384,19 +385,17 @@ def container_pids(container_ids):
 def process_state(pid):
     """The state letter of /proc/PID/stat (R, S, D, T...), or None once it is gone."""
     try:
-        with open("/proc/%d/stat" % pid) as stream:
+        with open(f"/proc/{pid}/stat") as stream:
             return stream.read().rpartition(")")[2].split()[0]
-    except (IOError, OSError, IndexError):
+    except (OSError, IndexError):
         return None
 
 
 def pause(pids, timeout=0.5):
     """SIGSTOP the processes and wait until none runs; False (and SIGCONT) when one did not stop in time."""
     for pid in pids:
-        try:
+        with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGSTOP)
-        except OSError:
-            pass
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if all(process_state(pid) in ("T", "t", "Z", "X", None) for pid in pids):
@@ -408,13 +407,11 @@ def pause(pids, timeout=0.5):
 
 def resume(pids):
     for pid in pids:
-        try:
+        with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGCONT)
-        except OSError:
-            pass
 
 
-class PortGuard(object):
+class PortGuard:
     """A listener that joins a port's SO_REUSEPORT group and never accepts, in a child process of its own.
 
     While the old container drains, the port must not be left without a listener: should the new container
@@ -471,7 +468,7 @@ class PortGuard(object):
                 current.close()
                 status = 0
             except Exception as exc:  # told to the parent through the ready pipe
-                os.write(self.ready_w, ("%s: %s" % (type(exc).__name__, exc)).encode()[:200])
+                os.write(self.ready_w, (f"{type(exc).__name__}: {exc}").encode()[:200])
             finally:
                 os._exit(status)
         os.close(self.ready_w)
@@ -520,7 +517,7 @@ class PortGuard(object):
     def others_listen(port):
         """Whether a socket besides the guard's listens on `port` (False when ss cannot tell)."""
         try:
-            out = subprocess.run(["ss", "-Hltn", "sport = :%d" % port], stdout=subprocess.PIPE,
+            out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], stdout=subprocess.PIPE,
                                  stderr=subprocess.DEVNULL, check=True).stdout
         except (OSError, subprocess.CalledProcessError):
             return False
@@ -546,7 +543,7 @@ def spec_hash(params, image_id):
 
 def container_name(app, release, digest):
     safe = "".join(c if c.isalnum() or c in "_.-" else "-" for c in release)
-    return "%s-%s-%s" % (app, safe, digest[:6])
+    return f"{app}-{safe}-{digest[:6]}"
 
 
 def docker_run_argv(params, name, digest, port=None):
@@ -555,12 +552,12 @@ def docker_run_argv(params, name, digest, port=None):
     # no restarts until it passed its gate: a crashing release must show as exited, not loop
     argv = ["docker", "run", "--detach", "--name", name, "--network", "host",
             "--restart", "no", "--stop-timeout", str(params["stop_timeout"]),
-            "--label", "%s=%s" % (LABEL_APP, params["app"]), "--label", "%s=%s" % (LABEL_RELEASE, params["release"]),
-            "--label", "%s=%s" % (LABEL_SPEC, digest),
-            "--label", "%s=%s" % (LABEL_PROTOCOL, params["health"]["protocol"]),
-            "--label", "%s=%s" % (LABEL_PORT, port)]
+            "--label", f"{LABEL_APP}={params['app']}", "--label", f"{LABEL_RELEASE}={params['release']}",
+            "--label", f"{LABEL_SPEC}={digest}",
+            "--label", "{}={}".format(LABEL_PROTOCOL, params["health"]["protocol"]),
+            "--label", f"{LABEL_PORT}={port}"]
     for key, value in sorted(params["labels"].items()):
-        argv += ["--label", "%s=%s" % (key, value)]
+        argv += ["--label", f"{key}={value}"]
     if params["user"]:
         argv += ["--user", params["user"]]
     if params["read_only"]:
@@ -581,11 +578,11 @@ def docker_run_argv(params, name, digest, port=None):
         argv += ["--env-file", params["env_file"]]
     env = dict(params["env"], DEPLOYKIT_INSTANCE=name, DEPLOYKIT_PORT=str(port))
     for key, value in sorted(env.items()):
-        argv += ["--env", "%s=%s" % (key, value)]
+        argv += ["--env", f"{key}={value}"]
     return argv + [params["image"]]
 
 
-class Swapper(object):
+class Swapper:
     def __init__(self, module):
         self.module = module
         self.params = module.params
@@ -603,29 +600,30 @@ class Swapper(object):
             return
         try:
             if self.progress is None:
-                path = self.params["progress_file"] or "/run/deploykit/%s.progress" % self.params["app"]
+                path = self.params["progress_file"] or "/run/deploykit/{}.progress".format(self.params["app"])
                 os.makedirs(os.path.dirname(path), exist_ok=True)
-                self.progress = open(path, "w")
+                self.progress = open(path, "w")  # noqa: SIM115 - open for the whole swap (its process)
             self.progress.write(json.dumps(dict(step=step, at=self.timings[step], **details)) + "\n")
             self.progress.flush()
         except OSError as exc:  # the progress file is for watching a swap: it never stops one
             if self.progress is None:
                 self.progress = False
-                self.module.warn("no progress file: %s" % exc)
+                self.module.warn(f"no progress file: {exc}")
 
     def docker(self, *args, **kwargs):
         check = kwargs.pop("check", True)
         rc, out, err = self.module.run_command(["docker"] + list(args))
         if check and rc != 0:
-            raise SwapError("docker %s failed: %s" % (" ".join(args[:2]), (err or out).strip()))
+            raise SwapError("docker {} failed: {}".format(" ".join(args[:2]), (err or out).strip()))
         return rc, out, err
 
     def app_containers(self):
         """[(name, running, spec, release)] of this app's containers, oldest first."""
-        _, labelled, _ = self.docker("ps", "--all", "--filter", "label=%s=%s" % (LABEL_APP, self.params["app"]),
+        _, labelled, _ = self.docker("ps", "--all", "--filter", "label={}={}".format(LABEL_APP, self.params["app"]),
                                      "--format", "{{.Names}}")
         # a container named exactly APP (as earlier deploykit versions ran it) is this app's too
-        _, named, _ = self.docker("ps", "--all", "--filter", "name=^/%s$" % self.params["app"], "--format", "{{.Names}}")
+        _, named, _ = self.docker("ps", "--all", "--filter", f"name=^/{self.params['app']}$",
+                                  "--format", "{{.Names}}")
         names = sorted(set(labelled.split()) | set(named.split()))
         if not names:
             return []
@@ -652,16 +650,16 @@ class Swapper(object):
             return configured
         ports = self.params["ports"] or [configured, configured + 1]
         if len(ports) != 2 or ports[0] == ports[1]:
-            raise SwapError("blue-green needs two different ports, not %s" % ports)
+            raise SwapError(f"blue-green needs two different ports, not {ports}")
         free = [port for port in ports if port not in running]
         if not free:
-            raise SwapError("both blue-green ports %s are held by running containers of %s (an interrupted deploy): "
-                            "deploy again with strategy reuse-port to converge" % (ports, self.params["app"]))
+            raise SwapError("both blue-green ports {} are held by running containers of {} (an interrupted deploy): "
+                            "deploy again with strategy reuse-port to converge".format(ports, self.params["app"]))
         return free[0]
 
     def listeners(self, port):
         """[(address, uid, [pid])] of the sockets listening on TCP `port`, or None when ss is missing."""
-        rc, out, _ = self.module.run_command(["ss", "-Hltnep", "sport = :%d" % port])
+        rc, out, _ = self.module.run_command(["ss", "-Hltnep", f"sport = :{port}"])
         if rc != 0:
             return None
         found = []
@@ -680,16 +678,16 @@ class Swapper(object):
             _, out, _ = self.docker("inspect", "--format", "{{.Id}}", *names, check=False)
         else:
             _, out, _ = self.docker("ps", "--quiet", "--no-trunc", "--filter",
-                                    "label=%s=%s" % (LABEL_APP, self.params["app"]))
+                                    "label={}={}".format(LABEL_APP, self.params["app"]))
         return out.split()
 
     def foreign_listeners(self, port):
         """Processes listening on `port` that are not in one of this app's containers (by cgroup)."""
-        rc, out, _ = self.module.run_command(["ss", "-Hltnp", "sport = :%d" % port])
+        rc, out, _ = self.module.run_command(["ss", "-Hltnp", f"sport = :{port}"])
         if rc != 0:
             return []  # no ss: the new container's bind reports a conflict instead
         own = self.container_ids()
-        return sorted(set("%s (pid %s)" % (name, pid) for name, pid in re.findall(r'"([^"]+)",pid=(\d+)', out)
+        return sorted(set(f"{name} (pid {pid})" for name, pid in re.findall(r'"([^"]+)",pid=(\d+)', out)
                           if not in_containers(pid, own)))
 
     def wait_listening(self, names, port, timeout):
@@ -710,14 +708,14 @@ class Swapper(object):
             try:
                 guards.append(PortGuard(address, port, uid))
             except (OSError, ValueError) as exc:
-                self.module.warn("no drain guard on %s:%d (%s): a new container dying while the old one drains "
-                                 "would leave the port without a listener" % (address, port, exc))
+                self.module.warn(f"no drain guard on {address}:{port} ({exc}): a new container dying while the old "
+                                 "one drains would leave the port without a listener")
         return guards
 
     def image_id(self):
         rc, out, _ = self.docker("image", "inspect", "--format", "{{.Id}}", self.params["image"], check=False)
         if rc != 0:
-            raise SwapError("image %s is not on this host: ship it first (app role, image tasks)" % self.params["image"])
+            raise SwapError(f"image {self.params['image']} is not on this host: ship it first (app role, image tasks)")
         return out.strip()
 
     def logs(self, name):
@@ -787,17 +785,17 @@ class Swapper(object):
         again = self.listening_again(names, port)
         protocol = self.params["health"]["protocol"]
         changed = sorted(set(c[4] for c in old if c[4] and c[4] != protocol))
-        raise SwapError("%s; %s%s" % (
-            failure, again, ". nginx spoke %s to the port until the swap was done: change the protocol of a host under traffic with "
-            "strategy blue-green" % changed[0] if changed else ""), **failure.details)
+        raise SwapError("{}; {}{}".format(
+            failure, again, f". nginx spoke {changed[0]} to the port until the swap was done: change the protocol of a "
+            "host under traffic with strategy blue-green" if changed else ""), **failure.details)
 
     def listening_again(self, names, port):
         """Wait until the old containers `names`, just started again, listen on `port` (at most the health
         timeout), mark old_restarted, and say how that went."""
         back = self.wait_listening(names, port, self.params["health"]["timeout"])
         self.mark("old_restarted")
-        return "the old container (%s) was started again%s" % (
-            ", ".join(names), " and serves" if back else ", but does not listen on port %d yet" % port)
+        return "the old container ({}) was started again{}".format(
+            ", ".join(names), " and serves" if back else f", but does not listen on port {port} yet")
 
     def serves(self, name, restarts, port):
         """Whether the container still runs as it did (not restarted since) and, when ss can tell, listens on
@@ -825,7 +823,7 @@ class Swapper(object):
         self.docker("stop", "--time", "2", successor, check=False)
         logs = self.logs(successor)
         self.docker("rm", "--force", successor, check=False)
-        raise SwapError("the new container %s exited while the old one drained; %s" % (successor, again), logs=logs)
+        raise SwapError(f"the new container {successor} exited while the old one drained; {again}", logs=logs)
 
     def health_gate(self, name, port):
         """Successes must come from the new container itself: its name is in the health answer."""
@@ -838,21 +836,21 @@ class Swapper(object):
             try:
                 status, _, headers = probe(h["protocol"], h["address"], h["port"], h["path"], h["host_header"], 5.0)
                 if not 200 <= status < 300:
-                    streak, last = 0, "status %s from %s" % (status, headers.get(INSTANCE_HEADER) or "the port")
+                    streak, last = 0, "status {} from {}".format(status, headers.get(INSTANCE_HEADER) or "the port")
                 elif headers.get(INSTANCE_HEADER) == name:
                     streak += 1
                     if streak >= h["successes"]:
                         return attempts
                 # an answer from the old container: neither success nor failure
             except (OSError, ProbeError) as exc:
-                streak, last = 0, "%s: %s" % (type(exc).__name__, exc)
+                streak, last = 0, f"{type(exc).__name__}: {exc}"
             if not self.running(name):
                 logs = self.logs(name)
-                raise SwapError("the new container %s exited before it was healthy%s" % (name, last_words(logs)),
+                raise SwapError(f"the new container {name} exited before it was healthy{last_words(logs)}",
                                 logs=logs)
             time.sleep(h["interval"])
-        raise SwapError("the new container %s did not pass its health gate within %ss (last: %s)"
-                        % (name, h["timeout"], last), logs=self.logs(name), health_attempts=attempts)
+        raise SwapError(f"the new container {name} did not pass its health gate within {h['timeout']}s (last: {last})",
+                        logs=self.logs(name), health_attempts=attempts)
 
     def settle(self, name, port, restarts):
         """The rest of the gate: for `settle` seconds after its streak, while the old one still serves, the new
@@ -869,16 +867,16 @@ class Swapper(object):
                 try:
                     status, _, headers = probe(h["protocol"], h["address"], port, h["path"], h["host_header"], 5.0)
                     if not 200 <= status < 300 and headers.get(INSTANCE_HEADER) == name:
-                        failure = "answered status %s" % status
+                        failure = f"answered status {status}"
                     elif not 200 <= status < 300 and INSTANCE_HEADER not in headers:  # whose? the port answers badly
-                        failure = "(or the old one) answered status %s" % status
+                        failure = f"(or the old one) answered status {status}"
                 except (OSError, ProbeError) as exc:
-                    failure = "(or the old one) failed a probe (%s: %s)" % (type(exc).__name__, exc)
+                    failure = f"(or the old one) failed a probe ({type(exc).__name__}: {exc})"
             if failure:
                 logs = self.logs(name)
                 self.docker("rm", "--force", name, check=False)
-                raise SwapError("the new container %s %s %.1f s after its first healthy answers; the old one kept "
-                                "serving" % (name, failure, time.monotonic() - self.start - self.timings["ready"]),
+                raise SwapError("the new container {} {} {:.1f} s after its first healthy answers; the old one kept "
+                                "serving".format(name, failure, time.monotonic() - self.start - self.timings["ready"]),
                                 logs=logs)
             if time.monotonic() >= deadline:
                 break
@@ -899,7 +897,7 @@ class Swapper(object):
         running, restarts = self.state(name)
         if rc != 0 and running:
             self.stop_and_remove(name)
-            raise SwapError("docker update of the new container %s failed: %s" % (name, (err or out).strip()))
+            raise SwapError(f"docker update of the new container {name} failed: {(err or out).strip()}")
         held = self.hold(olds, port)
         try:
             self.settle(name, port, restarts)  # an exit (rc != 0 above) is reported here
@@ -1025,10 +1023,8 @@ class Swapper(object):
             resume(pids)  # it accepted one before it stopped: let it answer
             drained.pop(fd, None)
             return False
-        try:
+        with contextlib.suppress(ProcessLookupError):
             signal.pidfd_send_signal(fd, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         if "old_killed" not in self.timings:
             self.mark("old_killed")
         return True
@@ -1055,9 +1051,8 @@ class Swapper(object):
         _, out, _ = self.docker("images", repository, "--format", "{{.Repository}}:{{.Tag}}")
         removed = []
         for image in out.split():
-            if image not in keep and not image.endswith(":<none>"):
-                if self.docker("rmi", image, check=False)[0] == 0:
-                    removed.append(image)
+            if image not in keep and not image.endswith(":<none>") and self.docker("rmi", image, check=False)[0] == 0:
+                removed.append(image)
         return removed
 
     def run(self):
@@ -1085,14 +1080,14 @@ class Swapper(object):
         protocol = p["health"]["protocol"]
         speaking_other = [c[0] for c in containers if c[1] and c[4] and c[4] != protocol]
         if p["strategy"] == "reuse-port" and speaking_other:
-            raise SwapError("cannot swap on one port from a server speaking %s (%s) to one speaking %s: nginx would "
+            raise SwapError("cannot swap on one port from a server speaking {} ({}) to one speaking {}: nginx would "
                             "send the old protocol to the new container. Deploy this change with strategy recreate "
-                            "or blue-green." % (containers[0][4], ", ".join(speaking_other), protocol))
+                            "or blue-green.".format(containers[0][4], ", ".join(speaking_other), protocol))
         port = self.listen_port(containers)
         foreign = self.foreign_listeners(port)
         if foreign:
-            raise SwapError("port %d is in use by %s, not by a container of %s: nothing was changed. Stop that "
-                            "process, or give the app another port (app_port)" % (port, ", ".join(foreign), p["app"]))
+            raise SwapError(f"port {port} is in use by {', '.join(foreign)}, not by a container of {p['app']}: nothing "
+                            "was changed. Stop that process, or give the app another port (app_port)")
         if self.module.check_mode:
             return dict(changed=True, container=name, stopped=others, retire=[], port=port)
         stale = [c[0] for c in containers if c[0] == name]

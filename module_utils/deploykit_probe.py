@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 """One GET request to an app server, in the protocol it speaks: HTTP, uwsgi or FastCGI.
 
 Used by deploykit's modules on the hosts (health gates) and by its tests on the controller.
@@ -52,7 +51,7 @@ def _parse_http(raw, cgi_style=False):
     if cgi_style:  # FastCGI responders answer with CGI headers: "Status: 200 OK"
         status, fields = 200, lines
     elif not lines or not lines[0].startswith("HTTP/"):
-        raise ProbeError("not an HTTP response: %r" % raw[:80])
+        raise ProbeError(f"not an HTTP response: {raw[:80]!r}")
     else:
         status, fields = int(lines[0].split()[1]), lines[1:]
     headers = {}
@@ -66,7 +65,7 @@ def _parse_http(raw, cgi_style=False):
 
 
 def http_get(address, port, path, host, timeout):
-    request = "GET %s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\nUser-Agent: deploykit-probe\r\n\r\n" % (path, host)
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: deploykit-probe\r\n\r\n"
     with socket.create_connection((address, port), timeout=timeout) as sock:
         sock.sendall(request.encode("latin-1"))
         return _parse_http(_recv_all(sock))
@@ -118,5 +117,5 @@ def probe(protocol, address, port, path="/health", host="localhost", timeout=5.0
     fails, ProbeError on a garbled answer."""
     getters = {"http": http_get, "uwsgi": uwsgi_get, "fastcgi": fastcgi_get}
     if protocol not in getters:
-        raise ProbeError("unknown protocol %r (one of %s)" % (protocol, ", ".join(PROTOCOLS)))
+        raise ProbeError("unknown protocol {!r} (one of {})".format(protocol, ", ".join(PROTOCOLS)))
     return getters[protocol](address, port, path, host, timeout)

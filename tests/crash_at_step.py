@@ -3,10 +3,11 @@
     python3 - PROGRESS_FILE RELEASE STEP[,STEP...] TIMEOUT < crash_at_step.py
 
 It removes the swap's progress file (library/deploykit_swap.py `progress_file`), says `ready`, then follows the
-file the next swap writes (looking every 2 ms): at `started` it learns the new container's main process (the container's name holds
-the release), and at the first of the steps named it kills that process with SIGKILL (the kernel then kills
-every process of the container: a crash, nothing graceful). It prints one JSON line saying whether it fired,
-at which step, and how long after that step's line appeared; it gives up after TIMEOUT seconds.
+file the next swap writes (looking every 2 ms): at `started` it learns the new container's main process (the
+container's name holds the release), and at the first of the steps named it kills that process with SIGKILL
+(the kernel then kills every process of the container: a crash, nothing graceful). It prints one JSON line
+saying whether it fired, at which step, and how long after that step's line appeared; it gives up after TIMEOUT
+seconds.
 """
 
 import json

@@ -37,8 +37,8 @@ def test_init_writes_every_key_and_the_file_loads_back_as_written(django_site):
     assert result.outcome == "written"
     text = result.path.read_text()
     for key in appspec.SCHEMA:  # every key is in the file, with its comment
-        assert re.search(rf"^  # {re.escape(key.help[:30])}", text, re.M), key.name
-        assert re.search(rf"^  {key.name}: ", text, re.M), key.name
+        assert re.search(rf"^  # {re.escape(key.help[:30])}", text, re.MULTILINE), key.name
+        assert re.search(rf"^  {key.name}: ", text, re.MULTILINE), key.name
     spec = appspec.load(django_site)
     assert spec["app.wsgi"] == "mysite.wsgi:application"
     assert spec["app.django_settings"] == "mysite.settings"
@@ -67,7 +67,8 @@ def test_init_refuses_a_python_no_base_offers(django_site):
 
 
 @pytest.mark.parametrize("change, message", [
-    (("  variant:", "  varient:"), r"line \d+: unknown key 'varient' in section 'server'\n  hint: did you mean 'variant'"),
+    (("  variant:", "  varient:"),
+     r"line \d+: unknown key 'varient' in section 'server'\n  hint: did you mean 'variant'"),
     (("server:", "sever:"), r"line \d+: unknown section 'sever'"),
     (("processes: 4", "processes: four"), r"line \d+: server.processes must be a whole number, not 'four'"),
     (("processes: 4", "processes: true"), r"server.processes must be a whole number"),
@@ -153,7 +154,8 @@ def test_the_build_context_holds_the_app_less_what_is_excluded(django_site, tmp_
     copy_app(spec, tmp_path / "app")
     copied = sorted(p.relative_to(tmp_path / "app").as_posix() for p in (tmp_path / "app").rglob("*") if p.is_file())
     assert "manage.py" in copied and "mysite/settings.py" in copied and "requirements.txt" in copied
-    assert not [p for p in copied if p.startswith(".git") or p.endswith(".pyc") or p in ("secrets.yml", "deploykit.yml")]
+    never = ("secrets.yml", "deploykit.yml")
+    assert not [p for p in copied if p.startswith(".git") or p.endswith(".pyc") or p in never]
     assert app_requirements(spec) == "Django==5.2.19\n"
     argv = pip_download_command("3.13", tmp_path / "wheels", [tmp_path / "r.txt"])
     assert argv[argv.index("--python-version") + 1] == "3.13" and argv[argv.index("--abi") + 1] == "cp313"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -77,7 +78,7 @@ def test_each_deploy_is_benchmarked_and_its_swap_window_reported(fleet, test_rel
     assert marks == {(h, step) for h in names for step in ("healthy", "old_stopped")}
     duration = len(report["load"]["buckets"])
     assert all(0 < m["second"] < duration for m in report["marks"])
-    html = open(second["report_html"], encoding="utf-8").read()
+    html = Path(second["report_html"]).read_text(encoding="utf-8")
     assert "swap.png" in html and f"deploy {test_release_b}" in html
 
 

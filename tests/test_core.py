@@ -162,7 +162,7 @@ def test_the_swap_window_load_ends_with_the_deploy_that_started_it(tmp_path):
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
         try:
-            if open(f"/proc/{child}/stat").read().split()[2] == "Z":  # ended, not yet reaped
+            if Path(f"/proc/{child}/stat").read_text().split()[2] == "Z":  # ended, not yet reaped
                 break
         except FileNotFoundError:
             break

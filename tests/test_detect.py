@@ -301,7 +301,8 @@ def test_ambiguous_flask_modules_are_listed(tmp_path: Path) -> None:
 
 def test_two_packages_with_factories_are_ambiguous(tmp_path: Path) -> None:
     flask_tutorial(tmp_path)
-    write(tmp_path / "shop" / "__init__.py", "from flask import Flask\n\n\ndef create_app():\n    return Flask(__name__)\n")
+    write(tmp_path / "shop" / "__init__.py",
+          "from flask import Flask\n\n\ndef create_app():\n    return Flask(__name__)\n")
     with pytest.raises(DetectError, match="--wsgi") as raised:
         detect(tmp_path)
     assert "flaskr:create_app() (flaskr/__init__.py)" in str(raised.value)

@@ -96,7 +96,8 @@ def test_a_benchmark_path_that_is_no_url_path_is_refused(tmp_path, path):
     """Ansible would render a path with braces as a template (a command on the controller); one with a space
     failed only after the swap."""
     (tmp_path / "hosts.yml").write_text("all:\n  children:\n    web:\n      hosts:\n        web-1: {}\n")
-    smoke = deploy("-i", str(tmp_path), "--version", "1.0.0", "--smoke-path", path, check=False, cwd=FLASK_DIR, env=NO_ENGINE)
+    smoke = deploy("-i", str(tmp_path), "--version", "1.0.0", "--smoke-path", path, check=False, cwd=FLASK_DIR,
+                   env=NO_ENGINE)
     bench = deploy("bench", "-i", str(tmp_path), "--path", path, check=False, env=NO_ENGINE)
     for result in (smoke, bench):
         assert result.returncode == 2 and "must be a URL path" in result.stderr, result.stderr

@@ -48,9 +48,9 @@ def test_a_lock_left_by_a_killed_deploy_is_taken_over(project, caplog):
 
 def test_locks_are_per_inventory(project):
     (project.root / "other").mkdir()
-    with DeployLock.acquire(project, project.root / "inv", "deploy", "1"):
-        with DeployLock.acquire(project, project.root / "other", "deploy", "1"):
-            pass
+    with DeployLock.acquire(project, project.root / "inv", "deploy", "1"), \
+            DeployLock.acquire(project, project.root / "other", "deploy", "1"):
+        pass
 
 
 def record(project, version, result="ok", variant="uwsgi", action="deploy", **more):

@@ -7,8 +7,15 @@ import yaml
 
 from conftest import ROOT
 from deploykit_probe import PROTOCOLS
-from deploykit_serve import (ConfigError, Settings, check_venv, load_variants, server_command, server_environment,
-                             variant_spec)
+from deploykit_serve import (
+    ConfigError,
+    Settings,
+    check_venv,
+    load_variants,
+    server_command,
+    server_environment,
+    variant_spec,
+)
 from deploykit_wsgi import one_context_per_thread, strip_header_whitespace, wrap
 
 VARIANTS = load_variants(ROOT / "apps" / "variants.yml")
@@ -252,7 +259,8 @@ def test_the_launcher_asks_the_app_for_its_health_before_binding():
 
 def test_greenlet_workers_find_their_own_module():
     s = Settings(variant="gunicorn-gevent", wsgi="app:application")
-    assert server_environment(s, variant_spec(s, VARIANTS))["PYTHONPATH"].split(":")[0] == str(ROOT / "apps" / "launcher")
+    path = server_environment(s, variant_spec(s, VARIANTS))["PYTHONPATH"]
+    assert path.split(":")[0] == str(ROOT / "apps" / "launcher")
 
 
 def test_a_fixed_async_worker_hands_its_handlers_the_listener_name_after_the_listener_closed():

@@ -44,7 +44,8 @@ def test_deploy_through_the_registry(registry, test_release):
     for host in registry.hosts:
         # pulled from the registry; the container runs that image (when an earlier test left a container of the
         # same image id and settings, the swap rightly kept it: same image, same container)
-        pulled = registry.ssh(host, f"sudo docker image inspect -f '{{{{.Id}}}}' {endpoint}/{FLASK_IMAGE}:{test_release}")
+        pulled = registry.ssh(host, "sudo docker image inspect -f '{{.Id}}' "
+                                    f"{endpoint}/{FLASK_IMAGE}:{test_release}")
         running = registry.ssh(host, "sudo docker inspect -f '{{.Image}}' $(sudo docker ps -q --filter "
                                      "label=io.deploykit.app=deploykit-app)")
         assert pulled.strip() and pulled.strip() == running.strip()

@@ -59,13 +59,13 @@ def test_every_setup_serves_through_nginx(fleet, test_release, tmp_path, number)
     setups = rounds(len(fleet.hosts))[number]
     hosts = fleet.hosts[:len(setups)]
     placed = {host["name"]: {"app_server_variant": variant, "app_name": app}
-              for host, (variant, app) in zip(hosts, setups)}
+              for host, (variant, app) in zip(hosts, setups, strict=True)}
     (tmp_path / "setups.yml").write_text(json.dumps({"web": {"hosts": placed}}))
     result = ansible_playbook("-i", str(fleet.inventory), "-i", str(tmp_path / "setups.yml"),
                               "--limit", ",".join(placed), "playbooks/deploy.yml",
                               "-e", f"app_release={test_release}", "-e", "app_strategy=recreate")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
-    for host, (variant, app) in zip(hosts, setups):
+    for host, (variant, app) in zip(hosts, setups, strict=True):
         if app == "django-demo":
             browse_and_post_django(host, variant, test_release)
         else:
@@ -83,7 +83,8 @@ def test_greenlet_workers_keep_a_pool_of_database_connections(fleet, test_releas
     (tmp_path / "setup.yml").write_text(json.dumps({"web": {"hosts": {host["name"]: {
         "app_server_variant": variant, "app_name": "django-demo"}}}}))
     result = ansible_playbook("-i", str(fleet.inventory), "-i", str(tmp_path / "setup.yml"), "--limit", host["name"],
-                              "playbooks/deploy.yml", "-e", f"app_release={test_release}", "-e", "app_strategy=recreate")
+                              "playbooks/deploy.yml", "-e", f"app_release={test_release}",
+                              "-e", "app_strategy=recreate")
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
 
     def sessions() -> int:

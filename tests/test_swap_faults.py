@@ -75,8 +75,8 @@ def serving(fleet) -> list[tuple[str, str]]:
 def test_a_release_that_crashes_at_start_is_not_let_in(fleet, test_release, broken_release):
     load = Load(fleet.hosts)
     try:
-        result = deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", broken_release, "--variant", "gunicorn-gthread",
-                        *FLASK, check=False)
+        result = deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", broken_release,
+                        "--variant", "gunicorn-gthread", *FLASK, check=False)
     finally:
         counts = load.finish()
     output = result.stdout + result.stderr
@@ -155,9 +155,9 @@ def test_a_release_that_crashes_while_the_old_one_drains_gives_the_port_back_to_
                          r"again and serves", result.stderr), result.stderr[-3000:]
     cut = int(counts["errors"].get("IncompleteRead", 0))
     if cut:  # what nginx said of the answers it could not finish (expected: the upstream closed mid-answer)
-        print("nginx on cut answers:", {host["name"]: fleet.ssh(host, "sudo grep -c 'prematurely closed connection "
-                                                                      "while reading upstream' /var/log/nginx/error.log "
-                                                                      "|| true").strip() for host in fleet.hosts})
+        grep = ("sudo grep -c 'prematurely closed connection while reading upstream' /var/log/nginx/error.log "
+                "|| true")
+        print("nginx on cut answers:", {host["name"]: fleet.ssh(host, grep).strip() for host in fleet.hosts})
     if dropped(counts) - cut or cut > IN_FLIGHT_PER_HOST * len(fleet.hosts):  # what nginx saw, for the report
         nginx = {host["name"]: fleet.ssh(host, "sudo grep -v ' \\[warn\\] ' /var/log/nginx/error.log | tail -n 8")
                  for host in fleet.hosts}
@@ -177,8 +177,8 @@ def test_a_second_deploy_at_once_is_refused(fleet, test_release_b):
         deadline = time.monotonic() + 30
         while not list((ROOT / ".deploykit" / "locks").glob("hosts-*.lock")) and time.monotonic() < deadline:
             time.sleep(0.2)
-        second = deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release_b, "--variant", "gunicorn-gthread",
-                        *FLASK, check=False)
+        second = deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release_b,
+                        "--variant", "gunicorn-gthread", *FLASK, check=False)
     finally:
         out, err = first.communicate(timeout=600)
     assert first.returncode == 0, out[-2000:] + err[-2000:]

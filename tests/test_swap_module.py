@@ -120,7 +120,7 @@ def test_blue_green_listens_on_the_port_no_running_container_holds(swap):
 
     def port(strategy, running, ports=()):
         swapper = swap.Swapper(Module(strategy=strategy, ports=list(ports)))
-        containers = [("c%d" % i, True, "spec", "1.0", "http", p, "unless-stopped") for i, p in enumerate(running)]
+        containers = [(f"c{i}", True, "spec", "1.0", "http", p, "unless-stopped") for i, p in enumerate(running)]
         return swapper.listen_port(containers)
 
     assert port("blue-green", [8000]) == 8001
@@ -156,7 +156,8 @@ def test_a_held_old_container_is_stopped_by_its_pidfd_and_waited_for(swap, tmp_p
                 "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(0.3), sys.exit(0)))\n"
                 "print('ready', flush=True)\n"
                 "time.sleep(30)\n")
-    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(30)"
+    stubborn = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); "
+                "time.sleep(30)")
     children = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
                 for code in (draining, stubborn)]
     try:
@@ -173,7 +174,8 @@ def test_a_held_old_container_is_stopped_by_its_pidfd_and_waited_for(swap, tmp_p
         # each step is written to the progress file as it happens (tests inject faults at a step with it)
         progress = [json.loads(line) for line in (tmp_path / "swap.progress").read_text().splitlines()]
         assert progress == [{"step": "old_signalled", "at": swapper.timings["old_signalled"]}]
-        swap.Swapper(Module(stop_timeout=1)).stop(["stubborn"], {"stubborn": (os.pidfd_open(children[1].pid), "SIGTERM", "id-stubborn", False)})
+        held = {"stubborn": (os.pidfd_open(children[1].pid), "SIGTERM", "id-stubborn", False)}
+        swap.Swapper(Module(stop_timeout=1)).stop(["stubborn"], held)
         assert children[1].poll() is None  # it ignored SIGTERM: after stop_timeout, docker kills the container
         assert calls == [["docker", "kill", "stubborn"]]
     finally:
@@ -198,7 +200,7 @@ def test_an_old_container_that_lingers_after_its_drain_is_killed_only_once_its_l
         check_mode = False
 
         def run_command(self, argv):
-            raise AssertionError("no docker call is needed: %s" % argv)
+            raise AssertionError(f"no docker call is needed: {argv}")
 
     server = ("import signal, socket, sys, time\n"
               "signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGTERM])\n"

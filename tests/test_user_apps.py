@@ -60,7 +60,8 @@ def django_project(root: Path) -> Path:
     # startproject quotes with ' or, when black is on PATH (Django formats what it generates), with "
     edit(settings, r"""SECRET_KEY = (['"]).*?\1\n""", 'SECRET_KEY = os.environ["DJANGO_SECRET_KEY"]\n', regex=True)
     edit(settings, "DEBUG = True", 'DEBUG = os.environ.get("DJANGO_DEBUG") == "1"')
-    edit(settings, "ALLOWED_HOSTS = []", 'ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost").split(",")')
+    edit(settings, "ALLOWED_HOSTS = []",
+         'ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "localhost").split(",")')
     edit(settings, r"DATABASES = \{.*?\n\}\n", 'DATABASES = {"default": dj_database_url.config(conn_max_age=60)}\n',
          regex=True)
     edit(settings, "INSTALLED_APPS = [", 'INSTALLED_APPS = [\n    "polls",')
@@ -121,7 +122,8 @@ def django_project(root: Path) -> Path:
         </body></html>
         """)
     write(site / "polls" / "static" / "polls" / "one.css", "h1 { color: teal; }\n")
-    edit(site / "mysite" / "urls.py", "from django.urls import path", "from django.urls import path\n\nfrom polls import views")
+    edit(site / "mysite" / "urls.py", "from django.urls import path",
+         "from django.urls import path\n\nfrom polls import views")
     edit(site / "mysite" / "urls.py", "urlpatterns = [", 'urlpatterns = [\n    path("", views.index, name="index"),\n'
                                                          '    path("healthz", views.healthz),')
     write(site / "requirements.txt", """

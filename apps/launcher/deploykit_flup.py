@@ -10,6 +10,7 @@ SO_REUSEPORT listener, with net.ipv4.tcp_migrate_req=1), requests in flight fini
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import signal
@@ -41,10 +42,8 @@ def web_server_addrs() -> list[str] | None:
 
 
 def stop_listening(sock: socket.socket) -> None:
-    try:
+    with contextlib.suppress(OSError):
         sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
 
 
 class GracefulThreadedServer(fcgi.WSGIServer):
@@ -116,10 +115,8 @@ def run_prefork(app, processes: int) -> int:
         stopping = True
         stop_listening(sock)
         for pid in list(children):
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
     sock = listener()
     signal.signal(signal.SIGTERM, on_term)

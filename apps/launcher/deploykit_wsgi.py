@@ -13,7 +13,6 @@ import importlib
 import os
 import threading
 
-
 INSTANCE_HEADER = "X-Deploykit-Instance"
 RELEASE_HEADER = "X-Deploykit-Release"
 
