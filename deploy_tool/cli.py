@@ -517,6 +517,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     project.state_dir.mkdir(parents=True, exist_ok=True)
     project.state_dir.chmod(0o700)  # keys, the audit log, runner folders: this user's only
     try:
+        from deploy_tool.playbook import check_limit
+
+        check_limit(getattr(args, "limit", None))  # every command's --limit, before anything else is asked
         return HANDLERS[args.command](args, project)
     except DeployError as exc:
         print(f"deploy: error: {exc}", file=sys.stderr)

@@ -11,7 +11,7 @@ from deploy_tool.appspec import AppSpec
 from deploy_tool.build import ReleaseBuilder, validate_version
 from deploy_tool.errors import DeployError
 from deploy_tool.journal import audit_path, json_lines
-from deploy_tool.playbook import PlaybookRun
+from deploy_tool.playbook import PlaybookRun, check_limit
 from deploy_tool.project import Project
 from deploy_tool.registry import LabRegistry
 from deploy_tool.secrets import check_secrets
@@ -56,6 +56,7 @@ class DeployRequest:
 
     def validate(self, project: Project) -> None:
         validate_version(self.version)
+        check_limit(self.limit)
         variant = validate_variant(project, self.variant)
         if variant.get("venv") and not self.spec["build.eventlet"]:
             raise DeployError(f"variant {self.variant} runs from a venv of its own ({variant['venv']}), which "

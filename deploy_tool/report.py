@@ -20,11 +20,13 @@ from typing import Any
 
 from deploy_tool import external
 from deploy_tool.errors import DeployError
+from deploy_tool.playbook import check_limit
 from deploy_tool.project import Project
 
 
 def web_addresses(inventory: Path, limit: str | None = None) -> dict[str, str]:
     """{host: address} of the inventory's web group (ansible-inventory resolves any inventory format)."""
+    check_limit(limit)
     argv = [str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(inventory), "--list"]
     if limit:
         argv += ["--limit", limit]

@@ -121,6 +121,29 @@ def test_an_out_of_range_option_is_named(tmp_path, args, message):
     assert result.returncode == 2 and message in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize("command, limit, message", [
+    ((), "~[", "'~[' is not a regular expression"),  # Ansible read it as a glob that matched every host
+    ((), "web-1,!~(x", "'~(x' is not a regular expression"),
+    (("provision",), "web 1", "is not a host pattern"),
+    (("bench",), "{{ x }}", "is not a host pattern"),
+    (("rollback",), "", "is not a host pattern"),
+])
+def test_a_limit_that_is_no_host_pattern_is_refused_before_any_host(tmp_path, command, limit, message):
+    (tmp_path / "hosts.yml").write_text("all:\n  children:\n    web:\n      hosts:\n        web-1: {}\n")
+    version = ("--version", "1.0.0") if not command else ()
+    result = deploy(*command, "-i", str(tmp_path), *version, "--limit", limit, check=False, cwd=FLASK_DIR,
+                    env=NO_ENGINE)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_host_patterns_users_write_pass():
+    from deploy_tool.playbook import check_limit
+
+    for limit in ("web-1", "web-*", "web:&eu", "web,!web-3", "~web-[12]$", "lab-1:lab-2", "10.0.0.5"):
+        check_limit(limit)
+
+
 @pytest.mark.parametrize("name", ["", ".", ".."])
 def test_an_inventory_name_that_is_no_inventory_is_refused(name):
     result = deploy("-i", name, "--version", "1.0.0", check=False, cwd=FLASK_DIR, env=NO_ENGINE)
