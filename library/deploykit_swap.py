@@ -315,6 +315,9 @@ ARGUMENT_SPEC = dict(
 )
 
 
+DOCKER_BOUND = 120  # seconds any docker call of the swap may take (a stop: plus its stop_timeout)
+
+
 class SwapError(Exception):
     def __init__(self, message, **details):
         super().__init__(message)
@@ -611,8 +614,14 @@ class Swapper:
                 self.module.warn(f"no progress file: {exc}")
 
     def docker(self, *args, **kwargs):
+        """A docker CLI call, bounded: a hung engine ends the swap with an error naming the call, instead of holding
+        the deploy (and its lock) until the play's own timeout. `docker stop` may take its drain time."""
         check = kwargs.pop("check", True)
-        rc, out, err = self.module.run_command(["docker"] + list(args))
+        bound = DOCKER_BOUND + (self.params["stop_timeout"] if args[0] == "stop" else 0)
+        rc, out, err = self.module.run_command(["timeout", "--kill-after", "5", str(bound), "docker", *args])
+        if rc in (124, 137):  # timeout(1): the call was stopped at its bound (137: killed after the grace)
+            raise SwapError(f"docker {' '.join(args[:2])} did not answer within {bound} s: is the Docker engine on "
+                            "this host hung? (systemctl status docker)")
         if check and rc != 0:
             raise SwapError("docker {} failed: {}".format(" ".join(args[:2]), (err or out).strip()))
         return rc, out, err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -177,7 +178,7 @@ def test_a_held_old_container_is_stopped_by_its_pidfd_and_waited_for(swap, tmp_p
         held = {"stubborn": (os.pidfd_open(children[1].pid), "SIGTERM", "id-stubborn", False)}
         swap.Swapper(Module(stop_timeout=1)).stop(["stubborn"], held)
         assert children[1].poll() is None  # it ignored SIGTERM: after stop_timeout, docker kills the container
-        assert calls == [["docker", "kill", "stubborn"]]
+        assert [argv[argv.index("docker"):] for argv in calls] == [["docker", "kill", "stubborn"]]
     finally:
         for child in children:
             child.kill()
@@ -249,3 +250,31 @@ def test_an_error_ends_with_the_containers_last_words(swap):
     assert said.startswith("; its last words: ")
     assert "answered 404 NOT FOUND" in said and said.endswith("not binding 8000")
     assert swap.last_words("") == ""
+
+
+def test_a_docker_call_that_hangs_ends_the_swap_naming_it(swap, monkeypatch, tmp_path):
+    """A hung engine (here a `docker` that never answers) stops the swap at the call's bound with an error naming
+    the call, instead of holding the deploy and its lock; the real timeout(1) of the host runs it."""
+    import subprocess
+    import time
+
+    fake = tmp_path / "docker"
+    fake.write_text("#!/bin/sh\nsleep 30\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setattr(swap, "DOCKER_BOUND", 1)
+
+    class Module:
+        params = params(stop_timeout=1)
+        check_mode = False
+
+        def run_command(self, argv):
+            done = subprocess.run(argv, capture_output=True, text=True)
+            return done.returncode, done.stdout, done.stderr
+
+    began = time.monotonic()
+    with pytest.raises(swap.SwapError, match="docker image inspect did not answer within 1 s"):
+        swap.Swapper(Module()).docker("image", "inspect", "x")
+    with pytest.raises(swap.SwapError, match="docker stop --time did not answer within 2 s"):  # plus stop_timeout
+        swap.Swapper(Module()).docker("stop", "--time", "1", "x")
+    assert time.monotonic() - began < 10
