@@ -7,7 +7,6 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -434,10 +433,8 @@ def _swap_lines(results: dict[str, dict[str, Any]]) -> list[str]:
 
 def cmd_bench(args: argparse.Namespace, project: Project) -> int:
     from deploy_tool.bench import BenchLoad, format_table, measure, pick_engine
-    from deploy_tool.deploy import DeployRequest, app_extravars, current_release
-    from deploy_tool.flow import Checks
-    from deploy_tool.flow import run_deploy as flow
-    from deploy_tool.matrix import matrix_table, parse_entries, run_matrix, save_matrix
+    from deploy_tool.deploy import DeployRequest, app_extravars
+    from deploy_tool.matrix import bench_matrix, matrix_table, save_matrix
 
     say = progress_sink(args.json)
     inventory = project.inventory_dir(args.inventory)
@@ -460,25 +457,10 @@ def cmd_bench(args: argparse.Namespace, project: Project) -> int:
                 emit(line)
         return 0
     spec = app_spec(args.project)
-    entries = parse_entries(project, args.variants, eventlet=spec["build.eventlet"])
-    current = current_release(project, inventory, spec.name)
-    version = args.version or (current or {}).get("version")
-    if not version:
-        raise DeployError(f"{spec.name} was not deployed to {inventory} yet: the matrix needs a release",
-                          hint="name one with --version V (built with deploy build)")
     secrets = vault_password_file(args) if spec.secrets_path.exists() else None
-    base = DeployRequest(inventory=inventory, version=version, spec=spec, limit=args.limit,
+    base = DeployRequest(inventory=inventory, version=args.version or "", spec=spec, limit=args.limit,
                          vault_password_file=secrets)
-    for entry in entries:  # every entry is checked before the first is deployed
-        replace(base, variant=entry.variant).validate(project)
-    quiet = Checks(smoke=None, report=False)
-    client = docker_client()
-    matrix = run_matrix(base, entries, load, project, say,
-                        lambda request: flow(request, quiet, project, lambda _: None, "bench", lambda: client))
-    if current:
-        say(f"restoring {current['version']} ({current['variant']}, {current['app']})")
-        flow(replace(base, version=current["version"], variant=current["variant"], strategy="recreate"), quiet,
-             project, lambda _: None, "bench", lambda: client)
+    matrix = bench_matrix(base, args.version, args.variants, load, project, say, docker_client)
     path = save_matrix(project, inventory, matrix)
     if args.json:
         print(json.dumps(matrix, indent=2))

@@ -10,14 +10,15 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from deploy_tool.bench import BenchLoad, format_table, measure
-from deploy_tool.deploy import DeployRequest, app_extravars
+from deploy_tool.deploy import DeployRequest, app_extravars, current_release
 from deploy_tool.errors import DeployError
-from deploy_tool.journal import inventory_slug
+from deploy_tool.journal import DeployLock, inventory_slug
 from deploy_tool.playbook import ProgressCallback
 from deploy_tool.project import Project
 from deploy_tool.variants import load_variants
@@ -98,6 +99,37 @@ def run_matrix(base: DeployRequest, entries: list[MatrixEntry], load: BenchLoad,
     emit(f"{progress_bar(len(entries), len(entries))} done in {time.time() - started:.0f} s")
     return {"release": base.version, "app": base.app, "load": vars(load).copy(), "rows": rows,
             "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.time() - started, 1)}
+
+
+def bench_matrix(base: DeployRequest, version: str | None, variants: str | None, load: BenchLoad,
+                 project: Project, emit: ProgressCallback, docker_client: Callable[[], Any]) -> dict[str, Any]:
+    """`deploy bench --matrix`: every entry checked first; the inventory's lock held from the first deploy to the
+    restore, so no deploy slips in between; the setup deployed before restored in a finally, whatever stopped the
+    matrix (a failed entry, an interrupt)."""
+    from deploy_tool.flow import Checks, run_deploy
+
+    entries = parse_entries(project, variants, eventlet=base.spec["build.eventlet"])
+    current = current_release(project, base.inventory, base.app)
+    version = version or (current or {}).get("version")
+    if not version:
+        raise DeployError(f"{base.app} was not deployed to {base.inventory} yet: the matrix needs a release",
+                          hint="name one with --version V (built with deploy build)")
+    base = replace(base, version=version)
+    for entry in entries:  # every entry is checked before the first is deployed
+        replace(base, variant=entry.variant).validate(project)
+    quiet = Checks(smoke=None, report=False)
+    client = docker_client()
+
+    def deploy(request: DeployRequest) -> None:
+        run_deploy(request, quiet, project, lambda _: None, "bench", lambda: client, inside_lock=True)
+
+    with DeployLock.acquire(project, base.inventory, "bench --matrix", version):
+        try:
+            return run_matrix(base, entries, load, project, emit, deploy)
+        finally:
+            if current:
+                emit(f"restoring {current['version']} ({current['variant']}, {current['app']})")
+                deploy(replace(base, version=current["version"], variant=current["variant"], strategy="recreate"))
 
 
 def matrix_table(matrix: dict[str, Any]) -> list[str]:

@@ -233,3 +233,38 @@ def test_a_release_swapped_in_whose_check_through_nginx_fails_is_said_to_be_live
     assert "`deploy rollback` returns those hosts" in str(failed.value)
     entry = last_audit_line(project)
     assert (entry["result"], entry["live_hosts"]) == ("failed", ["web-1"])
+
+
+def test_the_matrix_holds_the_lock_throughout_and_restores_the_setup_whatever_stops_it(project, monkeypatch):
+    """A matrix whose second entry fails: the setup deployed before is deployed again (in a finally), every deploy
+    of the matrix ran inside its one lock (no other deploy could slip in between), and the lock is gone after."""
+    import shutil
+
+    from conftest import ROOT
+    from deploy_tool import flow, matrix
+    from deploy_tool.bench import BenchLoad
+    from deploy_tool.deploy import DeployRequest
+
+    (project.root / "apps").mkdir()
+    shutil.copy(ROOT / "apps" / "variants.yml", project.root / "apps" / "variants.yml")
+    inventory = project.root / "inv"
+    audit(project, {"action": "deploy", "inventory": str(inventory), "version": "1.0.0", "variant": "uwsgi",
+                    "app": "flask-demo", "strategy": "reuse-port", "result": "ok"})
+    deployed = []
+
+    def run_deploy(request, checks, project_, emit, action, docker_client, inside_lock=False):
+        with pytest.raises(DeployError, match="running bench --matrix 1.0.0"):  # held: a deploy would be refused
+            DeployLock.acquire(project, inventory, "deploy", "9.9.9")
+        deployed.append((request.variant, request.strategy, inside_lock))
+        if len(deployed) == 2:
+            raise RuntimeError("the second setup failed")
+
+    monkeypatch.setattr(flow, "run_deploy", run_deploy)
+    monkeypatch.setattr(matrix, "measure", lambda *args, **kwargs: {})
+    base = DeployRequest(inventory=inventory, version="", spec=load(FLASK_DIR))
+    with pytest.raises(RuntimeError, match="second setup failed"):
+        matrix.bench_matrix(base, None, "gunicorn-sync,uwsgi-http,flup-prefork", BenchLoad(), project,
+                            lambda line: None, lambda: None)
+    assert deployed == [("gunicorn-sync", "recreate", True), ("uwsgi-http", "recreate", True),
+                        ("uwsgi", "recreate", True)]  # the third entry never ran; the restore did
+    DeployLock.acquire(project, inventory, "deploy", "1.0.1").release()  # free again
