@@ -7,6 +7,7 @@ takeover is said. The audit log (.deploykit/audit.log) has one JSON line per dep
 
 from __future__ import annotations
 
+import fcntl
 import getpass
 import hashlib
 import json
@@ -29,6 +30,12 @@ def inventory_slug(inventory: Path) -> str:
     return f"{inventory.stem}-{digest}"
 
 
+def lock_path(project: Project, inventory: Path) -> Path:
+    """The lock of an inventory's fleet, keyed by its directory: `-i inv` and `-i inv/hosts.yml` are one fleet."""
+    directory = inventory if inventory.is_dir() or not inventory.suffix else inventory.parent
+    return project.state_dir / "locks" / f"{inventory_slug(directory)}.lock"
+
+
 def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -49,33 +56,32 @@ class DeployLock:
     def acquire(cls, project: Project, inventory: Path, action: str, version: str,
                 nested: bool = False) -> DeployLock:
         """Take the inventory's lock. nested: this process may hold it already (a gate's rollback inside its
-        deploy); that inner hold does not release it."""
-        path = project.state_dir / "locks" / f"{inventory_slug(inventory)}.lock"
+        deploy); that inner hold does not release it. Atomic: takers on this controller go one at a time (an
+        flock on the locks folder), and the lock file appears whole (written aside, then renamed in)."""
+        path = lock_path(project, inventory)
         path.parent.mkdir(parents=True, exist_ok=True)
         holder = {"user": getpass.getuser(), "host": socket.gethostname(), "pid": os.getpid(),
                   "action": action, "version": version, "inventory": str(inventory), "since": int(time.time())}
-        for _ in range(2):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                current = cls._read(path)
-                if nested and current and current.get("pid") == os.getpid():
+        with open(path.parent / ".guard", "w") as guard:
+            fcntl.flock(guard, fcntl.LOCK_EX)
+            current = cls._read(path)
+            pid = current.get("pid") if current else None
+            alive = isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 and process_alive(pid)
+            if alive and current is not None:
+                if nested and pid == os.getpid():
                     return cls(path, current, nested=True)
-                if current and process_alive(int(current.get("pid", 0))):
-                    since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(current.get("since", 0)))
-                    raise DeployError(
-                        f"another deploy holds the lock of {inventory}: {current.get('user')}@{current.get('host')} "
-                        f"(pid {current.get('pid')}) running {current.get('action')} {current.get('version')} "
-                        f"since {since}",
-                        hint=f"wait for it to finish; if that process is gone, remove {path}") from None
+                since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(current.get("since", 0)))
+                raise DeployError(
+                    f"another deploy holds the lock of {inventory}: {current.get('user')}@{current.get('host')} "
+                    f"(pid {pid}) running {current.get('action')} {current.get('version')} since {since}",
+                    hint=f"wait for it to finish; if that process is gone, remove {path}")
+            if path.exists():
                 log.warning("taking over a stale deploy lock (%s, pid %s no longer runs)",
-                            current.get("action") if current else "unreadable", current.get("pid") if current else "?")
-                path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as handle:
-                json.dump(holder, handle)
-            return cls(path, holder)
-        raise DeployError(f"could not take the deploy lock {path}", hint="remove it if no deploy runs")
+                            current.get("action") if current else "unreadable", pid)
+            partial = path.with_name(f".{path.name}.{os.getpid()}")
+            partial.write_text(json.dumps(holder), encoding="utf-8")
+            os.replace(partial, path)
+        return cls(path, holder)
 
     @staticmethod
     def _read(path: Path) -> dict[str, Any] | None:

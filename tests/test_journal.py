@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +14,7 @@ from conftest import FLASK_DIR, deploy
 from deploy_tool.appspec import load
 from deploy_tool.deploy import previous_release
 from deploy_tool.errors import DeployError
-from deploy_tool.journal import DeployLock, audit
+from deploy_tool.journal import DeployLock, audit, lock_path
 from deploy_tool.project import Project
 
 
@@ -268,3 +270,48 @@ def test_the_matrix_holds_the_lock_throughout_and_restores_the_setup_whatever_st
     assert deployed == [("gunicorn-sync", "recreate", True), ("uwsgi-http", "recreate", True),
                         ("uwsgi", "recreate", True)]  # the third entry never ran; the restore did
     DeployLock.acquire(project, inventory, "deploy", "1.0.1").release()  # free again
+
+
+@pytest.mark.parametrize("content", ["", '{"pid": "abc"}', '{"pid": 0}', '{"pid": true}', "[]", '{"user": "x"}'])
+def test_a_lock_file_that_names_no_live_process_is_taken_over(project, content):
+    """A file cut short, a pid that is no number, pid 0 (os.kill(0) would ask the whole process group): stale."""
+    inventory = project.root / "inv"
+    path = lock_path(project, inventory)
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    with DeployLock.acquire(project, inventory, "deploy", "1.0.1") as lock:
+        assert json.loads(path.read_text())["pid"] == lock.holder["pid"] == os.getpid()
+
+
+def test_an_inventory_directory_and_its_hosts_file_share_one_lock(project):
+    inventory = project.root / "inv"
+    (inventory / "hosts.yml").write_text("all: {}\n")
+    assert lock_path(project, inventory) == lock_path(project, inventory / "hosts.yml")
+
+
+def test_takers_of_a_stale_lock_at_once_get_it_one_at_a_time(project):
+    """A lock left by a process that is gone, and eight processes taking it at once, each holding it a moment:
+    never two hold it at the same time (before, two takers of a stale lock could both win: each removed the file,
+    one then removed the other's)."""
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    path = lock_path(project, project.root / "inv")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"pid": int(dead.stdout), "action": "deploy"}))
+    script = ("import sys, time\nfrom pathlib import Path\n"
+              "from deploy_tool.errors import DeployError\nfrom deploy_tool.journal import DeployLock\n"
+              "from deploy_tool.project import Project\n"
+              "project = Project(Path(sys.argv[1]))\n"
+              "try:\n"
+              "    with DeployLock.acquire(project, project.root / 'inv', 'deploy', '1'):\n"
+              "        began = time.time(); time.sleep(0.2); print('held', began, time.time(), flush=True)\n"
+              "except DeployError:\n"
+              "    print('refused', flush=True)\n")
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(project.root)], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parent.parent)
+            for _ in range(8)]
+    outcomes = [run.communicate(timeout=60) for run in runs]
+    held = sorted((float(line.split()[1]), float(line.split()[2])) for line, _ in outcomes if line.startswith("held"))
+    assert held and len(held) + sum(line.startswith("refused") for line, _ in outcomes) == 8, outcomes
+    for (_, end), (start, _) in zip(held, held[1:], strict=False):
+        assert start >= end, held  # one holder at a time
+    assert not path.exists()  # each holder released it

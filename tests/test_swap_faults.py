@@ -25,6 +25,8 @@ import time
 import pytest
 
 from conftest import FLASK, NO_CHECKS, ROOT, deploy
+from deploy_tool.journal import lock_path
+from deploy_tool.project import Project
 from weblab import CrashAtStep, Load, describe, dropped
 
 pytestmark = pytest.mark.lab
@@ -175,7 +177,8 @@ def test_a_second_deploy_at_once_is_refused(fleet, test_release_b):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
-        while not list((ROOT / ".deploykit" / "locks").glob("hosts-*.lock")) and time.monotonic() < deadline:
+        lock = lock_path(Project(ROOT), fleet.inventory)
+        while not lock.exists() and time.monotonic() < deadline:
             time.sleep(0.2)
         second = deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release_b,
                         "--variant", "gunicorn-gthread", *FLASK, check=False)
