@@ -51,7 +51,7 @@ def app_requirements(spec: AppSpec) -> str:
     name = spec["build.requirements"]
     if not name:
         return ""
-    path = spec.directory / name
+    path = spec.directory / str(name)
     if path.name != "pyproject.toml":
         return path.read_text(encoding="utf-8")
     project = tomllib.loads(path.read_text(encoding="utf-8")).get("project", {})

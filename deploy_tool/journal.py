@@ -86,9 +86,10 @@ class DeployLock:
     @staticmethod
     def _read(path: Path) -> dict[str, Any] | None:
         try:
-            return json.loads(path.read_text(encoding="utf-8"))
+            value = json.loads(path.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+        return value if isinstance(value, dict) else None  # a file cut short or edited: no holder
 
     def release(self) -> None:
         if self.nested:

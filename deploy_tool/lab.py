@@ -315,7 +315,7 @@ class LabFleet:
     @staticmethod
     def _exec(container: Any, command: list[str]) -> str:
         result = container.exec_run(command)
-        output = result.output.decode(errors="replace")
+        output: str = result.output.decode(errors="replace")
         if result.exit_code != 0:
             raise DeployError(f"`{' '.join(command)}` failed on {container.name}: {output.strip()}")
         return output

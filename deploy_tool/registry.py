@@ -179,7 +179,7 @@ class LabRegistry:
         context = ssl.create_default_context(cafile=str(self.ca_cert))
         try:
             with urllib.request.urlopen(f"https://{info.endpoint}/v2/", context=context, timeout=3) as response:
-                return response.status == 200
+                return bool(response.status == 200)
         except (OSError, urllib.error.URLError):
             return False
 

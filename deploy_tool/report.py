@@ -79,7 +79,8 @@ class SwapWatch:
         out, err = external.finish(self.process, "the swap-window load client", 60)
         if self.process.returncode != 0 or not out.strip():
             raise DeployError(f"the swap-window load client failed: {err.strip()[-400:]}")
-        return json.loads(out)
+        result: dict[str, Any] = json.loads(out)
+        return result
 
 
 def swap_marks(swaps: dict[str, dict[str, Any]], load_started: float) -> list[dict[str, Any]]:

@@ -12,7 +12,8 @@ from deploy_tool.project import Project
 
 def load_variants(project: Project) -> dict[str, dict[str, str]]:
     path: Path = project.root / "apps" / "variants.yml"
-    return yaml.safe_load(path.read_text(encoding="utf-8"))["deploykit_variants"]
+    variants: dict[str, dict[str, str]] = yaml.safe_load(path.read_text(encoding="utf-8"))["deploykit_variants"]
+    return variants
 
 
 def validate_variant(project: Project, variant: str) -> dict[str, str]:

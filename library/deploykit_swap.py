@@ -444,7 +444,7 @@ class PortGuard:
         ready, self.ready_w = os.pipe()
         self.go_r, go = os.pipe()
         self.stop_r, stop = os.pipe()
-        self.pid = os.fork()
+        self.pid: int | None = os.fork()
         if self.pid == 0:  # the guard
             os.close(ready)
             os.close(go)
@@ -991,7 +991,7 @@ class Swapper:
         if step and waiting:
             self.mark(step)
         deadline = time.monotonic() + timeout
-        drained = {}  # {pidfd: since when it has had no connection}
+        drained: dict[int, float] = {}  # {pidfd: since when it has had no connection}
         while waiting and time.monotonic() < deadline:
             period = 0.02 if watched else max(0.0, deadline - time.monotonic())
             for fd in select.select(list(waiting), [], [], period)[0]:

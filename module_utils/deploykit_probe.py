@@ -26,7 +26,7 @@ class ProbeError(Exception):
 
 
 def _recv_all(sock):
-    chunks = []
+    chunks: list[bytes] = []
     while True:
         chunk = sock.recv(65536)
         if not chunk:

@@ -272,7 +272,8 @@ def test_the_matrix_holds_the_lock_throughout_and_restores_the_setup_whatever_st
     DeployLock.acquire(project, inventory, "deploy", "1.0.1").release()  # free again
 
 
-@pytest.mark.parametrize("content", ["", '{"pid": "abc"}', '{"pid": 0}', '{"pid": true}', "[]", '{"user": "x"}'])
+@pytest.mark.parametrize("content", ["", '{"pid": "abc"}', '{"pid": 0}', '{"pid": true}', "[]", '"abc"',
+                                     '{"user": "x"}'])
 def test_a_lock_file_that_names_no_live_process_is_taken_over(project, content):
     """A file cut short, a pid that is no number, pid 0 (os.kill(0) would ask the whole process group): stale."""
     inventory = project.root / "inv"
