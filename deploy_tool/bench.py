@@ -16,7 +16,8 @@ from typing import Any
 
 from deploy_tool.appspec import URL_PATH
 from deploy_tool.errors import DeployError
-from deploy_tool.journal import inventory_slug, json_lines
+from deploy_tool.inventory import inventory_slug, web_addresses
+from deploy_tool.journal import json_lines
 from deploy_tool.playbook import PlaybookRun, RunOutcome
 from deploy_tool.project import Project
 
@@ -162,7 +163,6 @@ def measure(project: Project, inventory: Path, load: BenchLoad, limit: str | Non
     controller against each host's nginx (the app's own port listens on the host's loopback only)."""
     if load.engine == "locust":
         from deploy_tool.locust import run_locust
-        from deploy_tool.report import web_addresses
 
         return {host: {"nginx": summary} for host, summary in run_locust(web_addresses(inventory, limit), load).items()}
     from deploy_tool.playbook import run_playbook

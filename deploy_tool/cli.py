@@ -364,7 +364,8 @@ def cmd_deploy(args: argparse.Namespace, project: Project) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace, project: Project) -> int:
-    from deploy_tool.deploy import DeployRequest, previous_release
+    from deploy_tool.deploy import DeployRequest
+    from deploy_tool.journal import previous_release
 
     inventory = project.inventory_dir(args.inventory)
     spec = app_spec(args.project)
@@ -499,7 +500,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     project.state_dir.mkdir(parents=True, exist_ok=True)
     project.state_dir.chmod(0o700)  # keys, the audit log, runner folders: this user's only
     try:
-        from deploy_tool.playbook import check_limit
+        from deploy_tool.inventory import check_limit
 
         check_limit(getattr(args, "limit", None))  # every command's --limit, before anything else is asked
         return HANDLERS[args.command](args, project)

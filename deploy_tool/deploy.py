@@ -10,8 +10,8 @@ from typing import Any
 from deploy_tool.appspec import AppSpec
 from deploy_tool.build import ReleaseBuilder, validate_version
 from deploy_tool.errors import DeployError
-from deploy_tool.journal import audit_path, json_lines
-from deploy_tool.playbook import PlaybookRun, check_limit
+from deploy_tool.inventory import check_limit, fleet_of
+from deploy_tool.playbook import PlaybookRun
 from deploy_tool.project import Project
 from deploy_tool.registry import LabRegistry
 from deploy_tool.secrets import check_secrets
@@ -120,84 +120,3 @@ def prepare(request: DeployRequest, project: Project, builder: ReleaseBuilder) -
         return request.playbook_run(builder.archive_path(request.version).parent, image_id)
     archive = builder.save_archive(request.version)
     return request.playbook_run(archive.parent, image_id)
-
-
-def fleet_of(inventory: Path) -> str:
-    """The lab fleet an inventory belongs to (the registry is the lab's own)."""
-    import yaml
-
-    path = inventory / "hosts.yml" if inventory.is_dir() else inventory
-    try:
-        fleet = yaml.safe_load(path.read_text(encoding="utf-8"))["all"]["vars"]["deploykit_lab_fleet"]
-    except (OSError, KeyError, TypeError) as exc:
-        raise DeployError(f"{inventory} is not a lab fleet inventory: --image-source registry uses the lab registry",
-                          hint="for other fleets set app_image_source=registry and app_registry in the inventory")\
-            from exc
-    return str(fleet)
-
-
-def audited_releases(project: Project, inventory: Path, app: str | None = None) -> list[dict[str, Any]]:
-    """Deploys and rollbacks of an inventory (of `app` only, when given), whatever their result, oldest first,
-    from the audit log (benchmark matrix deploys are not among them)."""
-    fields = ("version", "variant", "app")  # what a rollback needs of an entry
-    return [entry for entry in json_lines(audit_path(project))
-            if entry.get("inventory") == str(inventory) and entry.get("action", "deploy") in ("deploy", "rollback")
-            and app in (None, entry.get("app")) and all(isinstance(entry.get(name), str) for name in fields)]
-
-
-def deployed_releases(project: Project, inventory: Path, app: str | None = None) -> list[dict[str, Any]]:
-    """The successful deploys and rollbacks among them (releases that failed their gate are not)."""
-    return [entry for entry in audited_releases(project, inventory, app) if entry.get("result") == "ok"]
-
-
-def swapped_in(entry: dict[str, Any]) -> bool:
-    """Whether a deploy that did not succeed may have left its release running on a host: its swap succeeded
-    somewhere, its gate failed after the swap, or it was interrupted (where it stopped is not known)."""
-    if entry.get("result") == "ok":
-        return True
-    if entry.get("result") in ("regressed", "interrupted") or entry.get("live_hosts"):
-        return True
-    hosts = entry.get("hosts")
-    return isinstance(hosts, dict) and any(isinstance(result, dict) and result.get("container")
-                                           and not result.get("failed") for result in hosts.values())
-
-
-def current_release(project: Project, inventory: Path, app: str | None = None) -> dict[str, Any] | None:
-    deployed = deployed_releases(project, inventory, app)
-    return deployed[-1] if deployed else None
-
-
-def previous_release(project: Project, inventory: Path, to: str | None = None,
-                     app: str | None = None) -> dict[str, Any]:
-    """The release a rollback returns to (of `app`, when given), from the audit log: `to`'s last successful
-    deploy; else, when a deploy or rollback after the last successful one may have left its release on some
-    hosts (a partial rollout, a regression left deployed, an interruption), the fleet goes back to that last good
-    release (or a rollback cut short is done again); else the release deployed successfully before the current
-    one. The entry returned says why in `reason`."""
-    audited = audited_releases(project, inventory, app)
-    deployed = [entry for entry in audited if entry.get("result") == "ok"]
-    if not deployed:
-        raise DeployError(f"no release was deployed to {inventory} from this controller: nothing to roll back to",
-                          hint="deploy a release first; the audit log is .deploykit/audit.log")
-    current = deployed[-1]
-    if to is not None:
-        matches = [e for e in deployed if e["version"] == to]
-        if not matches:
-            known = sorted({e["version"] for e in deployed})
-            raise DeployError(f"release {to} was never deployed to {inventory}",
-                              hint=f"releases deployed there: {', '.join(known)}")
-        return {**matches[-1], "reason": "asked for"}
-    after = audited[len(audited) - audited[::-1].index(current):]
-    unfinished = [entry for entry in after if swapped_in(entry)]
-    if unfinished:
-        last = unfinished[-1]
-        if last.get("action") == "rollback":
-            return {**last, "reason": f"the rollback to {last['version']} at {last.get('at', '?')} did not finish"}
-        return {**current, "reason": f"{last.get('action', 'deploy')} of {last['version']} at {last.get('at', '?')} "
-                                     f"ended {last.get('result')} and may be live on some hosts: back to the last "
-                                     "good release"}
-    earlier = [e for e in deployed if e["version"] != current["version"]]
-    if not earlier:
-        raise DeployError(f"{inventory} has had only release {current['version']}: there is no previous release",
-                          hint="roll back after a second release was deployed, or name one with --to")
-    return {**earlier[-1], "reason": f"the release before {current['version']}"}

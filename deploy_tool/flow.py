@@ -14,13 +14,14 @@ from typing import Any
 
 from deploy_tool.bench import BenchLoad, Gate, SmokeRecord, SmokeStore, format_table, measure
 from deploy_tool.build import ReleaseBuilder
-from deploy_tool.deploy import DeployRequest, app_extravars, current_release, prepare, previous_release
+from deploy_tool.deploy import DeployRequest, app_extravars, prepare
 from deploy_tool.errors import DeployError
 from deploy_tool.hooks import run_hook
-from deploy_tool.journal import DeployLock, audit
+from deploy_tool.inventory import web_addresses
+from deploy_tool.journal import DeployLock, audit, current_release, previous_release
 from deploy_tool.playbook import PlaybookFailed, PlaybookRun, ProgressCallback, run_playbook
 from deploy_tool.project import Project
-from deploy_tool.report import SwapWatch, web_addresses, write_report
+from deploy_tool.report import SwapWatch, write_report
 
 
 @dataclass(frozen=True)

@@ -25,14 +25,13 @@ from docker.types import Mount
 
 from deploy_tool import external
 from deploy_tool.errors import DeployError
+from deploy_tool.fleetnames import DEFAULT_FLEET, LABEL_FLEET, LABEL_INDEX, host_container_name, network_name
 from deploy_tool.images import ImageBuilder
 from deploy_tool.project import Project
+from deploy_tool.registry import LabRegistry
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FLEET = "lab"
-LABEL_FLEET = "io.deploykit.fleet"
-LABEL_INDEX = "io.deploykit.index"
 SSH_USER = "deploykit"
 FLEET_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 MAX_HOSTS = 20
@@ -107,13 +106,13 @@ class LabFleet:
     # -- names and paths -------------------------------------------------------------------------
     @property
     def network_name(self) -> str:
-        return f"deploykit-{self.fleet}"
+        return network_name(self.fleet)
 
     def host_name(self, index: int) -> str:
         return f"{self.fleet}-{index}"
 
     def container_name(self, index: int) -> str:
-        return f"deploykit-{self.fleet}-{index}"
+        return host_container_name(self.fleet, index)
 
     @property
     def fleet_state_dir(self) -> Path:
@@ -261,7 +260,6 @@ class LabFleet:
         self._write_inventory(self.hosts())
 
     def _write_inventory(self, hosts: list[LabHost]) -> None:
-        from deploy_tool.registry import LabRegistry  # the registry lives on the fleet's network
 
         document = inventory_document(hosts, self.project.ssh_key, self.known_hosts_path, self.fleet)
         document["all"]["vars"].update(LabRegistry(self.project, self.client, self.fleet).inventory_vars())
@@ -322,7 +320,6 @@ class LabFleet:
 
     # -- down ------------------------------------------------------------------------------------
     def down(self) -> int:
-        from deploy_tool.registry import LabRegistry
 
         LabRegistry(self.project, self.client, self.fleet).down()
         containers = self._containers()

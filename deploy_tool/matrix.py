@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from deploy_tool.bench import BenchLoad, format_table, measure
-from deploy_tool.deploy import DeployRequest, app_extravars, current_release
+from deploy_tool.deploy import DeployRequest, app_extravars
 from deploy_tool.errors import DeployError
-from deploy_tool.journal import DeployLock, inventory_slug
+from deploy_tool.inventory import inventory_slug
+from deploy_tool.journal import DeployLock, current_release
 from deploy_tool.playbook import ProgressCallback
 from deploy_tool.project import Project
 from deploy_tool.variants import load_variants

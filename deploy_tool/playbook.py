@@ -8,7 +8,6 @@ callback; failures become one DeployError that names the host, the task and the 
 from __future__ import annotations
 
 import logging
-import re
 import shlex
 import sys
 from collections.abc import Callable
@@ -17,34 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from deploy_tool.errors import DeployError
-from deploy_tool.journal import inventory_slug
+from deploy_tool.inventory import check_limit, inventory_slug
 from deploy_tool.project import Project
 
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[str], None]
-# an Ansible host pattern's characters: names, globs, ~regexes, `,` `:` `!` `&`; no spaces, quotes or braces
-LIMIT = re.compile(r"[A-Za-z0-9_.*?\[\]^$+()|\\~!&,:-]+")
-
-
-def check_limit(limit: str | None) -> None:
-    """An Ansible host pattern (--limit) checked before any host is asked: each of its parts (split at `,` and
-    `:`, each may start with `!` or `&`) is a name, a glob, or `~` and a regular expression that compiles.
-    Ansible itself reads a `~` part whose expression does not compile as a glob: `~[` matched every host."""
-    if limit is None:
-        return
-    if not limit.strip() or not LIMIT.fullmatch(limit):
-        raise DeployError(f"--limit {limit!r} is not a host pattern",
-                          hint="host names, groups, globs (web-*) or ~REGEX, separated by commas; !x excludes, &x "
-                               "intersects")
-    for part in re.split(r"[,:]", limit):
-        part = part.lstrip("!&")
-        if part.startswith("~"):
-            try:
-                re.compile(part[1:])
-            except re.error as exc:
-                raise DeployError(f"--limit {limit!r}: {part!r} is not a regular expression ({exc})",
-                                  hint="after ~ comes a Python regular expression, e.g. ~web-[12]") from exc
 
 
 @dataclass(frozen=True)

@@ -27,15 +27,14 @@ from docker.types import Mount
 
 from deploy_tool.build import app_image
 from deploy_tool.errors import DeployError
+from deploy_tool.fleetnames import LABEL_FLEET, LABEL_ROLE, network_name, registry_container_name
 from deploy_tool.images import ImageBuilder
-from deploy_tool.lab import LABEL_FLEET
 from deploy_tool.project import Project
 
 log = logging.getLogger(__name__)
 
 REGISTRY_REPO = "deploykit/registry"
 REGISTRY_PORT = 5000
-LABEL_ROLE = "io.deploykit.role"
 
 
 def ca_commands(directory: Path) -> list[list[str]]:
@@ -77,7 +76,7 @@ class LabRegistry:
 
     @property
     def container_name(self) -> str:
-        return f"deploykit-{self.fleet}-registry"
+        return registry_container_name(self.fleet)
 
     @property
     def ca_dir(self) -> Path:
@@ -98,7 +97,7 @@ class LabRegistry:
         if container is None or container.status != "running":
             return None
         networks = container.attrs["NetworkSettings"]["Networks"]
-        address = networks.get(f"deploykit-{self.fleet}", {}).get("IPAddress", "")
+        address = networks.get(network_name(self.fleet), {}).get("IPAddress", "")
         bindings = container.attrs["NetworkSettings"]["Ports"].get(f"{REGISTRY_PORT}/tcp") or []
         if not address or not bindings:
             return None
@@ -113,7 +112,7 @@ class LabRegistry:
 
     # -- up / down -------------------------------------------------------------------------------
     def up(self) -> RegistryInfo:
-        network = f"deploykit-{self.fleet}"
+        network = network_name(self.fleet)
         if not self.client.networks.list(names=[network]):
             raise DeployError(f"lab fleet {self.fleet} has no network {network}",
                               hint=f"start the fleet first: deploy lab up --fleet {self.fleet}")

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -20,37 +19,7 @@ from typing import Any
 
 from deploy_tool import external
 from deploy_tool.errors import DeployError
-from deploy_tool.playbook import check_limit
 from deploy_tool.project import Project
-
-
-def web_addresses(inventory: Path, limit: str | None = None) -> dict[str, str]:
-    """{host: address} of the inventory's web group (ansible-inventory resolves any inventory format)."""
-    check_limit(limit)
-    argv = [str(Path(sys.executable).parent / "ansible-inventory"), "-i", str(inventory), "--list"]
-    if limit:
-        argv += ["--limit", limit]
-    env = {**os.environ, "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True", "ANSIBLE_NOCOLOR": "True"}
-    result = external.run(argv, f"ansible-inventory -i {inventory}", 120, capture_output=True, text=True, env=env)
-    if result.returncode != 0:
-        reasons = [line.strip() for line in result.stderr.splitlines() if "failed" in line.lower()]
-        raise DeployError(f"ansible-inventory could not read {inventory}: "
-                          f"{(reasons[0] if reasons else result.stderr.strip())[-400:]}",
-                          hint="check the inventory's YAML (ansible-inventory -i INVENTORY --list shows it)")
-    data = json.loads(result.stdout)
-    hostvars = data.get("_meta", {}).get("hostvars", {})
-    return {host: str(hostvars.get(host, {}).get("ansible_host", host)) for host in group_hosts(data, "web")}
-
-
-def group_hosts(data: dict[str, Any], group: str) -> list[str]:
-    """The hosts of `group` in ansible-inventory's --list, its child groups' included, each once, in order."""
-    found: list[str] = []
-    for host in data.get(group, {}).get("hosts", []):
-        if host not in found:
-            found.append(host)
-    for child in data.get(group, {}).get("children", []):
-        found += [host for host in group_hosts(data, child) if host not in found]
-    return found
 
 
 @dataclass

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from conftest import DJANGO, DJANGO_IMAGE, ROOT, deploy
-from deploy_tool.journal import inventory_slug
+from deploy_tool.inventory import inventory_slug
 
 pytestmark = pytest.mark.lab
 

@@ -138,7 +138,7 @@ def test_a_limit_that_is_no_host_pattern_is_refused_before_any_host(tmp_path, co
 
 
 def test_host_patterns_users_write_pass():
-    from deploy_tool.playbook import check_limit
+    from deploy_tool.inventory import check_limit
 
     for limit in ("web-1", "web-*", "web:&eu", "web,!web-3", "~web-[12]$", "lab-1:lab-2", "10.0.0.5"):
         check_limit(limit)
@@ -151,7 +151,7 @@ def test_an_inventory_name_that_is_no_inventory_is_refused(name):
 
 
 def test_a_web_group_made_of_child_groups_is_the_deploys_target(tmp_path):
-    from deploy_tool.report import web_addresses
+    from deploy_tool.inventory import web_addresses
 
     (tmp_path / "hosts.yml").write_text(
         "all:\n  children:\n    web:\n      children:\n        web_eu:\n          hosts:\n"

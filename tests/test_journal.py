@@ -12,9 +12,8 @@ import pytest
 
 from conftest import FLASK_DIR, deploy
 from deploy_tool.appspec import load
-from deploy_tool.deploy import previous_release
 from deploy_tool.errors import DeployError
-from deploy_tool.journal import DeployLock, audit, lock_path
+from deploy_tool.journal import DeployLock, audit, lock_path, previous_release
 from deploy_tool.project import Project
 
 
