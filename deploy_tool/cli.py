@@ -6,13 +6,19 @@ import argparse
 import json
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from deploy_tool import __version__
 from deploy_tool.errors import DeployError
 from deploy_tool.project import Project
+
+if TYPE_CHECKING:  # the CLI imports the core lazily, per command (a fast `deploy --help`)
+    from deploy_tool.appspec import AppSpec
+    from deploy_tool.deploy import DeployRequest
+    from deploy_tool.flow import Checks, DeployReport
+    from deploy_tool.playbook import RunOutcome
 
 log = logging.getLogger("deploy_tool")
 
@@ -254,14 +260,14 @@ def cmd_images(args: argparse.Namespace, project: Project) -> int:
     return 0
 
 
-def app_spec(directory: str | None) -> Any:
+def app_spec(directory: str | None) -> AppSpec:
     """The app's checked deploykit.yml: in --project DIR, else in this directory."""
     from deploy_tool.appspec import load
 
     return load(Path(directory or ".").resolve())
 
 
-def optional_app_spec(directory: str | None) -> Any:
+def optional_app_spec(directory: str | None) -> AppSpec | None:
     """The app's deploykit.yml when --project is given or this directory has one; else None."""
     from deploy_tool.appspec import FILE_NAME
 
@@ -326,7 +332,7 @@ def cmd_provision(args: argparse.Namespace, project: Project) -> int:
     return 0
 
 
-def print_recap(outcome: Any) -> None:
+def print_recap(outcome: RunOutcome) -> None:
     for line in recap_lines(outcome.recap()):
         emit(line)
 
@@ -337,7 +343,7 @@ def recap_lines(recap: dict[str, dict[str, int]]) -> list[str]:
                         for host, counts in recap.items()]
 
 
-def checks_of(args: argparse.Namespace) -> Any:
+def checks_of(args: argparse.Namespace) -> Checks:
     from deploy_tool.bench import BenchLoad, Gate, pick_engine
     from deploy_tool.flow import Checks
 
@@ -380,14 +386,14 @@ def cmd_rollback(args: argparse.Namespace, project: Project) -> int:
     return run_deploy(request, checks_of(args), project, "rollback", args.json)
 
 
-def progress_sink(as_json: bool) -> Any:
+def progress_sink(as_json: bool) -> Callable[[str], None]:
     """Progress goes to stdout, or to stderr when stdout carries the JSON result."""
     if as_json:
         return lambda line: print(line, file=sys.stderr, flush=True)
     return emit
 
 
-def run_deploy(request: Any, checks: Any, project: Project, action: str, as_json: bool) -> int:
+def run_deploy(request: DeployRequest, checks: Checks, project: Project, action: str, as_json: bool) -> int:
     from deploy_tool.flow import GateFailed
     from deploy_tool.flow import run_deploy as flow
 
@@ -401,7 +407,7 @@ def run_deploy(request: Any, checks: Any, project: Project, action: str, as_json
     return 0
 
 
-def print_report(report: Any, as_json: bool, say: Any) -> None:
+def print_report(report: DeployReport, as_json: bool, say: Callable[[str], None]) -> None:
     if as_json:
         print(json.dumps(report.as_dict(), indent=2, default=str), flush=True)
         return
@@ -410,8 +416,9 @@ def print_report(report: Any, as_json: bool, say: Any) -> None:
         for line in _swap_lines(report.swaps):
             say(line)
     if report.smoke_table:
-        say(f"SMOKE BENCHMARK ({report.smoke['verdict'] if report.smoke else ''}, "
-            f"compared with {report.smoke.get('baseline') or 'nothing: first of its kind'})")
+        smoke = report.smoke or {}
+        say(f"SMOKE BENCHMARK ({smoke.get('verdict', '')}, "
+            f"compared with {smoke.get('baseline') or 'nothing: first of its kind'})")
         for line in report.smoke_table:
             say(f"  {line}")
     if report.load:
