@@ -19,6 +19,8 @@ import pytest
 
 from conftest import ROOT
 
+# the swap module and the module_utils part it imports the guard from, as the check script loads them
+SOURCES = f"{ROOT / 'library' / 'deploykit_swap.py'} {ROOT / 'module_utils' / 'deploykit_host.py'}"
 CHECK = textwrap.dedent("""
     import importlib.util, os, socket, sys, time
     spec = importlib.util.spec_from_file_location("swap", sys.argv[1])
@@ -27,6 +29,9 @@ CHECK = textwrap.dedent("""
     sys.modules["ansible.module_utils.basic"].AnsibleModule = object
     sys.modules["ansible.module_utils.deploykit_probe"] = probe = type(sys)("stub")
     probe.PROBE_OPTIONS, probe.ProbeError, probe.probe = {}, Exception, None
+    host_spec = importlib.util.spec_from_file_location("deploykit_host", sys.argv[2])
+    sys.modules["ansible.module_utils.deploykit_host"] = host = importlib.util.module_from_spec(host_spec)
+    host_spec.loader.exec_module(host)
     spec.loader.exec_module(swap)
     UID, PORT, CLIENTS = 10001, 18000, 20
 
@@ -90,7 +95,7 @@ CHECK = textwrap.dedent("""
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare")
 def test_the_guard_holds_the_port_and_hands_every_connection_on():
     script = ("ip link set lo up && sysctl -qw net.ipv4.tcp_migrate_req=1 && "
-              f"{sys.executable} -c \"$CHECK\" {ROOT / 'library' / 'deploykit_swap.py'}")
+              f"{sys.executable} -c \"$CHECK\" {SOURCES}")
     result = subprocess.run(["unshare", "--net", "sh", "-c", script], env={**os.environ, "CHECK": CHECK},
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -104,7 +109,7 @@ def test_without_a_guard_the_same_death_refuses_connections():
                             'new.close()')
     assert control != CHECK
     script = ("ip link set lo up && sysctl -qw net.ipv4.tcp_migrate_req=1 && "
-              f"{sys.executable} -c \"$CHECK\" {ROOT / 'library' / 'deploykit_swap.py'}")
+              f"{sys.executable} -c \"$CHECK\" {SOURCES}")
     result = subprocess.run(["unshare", "--net", "sh", "-c", script], env={**os.environ, "CHECK": control},
                             capture_output=True, text=True, timeout=60)
     assert result.returncode != 0

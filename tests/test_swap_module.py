@@ -73,9 +73,11 @@ MODULES = sorted(p.stem for p in (ROOT / "library").glob("*.py"))
 
 
 def load_module(name: str):
+    import deploykit_host
     import deploykit_probe
 
     sys.modules.setdefault("ansible.module_utils.deploykit_probe", deploykit_probe)
+    sys.modules.setdefault("ansible.module_utils.deploykit_host", deploykit_host)
     spec = importlib.util.spec_from_file_location(name, ROOT / "library" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -218,7 +220,9 @@ def test_an_old_container_that_lingers_after_its_drain_is_killed_only_once_its_l
     try:
         port = int(child.stdout.readline())
         client = socket.create_connection(("127.0.0.1", port))
-        monkeypatch.setattr(swap, "in_containers", lambda pid, ids: ids == ["old"] and int(pid) == child.pid)
+        import deploykit_host  # the host's processes and sockets (module_utils), which the swap module uses
+
+        monkeypatch.setattr(deploykit_host, "in_containers", lambda pid, ids: ids == ["old"] and int(pid) == child.pid)
         deadline = time.monotonic() + 5
         while len(swap.held_sockets(swap.container_pids(["old"]), port)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)  # until it accepted the connection

@@ -1,0 +1,218 @@
+"""The host's side of a swap, for library/deploykit_swap.py: which processes and sockets belong to a container (by
+cgroup, /proc/net/tcp and /proc/PID/fd), pausing and resuming processes, and the drain guard (PortGuard): a
+listener that joins a port's SO_REUSEPORT group so the port is never left without one while an old container
+drains. Linux only; no Ansible in here (tests/test_port_guard.py and tests/test_swap_module.py use it as is)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+import subprocess
+import time
+
+
+def in_containers(pid, container_ids):
+    """Whether process `pid` runs in one of the containers (by its cgroup)."""
+    try:
+        with open(f"/proc/{pid}/cgroup") as stream:
+            cgroup = stream.read()
+    except OSError:
+        return False
+    return any(container in cgroup for container in container_ids)
+
+
+LISTEN = "0A"  # the state column of /proc/net/tcp
+
+
+def port_sockets(port):
+    """{inode: state} of the TCP sockets on local `port` in this network namespace (/proc/net/tcp and tcp6)."""
+    found = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as stream:
+                next(stream)
+                for line in stream:
+                    fields = line.split()
+                    if len(fields) > 9 and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        found[fields[9]] = fields[3]
+        except (OSError, StopIteration, ValueError):
+            continue
+    return found
+
+
+def held_sockets(pids, port):
+    """States of the sockets of `port` that the processes `pids` hold open, {inode: state}."""
+    sockets = port_sockets(port)
+    held = {}
+    for pid in pids:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            inode = target[8:-1] if target.startswith("socket:[") else None
+            if inode in sockets:
+                held[inode] = sockets[inode]
+    return held
+
+
+def container_pids(container_ids):
+    """Pids of the processes in the containers."""
+    return [int(pid) for pid in os.listdir("/proc") if pid.isdigit() and in_containers(pid, container_ids)]
+
+
+def process_state(pid):
+    """The state letter of /proc/PID/stat (R, S, D, T...), or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stream:
+            return stream.read().rpartition(")")[2].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
+def pause(pids, timeout=0.5):
+    """SIGSTOP the processes and wait until none runs; False (and SIGCONT) when one did not stop in time."""
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGSTOP)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if all(process_state(pid) in ("T", "t", "Z", "X", None) for pid in pids):
+            return True
+        time.sleep(0.005)
+    resume(pids)
+    return False
+
+
+def resume(pids):
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGCONT)
+
+
+class PortGuard:
+    """A listener that joins a port's SO_REUSEPORT group and never accepts, in a child process of its own.
+
+    While the old container drains, the port must not be left without a listener: should the new container
+    die meanwhile, its queued connections would be reset and new ones refused. The guard takes its share of
+    new connections, and the new container's queue when that one closes (tcp_migrate_req). Every `period`
+    seconds, when another listener is on the port, it closes its listener (the queue moves to the others: the
+    kernel picks by the connection's hash, so a fresh guard listener opened first would get the same ones
+    back) and listens on a fresh one, bound before. While the new container lives, a connection waits on the
+    guard about `period`; when it died, they wait on the guard until the old release listens again.
+
+    The kernel groups only sockets of the same owner: the child takes the listeners' uid before it binds.
+    It is made while the new container is under its gate: bound, not listening (it takes nothing yet), so that
+    start() only has to listen, right before the old container's stop signal. A guard that joined after the
+    signal left the port without a listener for as long as it took to make (a new container dying in the
+    first milliseconds of the drain had its connections refused: 99 in one test run).
+
+    One race is left: should the other listener close between the guard's look (ss) and its close, what the
+    guard held has nowhere to go and is reset (nginx sends a GET again). Listening on the fresh socket before
+    the close would keep it, but the kernel would then hand the same connections back to the guard at every
+    rotation, and they would wait for the whole drain.
+    """
+
+    def __init__(self, address, port, uid, period=0.2, backlog=4096):
+        if address == "*":
+            raise ValueError("a dual-stack wildcard listener")
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        ready, self.ready_w = os.pipe()
+        self.go_r, go = os.pipe()
+        self.stop_r, stop = os.pipe()
+        self.pid: int | None = os.fork()
+        if self.pid == 0:  # the guard
+            os.close(ready)
+            os.close(go)
+            os.close(stop)
+            status = 1
+            try:
+                if uid != os.geteuid():
+                    os.setuid(uid)
+                current = self.bound(family, address, port)
+                os.write(self.ready_w, b"ok")
+                if not os.read(self.go_r, 1):  # closed before start(): it never listens
+                    os._exit(0)
+                current.listen(backlog)
+                os.write(self.ready_w, b"on")
+                while not select.select([self.stop_r], [], [], period)[0]:
+                    if self.others_listen(port):
+                        # bound beforehand, listening right after the close: the port is without this
+                        # listener for two system calls only (if the other one dies then, its queue
+                        # has somewhere to go)
+                        fresh = self.bound(family, address, port)
+                        current.close()
+                        fresh.listen(backlog)
+                        current = fresh
+                current.close()
+                status = 0
+            except Exception as exc:  # told to the parent through the ready pipe
+                os.write(self.ready_w, (f"{type(exc).__name__}: {exc}").encode()[:200])
+            finally:
+                os._exit(status)
+        os.close(self.ready_w)
+        os.close(self.go_r)
+        os.close(self.stop_r)
+        self.go_w, self.stop_w, self.ready_r = go, stop, ready
+        self.listening = False
+        answer = os.read(ready, 256).decode()
+        if answer != "ok":
+            self.close()
+            raise OSError(answer or "the guard process ended")
+
+    def start(self):
+        """Listen: join the port's group (a bound guard takes no connection before). About a millisecond."""
+        if self.pid and not self.listening:
+            os.write(self.go_w, b"g")
+            answer = os.read(self.ready_r, 256).decode()
+            if answer != "on":
+                self.close()
+                raise OSError(answer or "the guard process ended")
+            self.listening = True
+
+    @staticmethod
+    def bound(family, address, port):
+        """A socket bound to the port in its SO_REUSEPORT group; not listening, so nothing lands on it yet."""
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((address, port))
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    @classmethod
+    def listen(cls, family, address, port, backlog):
+        sock = cls.bound(family, address, port)
+        try:
+            sock.listen(backlog)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    @staticmethod
+    def others_listen(port):
+        """Whether a socket besides the guard's listens on `port` (False when ss cannot tell)."""
+        try:
+            out = subprocess.run(["ss", "-Hltn", f"sport = :{port}"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, check=True).stdout
+        except (OSError, subprocess.CalledProcessError):
+            return False
+        return len(out.splitlines()) > 1
+
+    def close(self):
+        """Close the guard's listener (what it holds moves to the listeners that remain); idempotent."""
+        if self.pid:
+            for fd in (self.go_w, self.stop_w, self.ready_r):
+                os.close(fd)
+            os.waitpid(self.pid, 0)
+            self.pid = None
