@@ -268,6 +268,7 @@ import re
 import select
 import signal
 import time
+from typing import NamedTuple
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible.module_utils.deploykit_host import (
@@ -323,6 +324,18 @@ ARGUMENT_SPEC = dict(
 
 
 DOCKER_BOUND = 120  # seconds any docker call of the swap may take (a stop: plus its stop_timeout)
+
+
+class Container(NamedTuple):
+    """One of the app's containers on the host, as its labels and docker inspect say."""
+
+    name: str
+    running: bool
+    spec: str | None  # the hash of its image and settings (LABEL_SPEC)
+    release: str | None
+    protocol: str | None  # what nginx speaks to it
+    port: int | None
+    restart: str  # its restart policy
 
 
 class SwapError(Exception):
@@ -430,7 +443,7 @@ class Swapper:
         return rc, out, err
 
     def app_containers(self):
-        """[(name, running, spec, release)] of this app's containers, oldest first."""
+        """This app's containers (Container), oldest first."""
         _, labelled, _ = self.docker("ps", "--all", "--filter", "label={}={}".format(LABEL_APP, self.params["app"]),
                                      "--format", "{{.Names}}")
         # a container named exactly APP (as earlier deploykit versions ran it) is this app's too
@@ -440,22 +453,22 @@ class Swapper:
         if not names:
             return []
         _, out, _ = self.docker("inspect", *names)
-        found = []
+        found = []  # (created, Container)
         for info in json.loads(out):
             labels = info["Config"]["Labels"] or {}
             port = labels.get(LABEL_PORT) or (info["Config"].get("Env") and dict(
                 e.split("=", 1) for e in info["Config"]["Env"] if "=" in e).get("DEPLOYKIT_PORT"))
             restart = ((info.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
-            found.append((info["Name"].lstrip("/"), info["State"]["Running"], labels.get(LABEL_SPEC),
-                          labels.get(LABEL_RELEASE), labels.get(LABEL_PROTOCOL), int(port) if port else None,
-                          restart, info["Created"]))
-        return [c[:7] for c in sorted(found, key=lambda c: c[7])]
+            found.append((info["Created"], Container(
+                info["Name"].lstrip("/"), info["State"]["Running"], labels.get(LABEL_SPEC), labels.get(LABEL_RELEASE),
+                labels.get(LABEL_PROTOCOL), int(port) if port else None, restart)))
+        return [container for _, container in sorted(found, key=lambda pair: pair[0])]
 
     def listen_port(self, containers):
         """Where the new container listens: blue-green takes the port no running container of the app holds;
         reuse-port joins the running container's port; recreate uses the configured one."""
         configured = self.params["health"]["port"]
-        running = [c[5] for c in containers if c[1] and c[5]]
+        running = [c.port for c in containers if c.running and c.port]
         if self.params["strategy"] == "reuse-port":
             return running[-1] if running else configured
         if self.params["strategy"] == "recreate":
@@ -592,11 +605,11 @@ class Swapper:
         self.docker("rm", "--force", new, check=False)
         for name in names:
             self.docker("start", name, check=False)
-        old = [c for c in containers if c[0] in names]
+        old = [c for c in containers if c.name in names]
         port = (old[-1][5] if old and old[-1][5] else None) or self.params["health"]["port"]
         again = self.listening_again(names, port)
         protocol = self.params["health"]["protocol"]
-        changed = sorted(set(c[4] for c in old if c[4] and c[4] != protocol))
+        changed = sorted({c.protocol for c in old if c.protocol and c.protocol != protocol})
         raise SwapError("{}; {}{}".format(
             failure, again, f". nginx spoke {changed[0]} to the port until the swap was done: change the protocol of a "
             "host under traffic with strategy blue-green" if changed else ""), **failure.details)
@@ -872,29 +885,31 @@ class Swapper:
         digest = spec_hash(p, self.image_id())
         name = container_name(p["app"], p["release"], digest)
         containers = self.app_containers()
-        current = [c for c in containers if c[1] and c[2] == digest]
-        others = [c[0] for c in containers if not (c[1] and c[2] == digest)]
-        if current and not others:
-            return dict(changed=False, container=current[0][0], stopped=[], retire=[], port=current[0][5])
-        if current:  # an interrupted swap left extra containers beside the new one: converge
-            if current[0][6] == "no" and not self.module.check_mode:
+        current = [c for c in containers if c.running and c.spec == digest]
+        others = [c.name for c in containers if not (c.running and c.spec == digest)]
+        serving = current[0] if current else None
+        if serving and not others:
+            return dict(changed=False, container=serving.name, stopped=[], retire=[], port=serving.port)
+        if serving:  # an interrupted swap left extra containers beside the new one: converge
+            if serving.restart == "no" and not self.module.check_mode:
                 # still without its restart policy: the swap stopped before or during the gate; gate it now
-                self.gate(current[0][0], current[0][5] or p["health"]["port"], {})
-            running_others = [c[0] for c in containers if c[1] and c[0] in others]
+                self.gate(serving.name, serving.port or p["health"]["port"], {})
+            running_others = [c.name for c in containers if c.running and c.name in others]
             if p["strategy"] == "blue-green" and running_others:  # nginx may still point at them: caller retires
-                return dict(changed=True, container=current[0][0], stopped=[], retire=running_others,
-                            port=current[0][5], converged=True)
+                return dict(changed=True, container=serving.name, stopped=[], retire=running_others,
+                            port=serving.port, converged=True)
             if not self.module.check_mode:
                 for other in others:
                     self.stop_and_remove(other)
-            return dict(changed=True, container=current[0][0], stopped=others, retire=[], port=current[0][5],
+            return dict(changed=True, container=serving.name, stopped=others, retire=[], port=serving.port,
                         converged=True)
         protocol = p["health"]["protocol"]
-        speaking_other = [c[0] for c in containers if c[1] and c[4] and c[4] != protocol]
+        speaking_other = [c.name for c in containers if c.running and c.protocol and c.protocol != protocol]
         if p["strategy"] == "reuse-port" and speaking_other:
             raise SwapError("cannot swap on one port from a server speaking {} ({}) to one speaking {}: nginx would "
                             "send the old protocol to the new container. Deploy this change with strategy recreate "
-                            "or blue-green.".format(containers[0][4], ", ".join(speaking_other), protocol))
+                            "or blue-green.".format(next(c.protocol for c in containers if c.name == speaking_other[0]),
+                                                    ", ".join(speaking_other), protocol))
         port = self.listen_port(containers)
         foreign = self.foreign_listeners(port)
         if foreign:
@@ -902,11 +917,11 @@ class Swapper:
                             "was changed. Stop that process, or give the app another port (app_port)")
         if self.module.check_mode:
             return dict(changed=True, container=name, stopped=others, retire=[], port=port)
-        stale = [c[0] for c in containers if c[0] == name]
+        stale = [c.name for c in containers if c.name == name]
         for old in stale:  # a leftover of the same name, not running: clear it
             self.docker("rm", "--force", old, check=False)
         olds = [c for c in others if c not in stale]
-        running = dict((c[0], c[6]) for c in containers if c[1] and c[0] in olds)
+        running = {c.name: c.restart for c in containers if c.running and c.name in olds}
         if p["strategy"] == "recreate":  # stopped, not removed: they are started again if the new one fails
             self.stop(sorted(running))
             if running:

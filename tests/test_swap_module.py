@@ -123,7 +123,8 @@ def test_blue_green_listens_on_the_port_no_running_container_holds(swap):
 
     def port(strategy, running, ports=()):
         swapper = swap.Swapper(Module(strategy=strategy, ports=list(ports)))
-        containers = [(f"c{i}", True, "spec", "1.0", "http", p, "unless-stopped") for i, p in enumerate(running)]
+        containers = [swap.Container(f"c{i}", True, "spec", "1.0", "http", port, "unless-stopped")
+                      for i, port in enumerate(running)]
         return swapper.listen_port(containers)
 
     assert port("blue-green", [8000]) == 8001
