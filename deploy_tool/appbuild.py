@@ -79,6 +79,9 @@ def parse_env(pairs: list[str]) -> dict[str, str]:
         if not sep or not ENV_NAME.fullmatch(name):
             raise DeployError(f"--env {pair!r} must be NAME=VALUE, NAME an environment variable name",
                               hint="e.g. --env FEATURE_X=1 (repeat --env for more)")
+        if name == "PATH" or name.startswith("DEPLOYKIT_") or name in ("PYTHONPATH", "DJANGO_SETTINGS_MODULE"):
+            raise DeployError(f"--env {name}: the image sets it itself (how the app is found and served)",
+                              hint="set the app's own variables; deploykit.yml says what the image serves")
         if "\n" in value or "\r" in value or "\0" in value:
             raise DeployError(f"--env {name}: the value must be one line")
         env[name] = value
@@ -145,6 +148,9 @@ class AppBuilder:
         releases = self.releases
         tag = releases.image(validate_version(version))
         if releases.image_id(version) and not rebuild:
+            if env:
+                raise DeployError(f"release {tag} exists: --env applies to a new build only",
+                                  hint="add --rebuild to build it again with these variables, or pick a new version")
             log.info("release %s exists: kept as built (use --rebuild to replace it)", tag)
             return tag
         suite = PYTHONS[self.python]

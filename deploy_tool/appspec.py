@@ -222,7 +222,8 @@ def render(settings: dict[str, dict[str, Any]], found: tuple[str, ...] = ()) -> 
     for section, about in SECTIONS.items():
         lines += ["", f"# {about}", f"{section}:"]
         for key in (k for k in SCHEMA if k.section == section):
-            lines += textwrap.wrap(key.help, width=116, initial_indent="  # ", subsequent_indent="  # ")
+            lines += textwrap.wrap(key.help, width=116, initial_indent="  # ", subsequent_indent="  # ",
+                                   break_on_hyphens=False, break_long_words=False)
             value = yaml.safe_dump({key.name: settings[section][key.name]}, default_flow_style=True,
                                    width=1000, sort_keys=False).strip()
             lines.append(f"  {value[1:-1]}")

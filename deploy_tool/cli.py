@@ -378,7 +378,7 @@ def cmd_rollback(args: argparse.Namespace, project: Project) -> int:
     target = previous_release(project, inventory, args.to, spec.name)
     say = progress_sink(args.json)
     say(f"rolling back to {target['version']} ({target['variant']}, {target['app']}; {target['reason']}), "
-        f"{target.get('action', 'deploy')}ed {target.get('at', '?')} by {target.get('user', '?')}")
+        f"recorded {target.get('at', '?')} by {target.get('user', '?')}")
     request = DeployRequest(inventory=inventory, version=target["version"], spec=spec, variant=target["variant"],
                             strategy="reuse-port", limit=args.limit, batch=args.batch, pause=args.pause,
                             max_fail_percent=args.max_fail_percent,

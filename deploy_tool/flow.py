@@ -18,7 +18,7 @@ from deploy_tool.deploy import DeployRequest, app_extravars, prepare
 from deploy_tool.errors import DeployError
 from deploy_tool.hooks import run_hook
 from deploy_tool.inventory import web_addresses
-from deploy_tool.journal import DeployLock, audit, current_release, previous_release
+from deploy_tool.journal import DeployLock, audit, previous_release
 from deploy_tool.playbook import PlaybookFailed, PlaybookRun, ProgressCallback, run_playbook
 from deploy_tool.project import Project
 from deploy_tool.report import SwapWatch, write_report
@@ -187,10 +187,9 @@ def gate_failed(report: DeployReport, request: DeployRequest, checks: Checks, pr
         raise GateFailed(f"release {request.version} failed its smoke benchmark:\n{detail}",
                          hint="it is still deployed (--no-gate-rollback); `deploy rollback` returns to the "
                               "previous release", report=report)
-    try:  # the release that served before this one (this one is audited as regressed, not ok)
-        target = current_release(project, request.inventory, request.app)
-        if target is None or target["version"] == request.version:
-            target = previous_release(project, request.inventory, app=request.app)
+    try:  # this deploy is audited as regressed already: the rollback target is the last good release (the same
+        # version with the setup it had, when this deploy was of the version already serving)
+        target = previous_release(project, request.inventory, app=request.app)
     except DeployError as exc:
         raise GateFailed(f"release {request.version} failed its smoke benchmark:\n{detail}\nand there is no "
                          f"release to roll back to ({exc})", hint="deploy a release that passes", report=report) \

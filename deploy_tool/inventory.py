@@ -26,16 +26,23 @@ def inventory_slug(inventory: Path) -> str:
 
 
 def check_limit(limit: str | None) -> None:
-    """An Ansible host pattern (--limit) checked before any host is asked: each of its parts (split at `,` and
-    `:`, each may start with `!` or `&`) is a name, a glob, or `~` and a regular expression that compiles.
-    Ansible itself reads a `~` part whose expression does not compile as a glob: `~[` matched every host."""
+    """An Ansible host pattern (--limit) checked before any host is asked, as Ansible itself will read it: split
+    by Ansible's own splitter, every character but the separators must be in its parts (Ansible drops a `[` or
+    `]` that closes nothing: `~[` became `~`, which matched every host), and each `~` part (after `!` or `&`) must
+    be a regular expression that compiles."""
     if limit is None:
         return
     if not limit.strip() or not LIMIT.fullmatch(limit):
         raise DeployError(f"--limit {limit!r} is not a host pattern",
                           hint="host names, groups, globs (web-*) or ~REGEX, separated by commas; !x excludes, &x "
                                "intersects")
-    for part in re.split(r"[,:]", limit):
+    from ansible.inventory.manager import split_host_pattern
+
+    parts = [str(part) for part in split_host_pattern(limit)]
+    if re.sub(r"[,:]", "", "".join(parts)) != re.sub(r"[,:]", "", limit):
+        raise DeployError(f"--limit {limit!r}: Ansible would read it as {','.join(parts)!r} (a bracket that closes "
+                          "nothing is dropped)", hint="close every [ ] and ( ) of the pattern")
+    for part in parts:
         part = part.lstrip("!&")
         if part.startswith("~"):
             try:
@@ -43,7 +50,9 @@ def check_limit(limit: str | None) -> None:
             except re.error as exc:
                 raise DeployError(f"--limit {limit!r}: {part!r} is not a regular expression ({exc})",
                                   hint="after ~ comes a Python regular expression, e.g. ~web-[12]") from exc
-
+            if not part[1:]:
+                raise DeployError(f"--limit {limit!r}: an empty ~ expression matches every host",
+                                  hint="after ~ comes a Python regular expression, e.g. ~web-[12]")
 
 def web_addresses(inventory: Path, limit: str | None = None) -> dict[str, str]:
     """{host: address} of the inventory's web group (ansible-inventory resolves any inventory format)."""

@@ -28,14 +28,14 @@ log = logging.getLogger(__name__)
 
 def lock_path(project: Project, inventory: Path) -> Path:
     """The lock of an inventory's fleet, keyed by its directory: `-i inv` and `-i inv/hosts.yml` are one fleet."""
-    directory = inventory if inventory.is_dir() or not inventory.suffix else inventory.parent
+    directory = inventory.parent if inventory.is_file() else inventory
     return project.state_dir / "locks" / f"{inventory_slug(directory)}.lock"
 
 
 def process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # gone, or no pid at all (a number too large)
         return False
     except PermissionError:
         return True

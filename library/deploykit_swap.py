@@ -606,7 +606,7 @@ class Swapper:
         for name in names:
             self.docker("start", name, check=False)
         old = [c for c in containers if c.name in names]
-        port = (old[-1][5] if old and old[-1][5] else None) or self.params["health"]["port"]
+        port = (old[-1].port if old and old[-1].port else None) or self.params["health"]["port"]
         again = self.listening_again(names, port)
         protocol = self.params["health"]["protocol"]
         changed = sorted({c.protocol for c in old if c.protocol and c.protocol != protocol})

@@ -227,6 +227,9 @@ def test_build_env_pairs_are_checked_and_baked_as_written():
     for bad in ("NOEQUALS", "1X=2", "A-B=1", "=x"):
         with pytest.raises(DeployError, match="must be NAME=VALUE"):
             parse_env([bad])
+    for own in ("PATH=/tmp", "DEPLOYKIT_WSGI=x:y", "PYTHONPATH=/x", "DJANGO_SETTINGS_MODULE=a.b"):
+        with pytest.raises(DeployError, match="the image sets it itself"):
+            parse_env([own])
     with pytest.raises(DeployError, match="one line"):
         parse_env(["A=x\ny"])
     assert env_lines({"A": 'two $HOME "q" \\n'}) == 'ENV A="two \\$HOME \\"q\\" \\\\n"\n'

@@ -122,8 +122,10 @@ def test_an_out_of_range_option_is_named(tmp_path, args, message):
 
 
 @pytest.mark.parametrize("command, limit, message", [
-    ((), "~[", "'~[' is not a regular expression"),  # Ansible read it as a glob that matched every host
+    ((), "~[", "Ansible would read it as '~'"),  # an empty expression: it matched every host
     ((), "web-1,!~(x", "'~(x' is not a regular expression"),
+    ((), "~.]", "Ansible would read it as '~.'"),  # the bracket dropped, '~.' matches every host
+    ((), "~web]", "Ansible would read it as '~web'"),
     (("provision",), "web 1", "is not a host pattern"),
     (("bench",), "{{ x }}", "is not a host pattern"),
     (("rollback",), "", "is not a host pattern"),
@@ -140,7 +142,8 @@ def test_a_limit_that_is_no_host_pattern_is_refused_before_any_host(tmp_path, co
 def test_host_patterns_users_write_pass():
     from deploy_tool.inventory import check_limit
 
-    for limit in ("web-1", "web-*", "web:&eu", "web,!web-3", "~web-[12]$", "lab-1:lab-2", "10.0.0.5"):
+    for limit in ("web-1", "web-*", "web:&eu", "web,!web-3", "~web-[12]$", "lab-1:lab-2", "10.0.0.5", "~web[0:2]",
+                  "~web(?:1|2),db"):
         check_limit(limit)
 
 

@@ -84,6 +84,16 @@ def test_a_release_that_may_be_live_after_the_last_good_one_is_rolled_back_to_th
     assert target["version"] == "1.1.0" and why in target["reason"], target
 
 
+def test_a_gate_that_fails_a_redeploy_of_the_serving_version_returns_to_that_version_as_it_was(project):
+    """1.1.0 served as uwsgi; a deploy of 1.1.0 as gunicorn-sync regressed (audited before the gate's rollback runs):
+    the fleet goes back to 1.1.0 as uwsgi, not to 1.0.0."""
+    record(project, "1.0.0")
+    record(project, "1.1.0", variant="uwsgi")
+    record(project, "1.1.0", variant="gunicorn-sync", result="regressed")
+    target = previous_release(project, project.root / "inv")
+    assert (target["version"], target["variant"]) == ("1.1.0", "uwsgi")
+
+
 def test_a_failed_deploy_that_swapped_no_host_changes_no_rollback_target(project):
     record(project, "1.0.0")
     record(project, "1.1.0")
@@ -272,7 +282,7 @@ def test_the_matrix_holds_the_lock_throughout_and_restores_the_setup_whatever_st
 
 
 @pytest.mark.parametrize("content", ["", '{"pid": "abc"}', '{"pid": 0}', '{"pid": true}', "[]", '"abc"',
-                                     '{"user": "x"}'])
+                                     '{"user": "x"}', '{"pid": 1099511627776}'])
 def test_a_lock_file_that_names_no_live_process_is_taken_over(project, content):
     """A file cut short, a pid that is no number, pid 0 (os.kill(0) would ask the whole process group): stale."""
     inventory = project.root / "inv"
@@ -286,7 +296,9 @@ def test_a_lock_file_that_names_no_live_process_is_taken_over(project, content):
 def test_an_inventory_directory_and_its_hosts_file_share_one_lock(project):
     inventory = project.root / "inv"
     (inventory / "hosts.yml").write_text("all: {}\n")
-    assert lock_path(project, inventory) == lock_path(project, inventory / "hosts.yml")
+    (inventory / "hosts").write_text("[web]\nweb-1\n")  # an INI file without an extension
+    assert lock_path(project, inventory) == lock_path(project, inventory / "hosts.yml") \
+        == lock_path(project, inventory / "hosts")
 
 
 def test_takers_of_a_stale_lock_at_once_get_it_one_at_a_time(project):
