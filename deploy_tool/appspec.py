@@ -100,6 +100,12 @@ class AppSpec:
         return str(self["app.name"])
 
     @property
+    def server_names(self) -> list[str]:
+        """The app's host names (server.names; unset: NAME.lab, localhost, 127.0.0.1): the first is nginx's
+        server_name and the Host that benchmarks and the swap-window load send."""
+        return list(self["server.names"]) or [f"{self.name}.lab", "localhost", "127.0.0.1"]
+
+    @property
     def image_repository(self) -> str:
         """Where `deploy build` puts the app's releases: deploykit/NAME:VERSION."""
         return f"deploykit/{self.name}"

@@ -441,7 +441,7 @@ def _swap_lines(results: dict[str, dict[str, Any]]) -> list[str]:
 
 def cmd_bench(args: argparse.Namespace, project: Project) -> int:
     from deploy_tool.bench import BenchLoad, format_table, measure, pick_engine
-    from deploy_tool.deploy import DeployRequest, app_extravars
+    from deploy_tool.deploy import DeployRequest
     from deploy_tool.matrix import bench_matrix, matrix_table, save_matrix
 
     say = progress_sink(args.json)
@@ -454,7 +454,7 @@ def cmd_bench(args: argparse.Namespace, project: Project) -> int:
     if not args.matrix:
         say(f"benchmark of every host ({load.label()})")
         spec = optional_app_spec(args.project)
-        names = app_extravars(spec)["app_server_names"] if spec else None
+        names = spec.server_names if spec else None
         measured = measure(project, inventory, load, args.limit, direct=args.direct, emit=say, names=names)
         rows = [(f"{host} {target}", result) for host, targets in sorted(measured.items())
                 for target, result in targets.items()]

@@ -101,8 +101,7 @@ class DeployRequest:
 def app_extravars(spec: AppSpec) -> dict[str, Any]:
     """The app role's variables from an app's deploykit.yml (the request's own options, --variant and the like,
     are set apart and win)."""
-    names = spec["server.names"] or [f"{spec.name}.lab", "localhost", "127.0.0.1"]
-    return {"app_name": spec.name, "app_image_repository": spec.image_repository, "app_server_names": names,
+    return {"app_name": spec.name, "app_image_repository": spec.image_repository, "app_server_names": spec.server_names,
             "app_health_path": spec["server.health_path"], "app_extra_env": spec["runtime.env"],
             "app_database": spec["runtime.database"], "app_release_command": spec["runtime.release_command"],
             "app_data_dir": spec["runtime.data_dir"], "app_static_files": True}

@@ -14,7 +14,7 @@ from typing import Any
 
 from deploy_tool.bench import BenchLoad, Gate, SmokeRecord, SmokeStore, format_table, measure
 from deploy_tool.build import ReleaseBuilder
-from deploy_tool.deploy import DeployRequest, app_extravars, prepare
+from deploy_tool.deploy import DeployRequest, prepare
 from deploy_tool.errors import DeployError
 from deploy_tool.hooks import run_hook
 from deploy_tool.inventory import web_addresses
@@ -113,8 +113,8 @@ def swap_and_check(run: PlaybookRun, report: DeployReport, record: dict[str, Any
              inventory=str(request.inventory))
     watch = None
     if checks.report:  # the app is loaded on its health path, with its own host name
-        names = app_extravars(request.spec)
-        watch = SwapWatch(addresses, host_header=names["app_server_names"][0], path=names["app_health_path"])
+        watch = SwapWatch(addresses, host_header=request.spec.server_names[0],
+                          path=request.spec["server.health_path"])
         watch.start()
     try:
         outcome = run_playbook(run, project, emit)
@@ -149,7 +149,7 @@ def smoke(report: DeployReport, request: DeployRequest, checks: Checks, project:
     load = checks.smoke
     assert load is not None
     emit(f"smoke benchmark on every host ({load.label()})")
-    names = app_extravars(request.spec)["app_server_names"]
+    names = request.spec.server_names
     measured = measure(project, request.inventory, load, request.limit, emit=emit, names=names)
     hosts = {host: targets["nginx"] for host, targets in measured.items() if "nginx" in targets}
     record = SmokeRecord(release=request.version, variant=request.variant, app=request.app,

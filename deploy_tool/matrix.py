@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy_tool.bench import BenchLoad, format_table, measure
-from deploy_tool.deploy import DeployRequest, app_extravars
+from deploy_tool.deploy import DeployRequest
 from deploy_tool.errors import DeployError
 from deploy_tool.inventory import inventory_slug
 from deploy_tool.journal import DeployLock, current_release
@@ -91,7 +91,7 @@ def run_matrix(base: DeployRequest, entries: list[MatrixEntry], load: BenchLoad,
         direct = variants[entry.variant]["protocol"] == "http"
         emit(f"{progress_bar(index, len(entries))} {entry.label}: benchmarking ({load.label()})")
         per_host = measure(project, base.inventory, load, base.limit, direct=direct,
-                           names=app_extravars(base.spec)["app_server_names"])
+                           names=base.spec.server_names)
         for target in ("nginx", "direct"):
             hosts = {h: t[target] for h, t in per_host.items() if target in t}
             rows.append({"setup": entry.label, "variant": entry.variant, "processes": entry.processes,
