@@ -81,9 +81,17 @@ class Fleet:
     def preload(self, image: str) -> None:
         """Load an image on every host before a load test starts. The lab hosts share this machine's one disk:
         three `docker load`s at once stall every host's writes (nginx's log among them) for seconds, an effect
-        of the lab and not of the swap under test. Deploys then find the image by its id and skip shipping it."""
+        of the lab and not of the swap under test. Deploys then find the image by its id and skip shipping it.
+        A host that has the image already (by its id: the same build) is skipped."""
+        wanted = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", image], capture_output=True,
+                                text=True, check=True).stdout.strip()
+        lacking = [host for host in self.hosts if subprocess.run(
+            self.ssh_argv(host, f"sudo docker image inspect --format '{{{{.Id}}}}' {image}"), capture_output=True,
+            text=True, timeout=60).stdout.strip() != wanted]
+        if not lacking:
+            return
         saved = subprocess.run(["docker", "save", image], capture_output=True, check=True).stdout
-        for host in self.hosts:
+        for host in lacking:
             subprocess.run(self.ssh_argv(host, "sudo docker load -q"), input=saved, capture_output=True, check=True,
                            timeout=300)
 
