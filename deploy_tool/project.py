@@ -43,6 +43,11 @@ class Project:
         return self.root / "playbooks"
 
     @property
+    def load_client(self) -> Path:
+        """The load client (run as a script on the controller; the deploykit_bench module's rate engine on a host)."""
+        return self.root / "module_utils" / "deploykit_load.py"
+
+    @property
     def ansible_cfg(self) -> Path:
         return self.root / "ansible.cfg"
 

@@ -1,8 +1,8 @@
 """The swap-window report: a load through nginx on every web host while the deploy runs, and its picture.
 
-`SwapWatch` runs deploy_tool.loadgen in its own process (so the deploy's work does not slow the client down)
-over the deploy; `write_report` turns the load's per-second buckets and each host's swap moments (new
-container healthy, old one stopped) into swap.json, swap.png and swap.html.
+`SwapWatch` runs the load client (module_utils/deploykit_load.py) in its own process (so the deploy's work does
+not slow the client down) over the deploy; `write_report` turns the load's per-second buckets and each host's
+swap moments (new container healthy, old one stopped) into swap.json, swap.png and swap.html.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class SwapWatch:
     def start(self) -> None:
         urls = [arg for address in self.addresses.values() for arg in ("--url", f"http://{address}{self.path}")]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "deploy_tool.loadgen", *urls, "--host-header", self.host_header,
+            [sys.executable, str(Project.locate().load_client), *urls, "--host-header", self.host_header,
              "--concurrency", str(self.concurrency), "--rate", str(self.rate), "--duration", "600", "--json",
              "--with-parent"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -93,17 +93,20 @@ p50_ms:
   description: Median latency in milliseconds (p90_ms, p99_ms and max_ms are returned too).
   type: float
   returned: success
+retried:
+  description: Requests sent again once on a new connection because the server closed a kept-alive one as
+    they were sent (as browsers do; not failures).
+  type: int
+  returned: when O(engine=rate)
 """
 
-import http.client as http_client  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
 from urllib.parse import urlsplit  # noqa: E402
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.deploykit_load import LoadRun, Target, percentile  # noqa: E402
 
 ARGUMENT_SPEC = dict(
     url=dict(type="str", required=True),
@@ -145,12 +148,6 @@ def validate(params):
         raise BenchError("wrk needs at least as many connections as threads")
 
 
-def percentile(ordered, q):
-    if not ordered:
-        return 0.0
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def summarize(requests, errors, duration, p50, p90, p99, top):
     failures = sum(errors.values())
     return dict(requests=requests, failures=failures, errors=dict((k, v) for k, v in errors.items() if v),
@@ -184,79 +181,22 @@ def run_wrk(module, params):
                      data["p90_us"] / us, data["p99_us"] / us, data["max_us"] / us)
 
 
-class OpenLoop:
-    """Request i is due at start + i / rate; a free worker takes the next due request, and its latency
-    counts from when it was due, not from when a worker was free to send it."""
-
-    def __init__(self, params):
-        parts = urlsplit(params["url"])
-        self.address, self.port = parts.hostname, parts.port or 80
-        self.path = (parts.path or "/") + ("?" + parts.query if parts.query else "")
-        self.params = params
-        self.lock = threading.Lock()
-        self.next_index = 0
-        self.latencies = []
-        self.errors = {}
-        self.total = int(params["rate"] * params["duration"])
-
-    def take(self):
-        with self.lock:
-            index = self.next_index
-            self.next_index += 1
-        return index if index < self.total else None
-
-    def record(self, latency_ms, error):
-        with self.lock:
-            if error:
-                self.errors[error] = self.errors.get(error, 0) + 1
-            else:
-                self.latencies.append(latency_ms)
-
-    def worker(self):
-        connection = None
-        headers = {"Host": self.params["host_header"], "User-Agent": "deploykit-bench"}
-        while True:
-            index = self.take()
-            if index is None:
-                break
-            due = self.start + float(index) / self.params["rate"]
-            delay = due - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
-            error = None
-            try:
-                if connection is None:
-                    connection = http_client.HTTPConnection(self.address, self.port, timeout=self.params["timeout"])
-                connection.request("GET", self.path, headers=headers)
-                response = connection.getresponse()
-                response.read()
-                if not 200 <= response.status < 400:
-                    error = "status"
-                if response.will_close:
-                    connection.close()
-                    connection = None
-            except Exception as exc:  # any failure of one request is counted, never raised
-                error = "timeout" if "timed out" in str(exc) else type(exc).__name__
-                if connection is not None:
-                    connection.close()
-                connection = None
-            self.record((time.monotonic() - due) * 1000.0, error)
-        if connection is not None:
-            connection.close()
-
-    def run(self):
-        self.start = time.monotonic() + 0.05
-        threads = [threading.Thread(target=self.worker) for _ in range(self.params["connections"])]
-        for thread in threads:
-            thread.daemon = True
-            thread.start()
-        for thread in threads:
-            thread.join(self.params["duration"] + self.params["timeout"] + 30)
-        duration = max(time.monotonic() - self.start, 0.001)
-        ordered = sorted(self.latencies)
-        requests = len(ordered) + sum(self.errors.values())
-        return summarize(requests, self.errors, duration, percentile(ordered, 0.5), percentile(ordered, 0.9),
-                         percentile(ordered, 0.99), ordered[-1] if ordered else 0.0)
+def run_rate(params):
+    """The open-loop client (module_utils/deploykit_load.py): every connection kept alive, latency from each
+    request's due time."""
+    target = Target.parse(params["url"], params["host_header"])
+    run = LoadRun([target], params["connections"], params["duration"], params["timeout"], params["rate"],
+                  keep_alive="all", user_agent="deploykit-bench")
+    result = run.run()
+    errors: dict[str, int] = {}
+    for name, count in result.errors.items():  # wrk's names for the same kinds
+        kind = "status" if name.startswith("HTTP ") else "timeout" if name == "TimeoutError" else name
+        errors[kind] = errors.get(kind, 0) + count
+    ordered = result.latencies_ms
+    summary = summarize(result.requests, errors, result.duration, percentile(ordered, 0.5),
+                        percentile(ordered, 0.9), percentile(ordered, 0.99), ordered[-1] if ordered else 0.0)
+    summary["retried"] = result.retried
+    return summary
 
 
 def main():
@@ -269,7 +209,7 @@ def main():
     if module.check_mode:
         module.exit_json(changed=False, skipped=True, msg="check mode: no load sent")
     try:
-        result = run_wrk(module, params) if params["engine"] == "wrk" else OpenLoop(params).run()
+        result = run_wrk(module, params) if params["engine"] == "wrk" else run_rate(params)
     except BenchError as exc:
         module.fail_json(msg=str(exc))
     result.update(engine=params["engine"], url=params["url"], connections=params["connections"],

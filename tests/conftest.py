@@ -16,6 +16,7 @@ TEST_RELEASE = os.environ.get("DEPLOYKIT_TEST_RELEASE", "0.0.0-ci")
 TEST_RELEASE_B = os.environ.get("DEPLOYKIT_TEST_RELEASE_B", "0.0.1-ci")
 # Deploys of tests that do not test the smoke benchmark or the swap-window report skip them (time).
 NO_CHECKS = ("--no-smoke", "--no-swap-report")
+LOAD_CLIENT = ROOT / "module_utils" / "deploykit_load.py"  # deploykit's load client, run as a script
 # The example apps, deployed as any app is: by their directory (its deploykit.yml); images deploykit/NAME:V.
 FLASK_DIR, DJANGO_DIR = ROOT / "apps" / "flask_demo", ROOT / "apps" / "django_demo"
 FLASK = ("--project", str(FLASK_DIR))

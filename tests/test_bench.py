@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import LOAD_CLIENT, ROOT
 from deploy_tool.bench import BenchLoad, Gate, SmokeRecord, SmokeStore, format_table
 from deploy_tool.errors import DeployError
 from deploy_tool.matrix import fleet_totals, parse_entries, progress_bar
@@ -119,10 +119,17 @@ def slow_server():
     server.shutdown()
 
 
+# library/deploykit_bench.py run as a script, its module_utils where Ansible's packer would put them
+RUN_MODULE = ("import runpy, sys; sys.path.insert(0, sys.argv[1]); import deploykit_load; "
+              "sys.modules['ansible.module_utils.deploykit_load'] = deploykit_load; "
+              "sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
 def run_module(args: dict) -> dict:
     """Run library/deploykit_bench.py as Ansible runs a module: JSON arguments in, JSON result out."""
     payload = json.dumps({"ANSIBLE_MODULE_ARGS": args})
-    result = subprocess.run([sys.executable, str(ROOT / "library" / "deploykit_bench.py")], input=payload,
+    result = subprocess.run([sys.executable, "-c", RUN_MODULE, str(ROOT / "module_utils"),
+                             str(ROOT / "library" / "deploykit_bench.py")], input=payload,
                             capture_output=True, text=True, timeout=120)
     return json.loads(result.stdout)
 
@@ -190,7 +197,7 @@ def test_matrix_entries_and_fleet_totals():
 
 
 def test_loadgen_rate_paces_the_requests(slow_server):
-    out = subprocess.run([sys.executable, "-m", "deploy_tool.loadgen", "--url", f"{slow_server}/", "--concurrency", "4",
+    out = subprocess.run([sys.executable, str(LOAD_CLIENT), "--url", f"{slow_server}/", "--concurrency", "4",
                           "--rate", "20", "--duration", "2", "--json"], cwd=ROOT, capture_output=True, text=True,
                          timeout=60)
     summary = json.loads(out.stdout)
@@ -227,7 +234,7 @@ def test_loadgen_sends_again_once_when_a_kept_alive_connection_was_closed_under_
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        out = subprocess.run([sys.executable, "-m", "deploy_tool.loadgen", "--url",
+        out = subprocess.run([sys.executable, str(LOAD_CLIENT), "--url",
                               f"http://127.0.0.1:{listener.getsockname()[1]}/", "--concurrency", "2", "--rate", "20",
                               "--duration", "1.5", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=60)
     finally:

@@ -151,7 +151,8 @@ def test_the_swap_window_load_ends_with_the_deploy_that_started_it(tmp_path):
 
     parent = subprocess.Popen([sys.executable, "-c", (
         "import subprocess, sys, time\n"
-        "child = subprocess.Popen([sys.executable, '-m', 'deploy_tool.loadgen', '--url', 'http://127.0.0.1:9/', "
+        f"child = subprocess.Popen([sys.executable, {str(Project.locate().load_client)!r}, "
+        "'--url', 'http://127.0.0.1:9/', "
         "'--concurrency', '2', '--rate', '20', '--duration', '600', '--with-parent'], stdout=subprocess.DEVNULL)\n"
         "print(child.pid, flush=True)\n"
         "time.sleep(600)\n")], stdout=subprocess.PIPE, text=True)

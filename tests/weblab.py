@@ -16,7 +16,7 @@ import urllib.parse
 import urllib.request
 import uuid
 
-from conftest import ROOT
+from conftest import LOAD_CLIENT, ROOT
 
 HOST_HEADER = "demo.lab"
 # 22 per host: 66 connections on the 3-host fleet, above the 64 the swap must hold, at 150 requests per second
@@ -70,7 +70,7 @@ class Load:
     def __init__(self, hosts: list[dict[str, str]], path: str = "/health", host_header: str = HOST_HEADER) -> None:
         urls = [arg for host in hosts for arg in ("--url", f"http://{host['address']}{path}")]
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "deploy_tool.loadgen", *urls, "--host-header", host_header,
+            [sys.executable, str(LOAD_CLIENT), *urls, "--host-header", host_header,
              "--concurrency", str(CONCURRENCY_PER_HOST), "--rate", str(RATE_PER_HOST), "--duration", "300", "--json"],
             cwd=ROOT, stdout=subprocess.PIPE, text=True)
 
