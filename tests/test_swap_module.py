@@ -74,8 +74,10 @@ MODULES = sorted(p.stem for p in (ROOT / "library").glob("*.py"))
 
 def load_module(name: str):
     import deploykit_host
+    import deploykit_load
     import deploykit_probe
 
+    sys.modules.setdefault("ansible.module_utils.deploykit_load", deploykit_load)
     sys.modules.setdefault("ansible.module_utils.deploykit_probe", deploykit_probe)
     sys.modules.setdefault("ansible.module_utils.deploykit_host", deploykit_host)
     spec = importlib.util.spec_from_file_location(name, ROOT / "library" / f"{name}.py")
