@@ -32,6 +32,7 @@ from deploy_tool.build import ReleaseBuilder, validate_version
 from deploy_tool.errors import DeployError
 from deploy_tool.images import ImageBuilder, base_image
 from deploy_tool.project import Project
+from deploy_tool.variants import VARIANTS_FILE
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +189,7 @@ class AppBuilder:
         copy_app(self.spec, context / "app")
         shutil.copytree(self.project.root / "apps" / "launcher", context / "deploykit",
                         ignore=shutil.ignore_patterns("__pycache__"))
-        shutil.copy(self.project.root / "apps" / "variants.yml", context / "deploykit" / "variants.yml")
+        shutil.copy(self.project.root / VARIANTS_FILE, context / "deploykit" / "variants.yml")
         (context / "deploykit" / "build.json").write_text(json.dumps({
             "framework": self.spec["app.framework"], "collectstatic": self.spec["build.collectstatic"],
             "env": self.spec["build.env"]}), encoding="utf-8")

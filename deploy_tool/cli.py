@@ -49,7 +49,8 @@ def build_deploy_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-i", "--inventory", default="lab", help="inventory name or path (default lab)")
     parser.add_argument("--version", required=True, help="the release to deploy (built with deploy build)")
-    parser.add_argument("--variant", help="server variant (apps/variants.yml); default: deploykit.yml's server.variant")
+    parser.add_argument("--variant", help="server variant (roles/app/vars/main/variants.yml); default: deploykit.yml's "
+                        "server.variant")
     add_project_options(parser)
     parser.add_argument("--strategy", default="reuse-port",
                         help="reuse-port (default: new beside old on one port, zero failed requests), recreate "

@@ -1,4 +1,5 @@
-"""The server variants (apps/variants.yml): the one table the launcher, the CLI and the playbooks read."""
+"""The server variants: the one table the launcher (a copy in each image), the CLI and the app role read. It is
+the app role's own (roles/app/vars/main/variants.yml): the role needs it, and a role must stand alone."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ import yaml
 from deploy_tool.errors import DeployError
 from deploy_tool.project import Project
 
+VARIANTS_FILE = Path("roles", "app", "vars", "main", "variants.yml")  # in the checkout
+
 
 def load_variants(project: Project) -> dict[str, dict[str, str]]:
-    path: Path = project.root / "apps" / "variants.yml"
-    variants: dict[str, dict[str, str]] = yaml.safe_load(path.read_text(encoding="utf-8"))["deploykit_variants"]
+    path: Path = project.root / VARIANTS_FILE
+    variants: dict[str, dict[str, str]] = yaml.safe_load(path.read_text(encoding="utf-8"))["app_variants"]
     return variants
 
 

@@ -203,13 +203,15 @@ def test_requirements_that_cannot_be_resolved_fail_the_build_naming_them(django_
     """Before any image is built: pip's own words, for the base's Python."""
     from deploy_tool.appbuild import AppBuilder
     from deploy_tool.project import Project
+    from deploy_tool.variants import VARIANTS_FILE
 
     (django_site / "requirements.txt").write_text("Django==5.2.19\nno-such-package-deploykit-test==1.0\n")
     init(django_site)
     project = Project(tmp_path / "tool")
     (project.root / "apps" / "requirements").mkdir(parents=True)
-    for name in ("requirements/servers.txt", "launcher", "variants.yml", "app.Dockerfile"):
-        source, target = ROOT / "apps" / name, project.root / "apps" / name
+    for name in ("apps/requirements/servers.txt", "apps/launcher", str(VARIANTS_FILE), "apps/app.Dockerfile"):
+        source, target = ROOT / name, project.root / name
+        target.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
             shutil.copytree(source, target)
         else:

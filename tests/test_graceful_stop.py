@@ -15,10 +15,11 @@ import time
 import pytest
 
 from conftest import FLASK_IMAGE, ROOT
+from deploy_tool.variants import VARIANTS_FILE
 from deploykit_probe import probe
 from deploykit_serve import load_variants
 
-VARIANTS = load_variants(ROOT / "apps" / "variants.yml")
+VARIANTS = load_variants(ROOT / VARIANTS_FILE)
 BASE_PORT = 18600
 SLOW_MS = 1500
 

@@ -15,6 +15,7 @@ from deploy_tool.appspec import load
 from deploy_tool.errors import DeployError
 from deploy_tool.journal import DeployLock, audit, lock_path, previous_release
 from deploy_tool.project import Project
+from deploy_tool.variants import VARIANTS_FILE
 
 
 @pytest.fixture
@@ -182,8 +183,8 @@ def flow_project(tmp_path, monkeypatch):
     from deploy_tool import flow
     from deploy_tool.playbook import PlaybookRun
 
-    (tmp_path / "apps").mkdir()
-    shutil.copy(ROOT / "apps" / "variants.yml", tmp_path / "apps" / "variants.yml")
+    (tmp_path / VARIANTS_FILE).parent.mkdir(parents=True)
+    shutil.copy(ROOT / VARIANTS_FILE, tmp_path / VARIANTS_FILE)
     (tmp_path / "inv").mkdir()
     monkeypatch.setattr(flow, "web_addresses", lambda inventory, limit: {"web-1": "127.0.0.1"})
     monkeypatch.setattr(flow, "prepare", lambda *args: PlaybookRun("deploy.yml", tmp_path / "inv"))
@@ -256,8 +257,8 @@ def test_the_matrix_holds_the_lock_throughout_and_restores_the_setup_whatever_st
     from deploy_tool.bench import BenchLoad
     from deploy_tool.deploy import DeployRequest
 
-    (project.root / "apps").mkdir()
-    shutil.copy(ROOT / "apps" / "variants.yml", project.root / "apps" / "variants.yml")
+    (project.root / VARIANTS_FILE).parent.mkdir(parents=True)
+    shutil.copy(ROOT / VARIANTS_FILE, project.root / VARIANTS_FILE)
     inventory = project.root / "inv"
     audit(project, {"action": "deploy", "inventory": str(inventory), "version": "1.0.0", "variant": "uwsgi",
                     "app": "flask-demo", "strategy": "reuse-port", "result": "ok"})

@@ -6,6 +6,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
+from deploy_tool.variants import VARIANTS_FILE
 from deploykit_probe import PROTOCOLS
 from deploykit_serve import (
     ConfigError,
@@ -18,7 +19,7 @@ from deploykit_serve import (
 )
 from deploykit_wsgi import one_context_per_thread, strip_header_whitespace, wrap
 
-VARIANTS = load_variants(ROOT / "apps" / "variants.yml")
+VARIANTS = load_variants(ROOT / VARIANTS_FILE)
 
 
 def command(variant: str, **settings) -> tuple[list[str], int | None]:
@@ -35,9 +36,10 @@ def test_the_nine_variants_of_the_field_are_there():
         assert spec["server"] in ("uwsgi", "gunicorn", "flup"), name
 
 
-def test_playbooks_read_the_same_variant_table():
-    linked = ROOT / "playbooks" / "group_vars" / "all" / "variants.yml"
-    assert yaml.safe_load(linked.read_text())["deploykit_variants"] == VARIANTS
+def test_the_app_role_brings_its_variant_table_and_no_playbook_needs_a_copy():
+    assert not (ROOT / "playbooks" / "group_vars").exists()
+    assert yaml.safe_load((ROOT / "roles" / "app" / "vars" / "main" / "variants.yml").read_text())[
+        "app_variants"] == VARIANTS
 
 
 @pytest.mark.parametrize("variant", [v for v in VARIANTS if v.startswith("gunicorn")])

@@ -16,12 +16,13 @@ import json
 import pytest
 
 from conftest import DJANGO, DJANGO_IMAGE, FLASK_IMAGE, NO_CHECKS, ROOT, ansible_playbook, deploy
+from deploy_tool.variants import VARIANTS_FILE
 from deploykit_serve import load_variants
 from weblab import browse_and_post_django, client, request
 
 pytestmark = pytest.mark.lab
 
-VARIANTS = sorted(load_variants(ROOT / "apps" / "variants.yml"))
+VARIANTS = sorted(load_variants(ROOT / VARIANTS_FILE))
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import re
 import pytest
 
 from conftest import DJANGO, DJANGO_IMAGE, FLASK, NO_CHECKS, ROOT, deploy
+from deploy_tool.variants import VARIANTS_FILE
 from deploykit_serve import load_variants
 from weblab import Load, browse_and_post_django, describe, dropped
 
@@ -25,7 +26,7 @@ from weblab import Load, browse_and_post_django, describe, dropped
 # new container's gate to the old one's exit, a timing goal and so reported, not asserted.
 pytestmark = [pytest.mark.lab, pytest.mark.soak]
 
-VARIANTS = load_variants(ROOT / "apps" / "variants.yml")
+VARIANTS = load_variants(ROOT / VARIANTS_FILE)
 GROUPS = {protocol: [v for v in sorted(VARIANTS) if VARIANTS[v]["protocol"] == protocol]
           for protocol in ("http", "uwsgi", "fastcgi")}
 SWAP_REPORT = ROOT / ".deploykit" / "swap-matrix.json"

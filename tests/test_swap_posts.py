@@ -5,7 +5,7 @@ nginx sends a GET again when the app's connection fails, never a POST: a POST in
 old server resets comes back as a 502. Measured before the fixes: 1 or 2 per swap out of eventlet (its
 handlers asked the closed listener for its address: apps/launcher/deploykit_workers.py), 4 in a swap out of
 tornado (its loop stops with kept connections open: nginx opens a connection per request to it,
-`upstream_keepalive: false` in apps/variants.yml).
+`upstream_keepalive: false` in roles/app/vars/main/variants.yml).
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ class Settings:
 
 
 def load_variants(path: Path = VARIANTS_FILE) -> dict[str, dict[str, str]]:
-    return yaml.safe_load(path.read_text(encoding="utf-8"))["deploykit_variants"]
+    return yaml.safe_load(path.read_text(encoding="utf-8"))["app_variants"]
 
 
 def variant_spec(settings: Settings, variants: dict[str, dict[str, str]]) -> dict[str, str]:

@@ -1,5 +1,5 @@
 """WSGI adapters the launcher puts around an app: mark_answers always, outermost; others named by a variant's
-`wrap` in apps/variants.yml.
+`wrap` in roles/app/vars/main/variants.yml.
 
 The launcher points every server at `deploykit_wsgi:application` and passes the real app as
 DEPLOYKIT_WSGI_TARGET (module:attribute, or module:factory() for an app factory, called once) and the

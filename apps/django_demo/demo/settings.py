@@ -32,11 +32,11 @@ DATABASES = {
         "OPTIONS": {"connect_timeout": 5},
     }
 }
-if os.environ.get("DB_POOL") == "1":  # greenlet workers (apps/variants.yml): see demo/pooled_postgresql/base.py
+if os.environ.get("DB_POOL") == "1":  # greenlet workers (deploykit's variants.yml): see demo/pooled_postgresql/base.py
     DATABASES["default"]["ENGINE"] = "demo.pooled_postgresql"
     DATABASES["default"]["CONN_MAX_AGE"] = 0  # Django's close at each request's end gives the connection back
 if os.environ.get("DB_GREEN_WAIT") == "1":
-    # gevent and eventlet workers (apps/variants.yml): libpq's calls would block the worker's whole event loop,
+    # gevent and eventlet workers (deploykit's variants.yml): libpq's calls would block the worker's whole event loop,
     # and every request it holds, while one waits for PostgreSQL. With a wait callback psycopg2 waits in
     # select(), which those workers have made cooperative before the app is loaded.
     import psycopg2.extensions
