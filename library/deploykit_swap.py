@@ -261,16 +261,22 @@ health_attempts:
 """
 
 import contextlib
-import hashlib
 import json
 import os
 import re
 import select
 import signal
 import time
-from typing import NamedTuple
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible.module_utils.deploykit_containers import (
+    Docker,
+    SwapError,
+    container_name,
+    docker_run_argv,
+    last_words,
+    spec_hash,
+)
 from ansible.module_utils.deploykit_host import (
     LISTEN,
     PortGuard,
@@ -282,11 +288,6 @@ from ansible.module_utils.deploykit_host import (
 )
 from ansible.module_utils.deploykit_probe import PROBE_OPTIONS, ProbeError, probe
 
-LABEL_APP = "io.deploykit.app"
-LABEL_RELEASE = "io.deploykit.release"
-LABEL_SPEC = "io.deploykit.spec"
-LABEL_PROTOCOL = "io.deploykit.protocol"
-LABEL_PORT = "io.deploykit.port"
 INSTANCE_HEADER = "x-deploykit-instance"  # every answer names its container (apps/launcher/deploykit_wsgi.py)
 HEALTH_SPEC = dict(
     PROBE_OPTIONS,
@@ -323,88 +324,11 @@ ARGUMENT_SPEC = dict(
 )
 
 
-DOCKER_BOUND = 120  # seconds any docker call of the swap may take (a stop: plus its stop_timeout)
-
-
-class Container(NamedTuple):
-    """One of the app's containers on the host, as its labels and docker inspect say."""
-
-    name: str
-    running: bool
-    spec: str | None  # the hash of its image and settings (LABEL_SPEC)
-    release: str | None
-    protocol: str | None  # what nginx speaks to it
-    port: int | None
-    restart: str  # its restart policy
-
-
-class SwapError(Exception):
-    def __init__(self, message, **details):
-        super().__init__(message)
-        self.details = details
-
-
-def last_words(logs, lines=3):
-    """The end of a container's log, for an error message: its last non-empty lines (the launcher's and the
-    app's own reason, such as the status its health path gave), or nothing."""
-    said = [line.strip() for line in (logs or "").splitlines() if line.strip()][-lines:]
-    return ("; its last words: " + " | ".join(said))[:800] if said else ""
-
-
-def spec_hash(params, image_id):
-    """What makes two containers the same: the image id and every run setting."""
-    keys = ("env", "env_file", "user", "read_only", "tmpfs", "cap_drop", "security_opts", "restart_policy",
-            "labels", "stop_timeout") + tuple(  # the options added later, only when set: hashes stay as they were
-        key for key in ("volumes", "limits") if params.get(key))
-    data = json.dumps({"image": image_id, **{k: params[k] for k in keys}}, sort_keys=True)
-    return hashlib.sha256(data.encode()).hexdigest()[:12]
-
-
-def container_name(app, release, digest):
-    safe = "".join(c if c.isalnum() or c in "_.-" else "-" for c in release)
-    return f"{app}-{safe}-{digest[:6]}"
-
-
-def docker_run_argv(params, name, digest, port=None):
-    """`docker run` of the new container, listening on `port` (default the health port), as data."""
-    port = port or params["health"]["port"]
-    # no restarts until it passed its gate: a crashing release must show as exited, not loop
-    argv = ["docker", "run", "--detach", "--name", name, "--network", "host",
-            "--restart", "no", "--stop-timeout", str(params["stop_timeout"]),
-            "--label", f"{LABEL_APP}={params['app']}", "--label", f"{LABEL_RELEASE}={params['release']}",
-            "--label", f"{LABEL_SPEC}={digest}",
-            "--label", "{}={}".format(LABEL_PROTOCOL, params["health"]["protocol"]),
-            "--label", f"{LABEL_PORT}={port}"]
-    for key, value in sorted(params["labels"].items()):
-        argv += ["--label", f"{key}={value}"]
-    if params["user"]:
-        argv += ["--user", params["user"]]
-    if params["read_only"]:
-        argv.append("--read-only")
-    for mount in params["tmpfs"]:
-        argv += ["--tmpfs", mount]
-    for volume in params["volumes"]:
-        argv += ["--volume", volume]
-    for limit, flag in (("memory", "--memory"), ("cpus", "--cpus"), ("pids", "--pids-limit")):
-        value = str(params["limits"].get(limit) or "")
-        if value not in ("", "0"):
-            argv += [flag, value]
-    for cap in params["cap_drop"]:
-        argv += ["--cap-drop", cap]
-    for opt in params["security_opts"]:
-        argv += ["--security-opt", opt]
-    if params["env_file"]:
-        argv += ["--env-file", params["env_file"]]
-    env = dict(params["env"], DEPLOYKIT_INSTANCE=name, DEPLOYKIT_PORT=str(port))
-    for key, value in sorted(env.items()):
-        argv += ["--env", f"{key}={value}"]
-    return argv + [params["image"]]
-
-
 class Swapper:
     def __init__(self, module):
         self.module = module
         self.params = module.params
+        self.docker = Docker(module, self.params)
         self.start = time.monotonic()
         self.started_at = time.time()
         self.timings = {}
@@ -428,41 +352,6 @@ class Swapper:
             if self.progress is None:
                 self.progress = False
                 self.module.warn(f"no progress file: {exc}")
-
-    def docker(self, *args, **kwargs):
-        """A docker CLI call, bounded: a hung engine ends the swap with an error naming the call, instead of holding
-        the deploy (and its lock) until the play's own timeout. `docker stop` may take its drain time."""
-        check = kwargs.pop("check", True)
-        bound = DOCKER_BOUND + (self.params["stop_timeout"] if args[0] == "stop" else 0)
-        rc, out, err = self.module.run_command(["timeout", "--kill-after", "5", str(bound), "docker", *args])
-        if rc in (124, 137):  # timeout(1): the call was stopped at its bound (137: killed after the grace)
-            raise SwapError(f"docker {' '.join(args[:2])} did not answer within {bound} s: is the Docker engine on "
-                            "this host hung? (systemctl status docker)")
-        if check and rc != 0:
-            raise SwapError("docker {} failed: {}".format(" ".join(args[:2]), (err or out).strip()))
-        return rc, out, err
-
-    def app_containers(self):
-        """This app's containers (Container), oldest first."""
-        _, labelled, _ = self.docker("ps", "--all", "--filter", "label={}={}".format(LABEL_APP, self.params["app"]),
-                                     "--format", "{{.Names}}")
-        # a container named exactly APP (as earlier deploykit versions ran it) is this app's too
-        _, named, _ = self.docker("ps", "--all", "--filter", f"name=^/{self.params['app']}$",
-                                  "--format", "{{.Names}}")
-        names = sorted(set(labelled.split()) | set(named.split()))
-        if not names:
-            return []
-        _, out, _ = self.docker("inspect", *names)
-        found = []  # (created, Container)
-        for info in json.loads(out):
-            labels = info["Config"]["Labels"] or {}
-            port = labels.get(LABEL_PORT) or (info["Config"].get("Env") and dict(
-                e.split("=", 1) for e in info["Config"]["Env"] if "=" in e).get("DEPLOYKIT_PORT"))
-            restart = ((info.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
-            found.append((info["Created"], Container(
-                info["Name"].lstrip("/"), info["State"]["Running"], labels.get(LABEL_SPEC), labels.get(LABEL_RELEASE),
-                labels.get(LABEL_PROTOCOL), int(port) if port else None, restart)))
-        return [container for _, container in sorted(found, key=lambda pair: pair[0])]
 
     def listen_port(self, containers):
         """Where the new container listens: blue-green takes the port no running container of the app holds;
@@ -497,27 +386,18 @@ class Swapper:
                           re.findall(r'"[^"]+",pid=(\d+)', line)))
         return found
 
-    def container_ids(self, names=None):
-        """Full ids of this app's containers, or of the containers `names`."""
-        if names:
-            _, out, _ = self.docker("inspect", "--format", "{{.Id}}", *names, check=False)
-        else:
-            _, out, _ = self.docker("ps", "--quiet", "--no-trunc", "--filter",
-                                    "label={}={}".format(LABEL_APP, self.params["app"]))
-        return out.split()
-
     def foreign_listeners(self, port):
         """Processes listening on `port` that are not in one of this app's containers (by cgroup)."""
         rc, out, _ = self.module.run_command(["ss", "-Hltnp", f"sport = :{port}"])
         if rc != 0:
             return []  # no ss: the new container's bind reports a conflict instead
-        own = self.container_ids()
+        own = self.docker.container_ids()
         return sorted(set(f"{name} (pid {pid})" for name, pid in re.findall(r'"([^"]+)",pid=(\d+)', out)
                           if not in_containers(pid, own)))
 
     def wait_listening(self, names, port, timeout):
         """Wait until a process of the containers `names` listens on `port` again; False at the timeout."""
-        ids = self.container_ids(names)
+        ids = self.docker.container_ids(names)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for _, _, pids in self.listeners(port) or []:
@@ -537,29 +417,9 @@ class Swapper:
                                  "one drains would leave the port without a listener")
         return guards
 
-    def image_id(self):
-        rc, out, _ = self.docker("image", "inspect", "--format", "{{.Id}}", self.params["image"], check=False)
-        if rc != 0:
-            raise SwapError(f"image {self.params['image']} is not on this host: ship it first (app role, image tasks)")
-        return out.strip()
-
-    def logs(self, name):
-        _, out, err = self.docker("logs", "--tail", "30", name, check=False)
-        return (out + err).strip()[-3000:]
-
-    def running(self, name):
-        rc, out, _ = self.docker("inspect", "--format", "{{.State.Running}}", name, check=False)
-        return rc == 0 and out.strip() == "true"
-
     def stop_and_remove(self, name):
         """SIGTERM, at most stop_timeout seconds of drain, then remove."""
         self.retire([name])
-
-    def state(self, name):
-        """(running, restart count) of a container."""
-        rc, out, _ = self.docker("inspect", "--format", "{{.State.Running}} {{.RestartCount}}", name, check=False)
-        running, _, restarts = out.strip().partition(" ")
-        return (rc == 0 and running == "true", restarts)
 
     def retire(self, names, step=None, successor=None, port=None, held=None, restarts=None):
         """Stop the containers (SIGTERM, at most stop_timeout seconds of drain), mark `step`, then remove them
@@ -574,7 +434,7 @@ class Swapper:
             guards, self.guards = self.guards, []
         try:
             if successor and restarts is None:
-                restarts = self.state(successor)[1]
+                restarts = self.docker.state(successor)[1]
             # the guards join the port right before the old ones get their signal: they close their listeners
             self.stop(names, held, step=step and step.replace("stopped", "signalled"), port=port,
                       before=lambda: [guard.start() for guard in guards])
@@ -625,13 +485,13 @@ class Swapper:
     def serves(self, name, restarts, port):
         """Whether the container still runs as it did (not restarted since) and, when ss can tell, listens on
         `port` (a server shutting down has closed its listener before its process exits)."""
-        running, now = self.state(name)
+        running, now = self.docker.state(name)
         if not running or now != restarts:
             return False
         found = self.listeners(port)
         if found is None:
             return True
-        ids = self.container_ids([name])
+        ids = self.docker.container_ids([name])
         return any(in_containers(pid, ids) for _, _, pids in found for pid in pids)
 
     def restore(self, names, successor, port, guards):
@@ -646,7 +506,7 @@ class Swapper:
             guard.close()
         # gracefully, its queue moves to the old one; briefly: a server in its quick shutdown may be stuck
         self.docker("stop", "--time", "2", successor, check=False)
-        logs = self.logs(successor)
+        logs = self.docker.logs(successor)
         self.docker("rm", "--force", successor, check=False)
         raise SwapError(f"the new container {successor} exited while the old one drained; {again}", logs=logs)
 
@@ -669,13 +529,13 @@ class Swapper:
                 # an answer from the old container: neither success nor failure
             except (OSError, ProbeError) as exc:
                 streak, last = 0, f"{type(exc).__name__}: {exc}"
-            if not self.running(name):
-                logs = self.logs(name)
+            if not self.docker.running(name):
+                logs = self.docker.logs(name)
                 raise SwapError(f"the new container {name} exited before it was healthy{last_words(logs)}",
                                 logs=logs)
             time.sleep(h["interval"])
         raise SwapError(f"the new container {name} did not pass its health gate within {h['timeout']}s (last: {last})",
-                        logs=self.logs(name), health_attempts=attempts)
+                        logs=self.docker.logs(name), health_attempts=attempts)
 
     def settle(self, name, port, restarts):
         """The rest of the gate: for `settle` seconds after its streak, while the old one still serves, the new
@@ -685,7 +545,7 @@ class Swapper:
         deadline = time.monotonic() + self.params["settle"]
         while True:
             failure = None
-            running, now = self.state(name)
+            running, now = self.docker.state(name)
             if not running or now != restarts:
                 failure = "exited"
             else:
@@ -698,7 +558,7 @@ class Swapper:
                 except (OSError, ProbeError) as exc:
                     failure = f"(or the old one) failed a probe ({type(exc).__name__}: {exc})"
             if failure:
-                logs = self.logs(name)
+                logs = self.docker.logs(name)
                 self.docker("rm", "--force", name, check=False)
                 raise SwapError("the new container {} {} {:.1f} s after its first healthy answers; the old one kept "
                                 "serving".format(name, failure, time.monotonic() - self.start - self.timings["ready"]),
@@ -719,7 +579,7 @@ class Swapper:
             raise
         self.mark("ready")
         rc, out, err = self.docker("update", "--restart", self.params["restart_policy"], name, check=False)
-        running, restarts = self.state(name)
+        running, restarts = self.docker.state(name)
         if rc != 0 and running:
             self.stop_and_remove(name)
             raise SwapError(f"docker update of the new container {name} failed: {(err or out).strip()}")
@@ -871,20 +731,13 @@ class Swapper:
         return history
 
     def prune_images(self, history):
-        keep = set(h["image"] for h in history[-self.params["keep_releases"]:])
-        repository = self.params["image"].rsplit(":", 1)[0]
-        _, out, _ = self.docker("images", repository, "--format", "{{.Repository}}:{{.Tag}}")
-        removed = []
-        for image in out.split():
-            if image not in keep and not image.endswith(":<none>") and self.docker("rmi", image, check=False)[0] == 0:
-                removed.append(image)
-        return removed
+        return self.docker.prune_images(set(h["image"] for h in history[-self.params["keep_releases"]:]))
 
     def run(self):
         p = self.params
-        digest = spec_hash(p, self.image_id())
+        digest = spec_hash(p, self.docker.image_id())
         name = container_name(p["app"], p["release"], digest)
-        containers = self.app_containers()
+        containers = self.docker.app_containers()
         current = [c for c in containers if c.running and c.spec == digest]
         others = [c.name for c in containers if not (c.running and c.spec == digest)]
         serving = current[0] if current else None

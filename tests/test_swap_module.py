@@ -18,6 +18,11 @@ def swap():
     return load_module("deploykit_swap")
 
 
+@pytest.fixture(scope="module")
+def containers():
+    return module_utils("deploykit_containers")
+
+
 def params(**overrides):
     base = dict(app="deploykit-app", image="deploykit/flask-demo:1.2.0", release="1.2.0", strategy="reuse-port",
                 env={"DEPLOYKIT_VARIANT": "uwsgi", "DEPLOYKIT_PORT": "8000"}, env_file="/etc/deploykit/app.env",
@@ -29,8 +34,8 @@ def params(**overrides):
     return base
 
 
-def test_run_argv_is_host_network_hardened_and_names_its_instance(swap):
-    argv = swap.docker_run_argv(params(), "deploykit-app-1.2.0-abcdef", "abcdef123456")
+def test_run_argv_is_host_network_hardened_and_names_its_instance(containers):
+    argv = containers.docker_run_argv(params(), "deploykit-app-1.2.0-abcdef", "abcdef123456")
     assert argv[:5] == ["docker", "run", "--detach", "--name", "deploykit-app-1.2.0-abcdef"]
     joined = " ".join(argv)
     for part in ("--network host", "--restart no", "--stop-timeout 40", "--read-only",
@@ -46,38 +51,47 @@ def test_run_argv_is_host_network_hardened_and_names_its_instance(swap):
     assert "--memory" not in joined and "--volume" not in joined
 
 
-def test_limits_and_mounts_reach_docker_run_and_the_spec_hash_only_when_set(swap):
+def test_limits_and_mounts_reach_docker_run_and_the_spec_hash_only_when_set(containers):
     limited = params(limits={"memory": "1g", "cpus": "", "pids": 512}, volumes=["/var/lib/x:/data"])
-    joined = " ".join(swap.docker_run_argv(limited, "n", "abcdef123456"))
+    joined = " ".join(containers.docker_run_argv(limited, "n", "abcdef123456"))
     assert "--memory 1g" in joined and "--pids-limit 512" in joined and "--cpus" not in joined
     assert "--volume /var/lib/x:/data" in joined
     # a container made before these options existed keeps its hash (no swap for nothing after an upgrade)
-    assert swap.spec_hash(params(), "sha256:a") == swap.spec_hash(
+    assert containers.spec_hash(params(), "sha256:a") == containers.spec_hash(
         {k: v for k, v in params().items() if k not in ("limits", "volumes")}, "sha256:a")
-    assert swap.spec_hash(limited, "sha256:a") != swap.spec_hash(params(), "sha256:a")
+    assert containers.spec_hash(limited, "sha256:a") != containers.spec_hash(params(), "sha256:a")
 
 
-def test_spec_hash_changes_with_image_and_settings_only(swap):
-    first = swap.spec_hash(params(), "sha256:aaa")
-    assert first == swap.spec_hash(params(release="other"), "sha256:aaa")  # the release label is not a setting
-    assert first != swap.spec_hash(params(), "sha256:bbb")
-    assert first != swap.spec_hash(params(env={"DEPLOYKIT_VARIANT": "uwsgi-http"}), "sha256:aaa")
-    assert first != swap.spec_hash(params(stop_timeout=20), "sha256:aaa")
+def test_spec_hash_changes_with_image_and_settings_only(containers):
+    first = containers.spec_hash(params(), "sha256:aaa")
+    assert first == containers.spec_hash(params(release="other"), "sha256:aaa")  # the release label is not a setting
+    assert first != containers.spec_hash(params(), "sha256:bbb")
+    assert first != containers.spec_hash(params(env={"DEPLOYKIT_VARIANT": "uwsgi-http"}), "sha256:aaa")
+    assert first != containers.spec_hash(params(stop_timeout=20), "sha256:aaa")
 
 
-def test_container_names_are_safe_for_docker(swap):
-    assert swap.container_name("deploykit-app", "1.2.0+build/7", "abcdef123456") == "deploykit-app-1.2.0-build-7-abcdef"
+def test_container_names_are_safe_for_docker(containers):
+    assert (containers.container_name("deploykit-app", "1.2.0+build/7", "abcdef123456")
+            == "deploykit-app-1.2.0-build-7-abcdef")
 
 
 MODULES = sorted(p.stem for p in (ROOT / "library").glob("*.py"))
 
 
-def load_module(name: str):
-    import deploykit_host
-    import deploykit_probe
+# the module_utils files the modules import, in the order they import each other
+MODULE_UTILS = ("deploykit_probe", "deploykit_host", "deploykit_containers")
 
-    sys.modules.setdefault("ansible.module_utils.deploykit_probe", deploykit_probe)
-    sys.modules.setdefault("ansible.module_utils.deploykit_host", deploykit_host)
+
+def module_utils(name: str):
+    """The module_utils file `name` as the modules import it, ansible.module_utils.NAME (as Ansible packs it), the
+    ones it imports registered before it."""
+    for each in MODULE_UTILS:
+        sys.modules.setdefault(f"ansible.module_utils.{each}", importlib.import_module(each))
+    return sys.modules[f"ansible.module_utils.{name}"]
+
+
+def load_module(name: str):
+    module_utils(MODULE_UTILS[-1])
     spec = importlib.util.spec_from_file_location(name, ROOT / "library" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -112,8 +126,8 @@ def test_every_module_documents_its_argument_spec(name):
             assert sorted(documented[option]["suboptions"]) == sorted(spec["options"]), option
 
 
-def test_blue_green_listens_on_the_port_no_running_container_holds(swap):
-    argv = " ".join(swap.docker_run_argv(params(strategy="blue-green"), "n", "abcdef123456", 8001))
+def test_blue_green_listens_on_the_port_no_running_container_holds(swap, containers):
+    argv = " ".join(containers.docker_run_argv(params(strategy="blue-green"), "n", "abcdef123456", 8001))
     assert "--label io.deploykit.port=8001" in argv and "--env DEPLOYKIT_PORT=8001" in argv
 
     class Module:
@@ -123,9 +137,9 @@ def test_blue_green_listens_on_the_port_no_running_container_holds(swap):
 
     def port(strategy, running, ports=()):
         swapper = swap.Swapper(Module(strategy=strategy, ports=list(ports)))
-        containers = [swap.Container(f"c{i}", True, "spec", "1.0", "http", port, "unless-stopped")
-                      for i, port in enumerate(running)]
-        return swapper.listen_port(containers)
+        found = [containers.Container(f"c{i}", True, "spec", "1.0", "http", port, "unless-stopped")
+                 for i, port in enumerate(running)]
+        return swapper.listen_port(found)
 
     assert port("blue-green", [8000]) == 8001
     assert port("blue-green", [8001]) == 8000
@@ -133,7 +147,7 @@ def test_blue_green_listens_on_the_port_no_running_container_holds(swap):
     assert port("blue-green", [9000], ports=(9000, 9100)) == 9100
     assert port("reuse-port", [8001]) == 8001  # joins the running container, wherever blue-green left it
     assert port("recreate", [8001]) == 8000
-    with pytest.raises(swap.SwapError, match="both blue-green ports"):
+    with pytest.raises(containers.SwapError, match="both blue-green ports"):
         port("blue-green", [8000, 8001])
 
 
@@ -246,18 +260,18 @@ def test_an_old_container_that_lingers_after_its_drain_is_killed_only_once_its_l
         child.wait()
 
 
-def test_an_error_ends_with_the_containers_last_words(swap):
+def test_an_error_ends_with_the_containers_last_words(containers):
     logs = ("Traceback (most recent call last):\n  ...\n"
             "deploykit_serve.UnhealthyApp: GET /no-such-page (Host notes.lab) answered 404 NOT FOUND: <!doctype html>\n"
             "\n"
             "deploykit-serve: the app app cannot be loaded or is not healthy: not binding 8000\n")
-    said = swap.last_words(logs)
+    said = containers.last_words(logs)
     assert said.startswith("; its last words: ")
     assert "answered 404 NOT FOUND" in said and said.endswith("not binding 8000")
-    assert swap.last_words("") == ""
+    assert containers.last_words("") == ""
 
 
-def test_a_docker_call_that_hangs_ends_the_swap_naming_it(swap, monkeypatch, tmp_path):
+def test_a_docker_call_that_hangs_ends_the_swap_naming_it(containers, monkeypatch, tmp_path):
     """A hung engine (here a `docker` that never answers) stops the swap at the call's bound with an error naming
     the call, instead of holding the deploy and its lock; the real timeout(1) of the host runs it."""
     import subprocess
@@ -267,7 +281,7 @@ def test_a_docker_call_that_hangs_ends_the_swap_naming_it(swap, monkeypatch, tmp
     fake.write_text("#!/bin/sh\nsleep 30\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    monkeypatch.setattr(swap, "DOCKER_BOUND", 1)
+    monkeypatch.setattr(containers, "DOCKER_BOUND", 1)
 
     class Module:
         params = params(stop_timeout=1)
@@ -278,8 +292,8 @@ def test_a_docker_call_that_hangs_ends_the_swap_naming_it(swap, monkeypatch, tmp
             return done.returncode, done.stdout, done.stderr
 
     began = time.monotonic()
-    with pytest.raises(swap.SwapError, match="docker image inspect did not answer within 1 s"):
-        swap.Swapper(Module()).docker("image", "inspect", "x")
-    with pytest.raises(swap.SwapError, match="docker stop --time did not answer within 2 s"):  # plus stop_timeout
-        swap.Swapper(Module()).docker("stop", "--time", "1", "x")
+    with pytest.raises(containers.SwapError, match="docker image inspect did not answer within 1 s"):
+        containers.Docker(Module(), Module.params)("image", "inspect", "x")
+    with pytest.raises(containers.SwapError, match="docker stop --time did not answer within 2 s"):  # plus stop_timeout
+        containers.Docker(Module(), Module.params)("stop", "--time", "1", "x")
     assert time.monotonic() - began < 10
