@@ -263,7 +263,6 @@ health_attempts:
 import contextlib
 import json
 import os
-import re
 import select
 import signal
 import time
@@ -281,10 +280,13 @@ from ansible.module_utils.deploykit_host import (
     LISTEN,
     PortGuard,
     container_pids,
+    foreign_listeners,
     held_sockets,
-    in_containers,
+    listeners,
+    listens,
     pause,
     resume,
+    wait_listening,
 )
 from ansible.module_utils.deploykit_probe import PROBE_OPTIONS, ProbeError, probe
 
@@ -371,45 +373,10 @@ class Swapper:
                             "deploy again with strategy reuse-port to converge".format(ports, self.params["app"]))
         return free[0]
 
-    def listeners(self, port):
-        """[(address, uid, [pid])] of the sockets listening on TCP `port`, or None when ss is missing."""
-        rc, out, _ = self.module.run_command(["ss", "-Hltnep", f"sport = :{port}"])
-        if rc != 0:
-            return None
-        found = []
-        for line in out.splitlines():
-            fields = line.split()
-            if len(fields) < 4:
-                continue
-            uid = re.search(r"\buid:(\d+)", line)  # ss prints it only when it is not root's
-            found.append((fields[3].rsplit(":", 1)[0].strip("[]"), int(uid.group(1)) if uid else 0,
-                          re.findall(r'"[^"]+",pid=(\d+)', line)))
-        return found
-
-    def foreign_listeners(self, port):
-        """Processes listening on `port` that are not in one of this app's containers (by cgroup)."""
-        rc, out, _ = self.module.run_command(["ss", "-Hltnp", f"sport = :{port}"])
-        if rc != 0:
-            return []  # no ss: the new container's bind reports a conflict instead
-        own = self.docker.container_ids()
-        return sorted(set(f"{name} (pid {pid})" for name, pid in re.findall(r'"([^"]+)",pid=(\d+)', out)
-                          if not in_containers(pid, own)))
-
-    def wait_listening(self, names, port, timeout):
-        """Wait until a process of the containers `names` listens on `port` again; False at the timeout."""
-        ids = self.docker.container_ids(names)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            for _, _, pids in self.listeners(port) or []:
-                if any(in_containers(pid, ids) for pid in pids):
-                    return True
-            time.sleep(0.1)
-        return False
-
     def guard(self, port):
         """Drain guards for the port's current listeners (see PortGuard); none when ss is missing."""
         guards = []
-        for address, uid in sorted(set((a, u) for a, u, _ in self.listeners(port) or [])):
+        for address, uid in sorted(set((a, u) for a, u, _ in listeners(self.module.run_command, port) or [])):
             try:
                 guards.append(PortGuard(address, port, uid))
             except (OSError, ValueError) as exc:
@@ -477,7 +444,8 @@ class Swapper:
     def listening_again(self, names, port):
         """Wait until the old containers `names`, just started again, listen on `port` (at most the health
         timeout), mark old_restarted, and say how that went."""
-        back = self.wait_listening(names, port, self.params["health"]["timeout"])
+        back = wait_listening(self.module.run_command, self.docker.container_ids(names), port,
+                              self.params["health"]["timeout"])
         self.mark("old_restarted")
         return "the old container ({}) was started again{}".format(
             ", ".join(names), " and serves" if back else f", but does not listen on port {port} yet")
@@ -488,11 +456,8 @@ class Swapper:
         running, now = self.docker.state(name)
         if not running or now != restarts:
             return False
-        found = self.listeners(port)
-        if found is None:
-            return True
-        ids = self.docker.container_ids([name])
-        return any(in_containers(pid, ids) for _, _, pids in found for pid in pids)
+        listening = listens(self.module.run_command, port, lambda: self.docker.container_ids([name]))
+        return listening is None or listening  # None: ss cannot tell
 
     def restore(self, names, successor, port, guards):
         """The successor died while `names` drained: start `names` again at once (the guards hold the port
@@ -764,7 +729,7 @@ class Swapper:
                             "or blue-green.".format(next(c.protocol for c in containers if c.name == speaking_other[0]),
                                                     ", ".join(speaking_other), protocol))
         port = self.listen_port(containers)
-        foreign = self.foreign_listeners(port)
+        foreign = foreign_listeners(self.module.run_command, port, self.docker.container_ids)
         if foreign:
             raise SwapError(f"port {port} is in use by {', '.join(foreign)}, not by a container of {p['app']}: nothing "
                             "was changed. Stop that process, or give the app another port (app_port)")
