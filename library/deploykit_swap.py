@@ -273,9 +273,9 @@ from ansible.module_utils.deploykit_containers import (
     SwapError,
     container_name,
     docker_run_argv,
-    last_words,
     spec_hash,
 )
+from ansible.module_utils.deploykit_gate import Gate
 from ansible.module_utils.deploykit_host import (
     LISTEN,
     PortGuard,
@@ -288,9 +288,8 @@ from ansible.module_utils.deploykit_host import (
     resume,
     wait_listening,
 )
-from ansible.module_utils.deploykit_probe import PROBE_OPTIONS, ProbeError, probe
+from ansible.module_utils.deploykit_probe import PROBE_OPTIONS
 
-INSTANCE_HEADER = "x-deploykit-instance"  # every answer names its container (apps/launcher/deploykit_wsgi.py)
 HEALTH_SPEC = dict(
     PROBE_OPTIONS,
     successes=dict(type="int", default=3),
@@ -331,6 +330,7 @@ class Swapper:
         self.module = module
         self.params = module.params
         self.docker = Docker(module, self.params)
+        self.health = Gate(self.docker, self.params)
         self.start = time.monotonic()
         self.started_at = time.time()
         self.timings = {}
@@ -475,70 +475,13 @@ class Swapper:
         self.docker("rm", "--force", successor, check=False)
         raise SwapError(f"the new container {successor} exited while the old one drained; {again}", logs=logs)
 
-    def health_gate(self, name, port):
-        """Successes must come from the new container itself: its name is in the health answer."""
-        h = dict(self.params["health"], port=port)
-        deadline = time.monotonic() + h["timeout"]
-        attempts = streak = 0
-        last = "no answer yet"
-        while time.monotonic() < deadline:
-            attempts += 1
-            try:
-                status, _, headers = probe(h["protocol"], h["address"], h["port"], h["path"], h["host_header"], 5.0)
-                if not 200 <= status < 300:
-                    streak, last = 0, "status {} from {}".format(status, headers.get(INSTANCE_HEADER) or "the port")
-                elif headers.get(INSTANCE_HEADER) == name:
-                    streak += 1
-                    if streak >= h["successes"]:
-                        return attempts
-                # an answer from the old container: neither success nor failure
-            except (OSError, ProbeError) as exc:
-                streak, last = 0, f"{type(exc).__name__}: {exc}"
-            if not self.docker.running(name):
-                logs = self.docker.logs(name)
-                raise SwapError(f"the new container {name} exited before it was healthy{last_words(logs)}",
-                                logs=logs)
-            time.sleep(h["interval"])
-        raise SwapError(f"the new container {name} did not pass its health gate within {h['timeout']}s (last: {last})",
-                        logs=self.docker.logs(name), health_attempts=attempts)
-
-    def settle(self, name, port, restarts):
-        """The rest of the gate: for `settle` seconds after its streak, while the old one still serves, the new
-        container must keep running (not restarted: its restart policy is set by now) and every answer it
-        gives must be healthy. A release that crashes or fails soon after its first answers is caught here."""
-        h = self.params["health"]
-        deadline = time.monotonic() + self.params["settle"]
-        while True:
-            failure = None
-            running, now = self.docker.state(name)
-            if not running or now != restarts:
-                failure = "exited"
-            else:
-                try:
-                    status, _, headers = probe(h["protocol"], h["address"], port, h["path"], h["host_header"], 5.0)
-                    if not 200 <= status < 300 and headers.get(INSTANCE_HEADER) == name:
-                        failure = f"answered status {status}"
-                    elif not 200 <= status < 300 and INSTANCE_HEADER not in headers:  # whose? the port answers badly
-                        failure = f"(or the old one) answered status {status}"
-                except (OSError, ProbeError) as exc:
-                    failure = f"(or the old one) failed a probe ({type(exc).__name__}: {exc})"
-            if failure:
-                logs = self.docker.logs(name)
-                self.docker("rm", "--force", name, check=False)
-                raise SwapError("the new container {} {} {:.1f} s after its first healthy answers; the old one kept "
-                                "serving".format(name, failure, time.monotonic() - self.start - self.timings["ready"]),
-                                logs=logs)
-            if time.monotonic() >= deadline:
-                break
-            time.sleep(h["interval"])
-
     def gate(self, name, port, olds):
         """The new container's whole gate: `successes` healthy answers in a row (mark ready), then its restart
         policy, then the settle window (mark healthy). Meanwhile the running `olds` ({name: restart policy})
         are readied for a quick stop (see hold). On failure the new container is removed and the olds keep
         serving as they were. Returns (probes sent, its restart count, what hold returned)."""
         try:
-            attempts = self.health_gate(name, port)
+            attempts = self.health.health_gate(name, port)
         except SwapError:
             self.stop_and_remove(name)  # gracefully: its queued connections move back to the old one
             raise
@@ -550,7 +493,8 @@ class Swapper:
             raise SwapError(f"docker update of the new container {name} failed: {(err or out).strip()}")
         held = self.hold(olds, port)
         try:
-            self.settle(name, port, restarts)  # an exit (rc != 0 above) is reported here
+            # an exit (rc != 0 above) is reported here
+            self.health.settle(name, port, restarts, lambda: time.monotonic() - self.start - self.timings["ready"])
         except SwapError:
             self.release(held, olds)
             raise

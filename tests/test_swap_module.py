@@ -79,7 +79,7 @@ MODULES = sorted(p.stem for p in (ROOT / "library").glob("*.py"))
 
 
 # the module_utils files the modules import, in the order they import each other
-MODULE_UTILS = ("deploykit_probe", "deploykit_host", "deploykit_containers")
+MODULE_UTILS = ("deploykit_probe", "deploykit_host", "deploykit_containers", "deploykit_gate")
 
 
 def module_utils(name: str):
@@ -297,3 +297,30 @@ def test_a_docker_call_that_hangs_ends_the_swap_naming_it(containers, monkeypatc
     with pytest.raises(containers.SwapError, match="docker stop --time did not answer within 2 s"):  # plus stop_timeout
         containers.Docker(Module(), Module.params)("stop", "--time", "1", "x")
     assert time.monotonic() - began < 10
+
+
+def test_a_streak_is_broken_by_failures_not_by_answers_of_another_server():
+    """The loop of the swap's health gate and of deploykit_probe (until_streak): True counts, False starts the
+    streak again, None (the old container answered) leaves it; it ends when before() or after() says so."""
+    until_streak = module_utils("deploykit_probe").until_streak
+    answers = iter([True, None, True, False, True, None, True, True])
+    assert until_streak(lambda: next(answers), 3, 0) == (True, 8)
+    tries = []
+    assert until_streak(lambda: tries.append(1) or False, 1, 0, after=lambda: len(tries) < 4) == (False, 4)
+    assert until_streak(lambda: True, 1, 0, before=lambda: False) == (False, 0)
+
+
+def test_the_probe_module_reports_its_last_answer_and_why_it_failed():
+    probe_module = load_module("deploykit_probe")
+    outcomes = iter([(True, 200, "ok", ""), (False, 503, "down", "status 503, expected 200"),
+                     (True, 200, "ok", ""), (True, 200, "ok", "")])
+    waiter = probe_module.HealthWaiter(dict(successes=2, interval=0, timeout=60))
+    waiter.attempt = lambda: next(outcomes)
+    healthy, result = waiter.wait()
+    assert healthy and list(result) == ["status", "body", "attempts", "elapsed"] and 0 <= result.pop("elapsed") < 1
+    assert result == dict(status=200, body="ok", attempts=4)
+    waiter = probe_module.HealthWaiter(dict(successes=2, interval=1, timeout=0.5))  # no time for a second one
+    waiter.attempt = lambda: (False, None, "", "ConnectionRefusedError: refused")
+    healthy, result = waiter.wait()
+    assert not healthy and result["attempts"] == 1 and result["last_error"] == "ConnectionRefusedError: refused"
+    assert list(result) == ["status", "body", "attempts", "elapsed", "last_error"] and result["status"] is None
