@@ -260,11 +260,8 @@ health_attempts:
   type: int
 """
 
-import contextlib
 import json
 import os
-import select
-import signal
 import time
 
 from ansible.module_utils.basic import AnsibleModule
@@ -275,18 +272,10 @@ from ansible.module_utils.deploykit_containers import (
     docker_run_argv,
     spec_hash,
 )
+from ansible.module_utils.deploykit_drain import Drain
 from ansible.module_utils.deploykit_gate import Gate
 from ansible.module_utils.deploykit_host import (
-    LISTEN,
-    PortGuard,
-    container_pids,
     foreign_listeners,
-    held_sockets,
-    listeners,
-    listens,
-    pause,
-    resume,
-    wait_listening,
 )
 from ansible.module_utils.deploykit_probe import PROBE_OPTIONS
 
@@ -333,10 +322,9 @@ class Swapper:
         self.health = Gate(self.docker, self.params)
         self.start = time.monotonic()
         self.started_at = time.time()
-        self.timings = {}
-        self.policies = {}  # restart policies hold took from the old containers, {name: policy}
+        self.timings: dict[str, float] = {}
         self.progress = None  # the progress file, opened (truncated) at the first step
-        self.guards = []  # drain guards made during the gate (see hold), started before the old ones' signal
+        self.drain = Drain(module, self.docker, self.params, self.mark, self.timings)
 
     def mark(self, step, **details):
         """Note the seconds since the start of the swap at `step`, in the timings and in the progress file."""
@@ -373,108 +361,6 @@ class Swapper:
                             "deploy again with strategy reuse-port to converge".format(ports, self.params["app"]))
         return free[0]
 
-    def guard(self, port):
-        """Drain guards for the port's current listeners (see PortGuard); none when ss is missing."""
-        guards = []
-        for address, uid in sorted(set((a, u) for a, u, _ in listeners(self.module.run_command, port) or [])):
-            try:
-                guards.append(PortGuard(address, port, uid))
-            except (OSError, ValueError) as exc:
-                self.module.warn(f"no drain guard on {address}:{port} ({exc}): a new container dying while the old "
-                                 "one drains would leave the port without a listener")
-        return guards
-
-    def stop_and_remove(self, name):
-        """SIGTERM, at most stop_timeout seconds of drain, then remove."""
-        self.retire([name])
-
-    def retire(self, names, step=None, successor=None, port=None, held=None, restarts=None):
-        """Stop the containers (SIGTERM, at most stop_timeout seconds of drain), mark `step`, then remove them
-        and mark `step`_removed: a stopped container serves nothing, its removal is housekeeping.
-
-        With a `successor` (the new container, on `port`), the drain guards that hold made during its gate keep
-        a listener on the port while they drain. When the successor died meanwhile (or was restarted by its
-        policy), the stopped containers are started again and the guards are closed only once they listen: no
-        connection finds the port closed."""
-        guards = []
-        if successor and names and port:
-            guards, self.guards = self.guards, []
-        try:
-            if successor and restarts is None:
-                restarts = self.docker.state(successor)[1]
-            # the guards join the port right before the old ones get their signal: they close their listeners
-            self.stop(names, held, step=step and step.replace("stopped", "signalled"), port=port,
-                      before=lambda: [guard.start() for guard in guards])
-            if step:
-                self.mark(step)
-            if successor and names:
-                if guards:  # the new one has all the traffic now: a release that falls over under it does so here
-                    time.sleep(self.params["drain_guard_hold"])
-                if not self.serves(successor, restarts, port):
-                    self.restore(names, successor, port, guards)
-        finally:
-            for guard in guards:
-                guard.close()
-        self.remove(names, step and step.replace("stopped", "removed"))
-
-    def remove(self, names, step=None):
-        """Remove the (stopped) containers, then mark `step`."""
-        for name in names:
-            self.docker("rm", "--force", "--volumes", name, check=False)
-        if step:
-            self.mark(step)
-
-    def start_again(self, new, names, containers, failure):
-        """Recreate stopped the old containers `names` before the new one failed: remove what is left of the
-        new one, start the old ones again, then raise the failure, saying so. A protocol change is named: nginx
-        speaks the old one until the deploy is done, and under traffic that can keep the new server too busy
-        to pass its gate."""
-        self.docker("rm", "--force", new, check=False)
-        for name in names:
-            self.docker("start", name, check=False)
-        old = [c for c in containers if c.name in names]
-        port = (old[-1].port if old and old[-1].port else None) or self.params["health"]["port"]
-        again = self.listening_again(names, port)
-        protocol = self.params["health"]["protocol"]
-        changed = sorted({c.protocol for c in old if c.protocol and c.protocol != protocol})
-        raise SwapError("{}; {}{}".format(
-            failure, again, f". nginx spoke {changed[0]} to the port until the swap was done: change the protocol of a "
-            "host under traffic with strategy blue-green" if changed else ""), **failure.details)
-
-    def listening_again(self, names, port):
-        """Wait until the old containers `names`, just started again, listen on `port` (at most the health
-        timeout), mark old_restarted, and say how that went."""
-        back = wait_listening(self.module.run_command, self.docker.container_ids(names), port,
-                              self.params["health"]["timeout"])
-        self.mark("old_restarted")
-        return "the old container ({}) was started again{}".format(
-            ", ".join(names), " and serves" if back else f", but does not listen on port {port} yet")
-
-    def serves(self, name, restarts, port):
-        """Whether the container still runs as it did (not restarted since) and, when ss can tell, listens on
-        `port` (a server shutting down has closed its listener before its process exits)."""
-        running, now = self.docker.state(name)
-        if not running or now != restarts:
-            return False
-        listening = listens(self.module.run_command, port, lambda: self.docker.container_ids([name]))
-        return listening is None or listening  # None: ss cannot tell
-
-    def restore(self, names, successor, port, guards):
-        """The successor died while `names` drained: start `names` again at once (the guards hold the port
-        meanwhile), close the guards once they listen, then stop what is left of the successor; fail the swap."""
-        self.docker("update", "--restart", "no", successor, check=False)  # its policy must not bring it back
-        for name in names:
-            self.docker("start", name, check=False)
-        self.give_back_policies(names)
-        again = self.listening_again(names, port)
-        for guard in guards:
-            guard.close()
-        # gracefully, its queue moves to the old one; briefly: a server in its quick shutdown may be stuck
-        self.docker("stop", "--time", "2", successor, check=False)
-        logs = self.docker.logs(successor)
-        self.docker("rm", "--force", successor, check=False)
-        raise SwapError(f"the new container {successor} exited while the old one drained; {again}", logs=logs)
-
     def gate(self, name, port, olds):
         """The new container's whole gate: `successes` healthy answers in a row (mark ready), then its restart
         policy, then the settle window (mark healthy). Meanwhile the running `olds` ({name: restart policy})
@@ -483,145 +369,23 @@ class Swapper:
         try:
             attempts = self.health.health_gate(name, port)
         except SwapError:
-            self.stop_and_remove(name)  # gracefully: its queued connections move back to the old one
+            self.drain.stop_and_remove(name)  # gracefully: its queued connections move back to the old one
             raise
         self.mark("ready")
         rc, out, err = self.docker("update", "--restart", self.params["restart_policy"], name, check=False)
         running, restarts = self.docker.state(name)
         if rc != 0 and running:
-            self.stop_and_remove(name)
+            self.drain.stop_and_remove(name)
             raise SwapError(f"docker update of the new container {name} failed: {(err or out).strip()}")
-        held = self.hold(olds, port)
+        held = self.drain.hold(olds, port)
         try:
             # an exit (rc != 0 above) is reported here
             self.health.settle(name, port, restarts, lambda: time.monotonic() - self.start - self.timings["ready"])
         except SwapError:
-            self.release(held, olds)
+            self.drain.release(held, olds)
             raise
         self.mark("healthy")
         return attempts, restarts, held
-
-    def hold(self, olds, port):
-        """Ready the old containers' quick stop, while the new one is still under its gate: no restart policy
-        (their server exits on a signal sent directly, which docker would take for a crash), a pidfd of their
-        main process, and whether their listener on `port` can be seen (then their drain can be watched, see
-        watch). Then stopping takes no docker call. {name: (pidfd or None, stop signal, container id, whether
-        its listener is seen)}; a container without a pidfd is stopped by docker. The drain guards are made
-        too (self.guards, bound but not listening: see PortGuard)."""
-        if not olds:
-            return {}
-        self.policies.update(olds)
-        self.docker("update", "--restart", "no", *sorted(olds), check=False)
-        _, out, _ = self.docker("inspect", "--format", "{{.Name}} {{.Id}} {{.State.Pid}} {{.Config.StopSignal}}",
-                                *sorted(olds), check=False)
-        held = {}
-        for line in out.splitlines():
-            fields = line.split()
-            if len(fields) < 3:
-                continue
-            try:
-                fd = os.pidfd_open(int(fields[2]))
-            except (AttributeError, OSError, ValueError):  # Python < 3.9, Linux < 5.3, or it exited already
-                fd = None
-            seen = LISTEN in held_sockets(container_pids([fields[1]]), port).values()
-            held[fields[0].lstrip("/")] = (fd, fields[3] if len(fields) > 3 else "SIGTERM", fields[1], seen)
-        if self.params["drain_guard"]:
-            self.guards = self.guard(port)  # bound, not listening: see PortGuard
-        return held
-
-    def release(self, held, olds):
-        """Undo hold: the olds serve on, with their restart policy back."""
-        for fd, _, _, _ in held.values():
-            if fd is not None:
-                os.close(fd)
-        held.clear()
-        for guard in self.guards:
-            guard.close()
-        self.guards = []
-        self.give_back_policies(olds)
-
-    def give_back_policies(self, names):
-        """The restart policies hold took from the containers `names`, back (one docker call per policy)."""
-        policies = dict((n, self.policies.get(n) or self.params["restart_policy"]) for n in names)
-        for policy in sorted(set(policies.values())):
-            self.docker("update", "--restart", policy, *sorted(n for n in policies if policies[n] == policy),
-                        check=False)
-
-    def stop(self, names, held=None, step=None, port=None, before=None):
-        """Stop the containers gracefully, at most stop_timeout seconds each: a held one with its stop signal
-        sent to its pidfd, then until its main process exits (a container's other processes end with it) or
-        its drain on `port` is over (see watch); the others with docker stop. `before` is called right before
-        the signals are sent. Returns once none runs."""
-        held = held or {}
-        if before:
-            before()
-        timeout = self.params["stop_timeout"]
-        waiting = {}  # {pidfd: name}
-        watched = {}  # {pidfd: container id}, of the containers whose sockets on `port` tell when they drained
-        for name in names:
-            fd, name_of_signal, container, seen = held.pop(name, (None, None, None, False))
-            if fd is not None:
-                try:
-                    signal.pidfd_send_signal(fd, getattr(signal, name_of_signal or "SIGTERM", signal.SIGTERM))
-                    waiting[fd] = name
-                    if port and seen:
-                        watched[fd] = container
-                    continue
-                except ProcessLookupError:  # exited already
-                    os.close(fd)
-                    continue
-                except (AttributeError, OSError):
-                    os.close(fd)
-            self.docker("stop", "--time", str(timeout), name, check=False)
-        if step and waiting:
-            self.mark(step)
-        deadline = time.monotonic() + timeout
-        drained: dict[int, float] = {}  # {pidfd: since when it has had no connection}
-        while waiting and time.monotonic() < deadline:
-            period = 0.02 if watched else max(0.0, deadline - time.monotonic())
-            for fd in select.select(list(waiting), [], [], period)[0]:
-                del waiting[fd]
-                watched.pop(fd, None)
-                os.close(fd)
-            for fd, container in list(watched.items()):
-                if self.watch(fd, container, port, drained):
-                    del watched[fd]
-        for fd, name in waiting.items():
-            os.close(fd)
-            self.docker("kill", name, check=False)
-
-    def watch(self, fd, container, port, drained):
-        """One look at an old container that drains on `port`; True once it was killed.
-
-        Marks old_closed once it no longer listens, and old_drained once it holds no connection of the port:
-        every request it accepted was answered. What is left of its stop is its own housekeeping: workers
-        exiting one by one, a master that looks at them once a second (uWSGI), listeners they still hold.
-        exit_grace seconds later, if it still runs, its processes are paused (SIGSTOP: none can accept a
-        connection any more) and looked at again; with still no connection it is killed, and the connections
-        queued on a listener it held move to the new container's (tcp_migrate_req). Otherwise it resumes."""
-        pids = container_pids([container])
-        states = list(held_sockets(pids, port).values())
-        if LISTEN not in states and "old_closed" not in self.timings:
-            self.mark("old_closed")
-        if any(state != LISTEN for state in states):
-            drained.pop(fd, None)
-            return False
-        if "old_drained" not in self.timings:
-            self.mark("old_drained")
-        since = drained.setdefault(fd, time.monotonic())
-        if time.monotonic() - since < self.params["exit_grace"]:
-            return False
-        if states and not pause(pids):
-            return False
-        if states and any(state != LISTEN for state in held_sockets(pids, port).values()):
-            resume(pids)  # it accepted one before it stopped: let it answer
-            drained.pop(fd, None)
-            return False
-        with contextlib.suppress(ProcessLookupError):
-            signal.pidfd_send_signal(fd, signal.SIGKILL)
-        if "old_killed" not in self.timings:
-            self.mark("old_killed")
-        return True
 
     def record(self, name):
         path = self.params["state_file"]
@@ -662,7 +426,7 @@ class Swapper:
                             port=serving.port, converged=True)
             if not self.module.check_mode:
                 for other in others:
-                    self.stop_and_remove(other)
+                    self.drain.stop_and_remove(other)
             return dict(changed=True, container=serving.name, stopped=others, retire=[], port=serving.port,
                         converged=True)
         protocol = p["health"]["protocol"]
@@ -685,7 +449,7 @@ class Swapper:
         olds = [c for c in others if c not in stale]
         running = {c.name: c.restart for c in containers if c.running and c.name in olds}
         if p["strategy"] == "recreate":  # stopped, not removed: they are started again if the new one fails
-            self.stop(sorted(running))
+            self.drain.stop(sorted(running))
             if running:
                 self.mark("old_stopped")
         try:
@@ -694,19 +458,19 @@ class Swapper:
             attempts, restarts, held = self.gate(name, port, running if p["strategy"] == "reuse-port" else {})
         except SwapError as exc:
             if p["strategy"] == "recreate" and running:
-                self.start_again(name, sorted(running), containers, exc)
+                self.drain.start_again(name, sorted(running), containers, exc)
             raise
         retire = []
         if p["strategy"] == "recreate":
-            self.remove(olds, olds and "old_removed")
+            self.drain.remove(olds, olds and "old_removed")
         elif p["strategy"] == "reuse-port":
             for dead in [o for o in olds if o not in running]:  # leftovers: nothing to drain or to start again
-                self.stop_and_remove(dead)
-            self.retire([o for o in olds if o in running], "old_stopped", successor=name, port=port, held=held,
+                self.drain.stop_and_remove(dead)
+            self.drain.retire([o for o in olds if o in running], "old_stopped", successor=name, port=port, held=held,
                         restarts=restarts)
         elif p["strategy"] == "blue-green":
             for old in [o for o in olds if o not in running]:  # already stopped: nothing to drain
-                self.stop_and_remove(old)
+                self.drain.stop_and_remove(old)
             retire = [o for o in olds if o in running]
         history = self.record(name)
         pruned = self.prune_images(history)

@@ -79,7 +79,7 @@ MODULES = sorted(p.stem for p in (ROOT / "library").glob("*.py"))
 
 
 # the module_utils files the modules import, in the order they import each other
-MODULE_UTILS = ("deploykit_probe", "deploykit_host", "deploykit_containers", "deploykit_gate")
+MODULE_UTILS = ("deploykit_probe", "deploykit_host", "deploykit_containers", "deploykit_gate", "deploykit_drain")
 
 
 def module_utils(name: str):
@@ -184,7 +184,7 @@ def test_a_held_old_container_is_stopped_by_its_pidfd_and_waited_for(swap, tmp_p
         swapper = swap.Swapper(Module(stop_timeout=10))
         held = {"old": (os.pidfd_open(children[0].pid), "SIGTERM", "id-old", False)}
         began = time.monotonic()
-        swapper.stop(["old"], held, step="old_signalled")
+        swapper.drain.stop(["old"], held, step="old_signalled")
         took = time.monotonic() - began
         assert children[0].wait(timeout=1) == 0  # exited by itself, gracefully
         assert 0.3 <= took < 10, took  # it waited for the exit, not for stop_timeout
@@ -193,7 +193,7 @@ def test_a_held_old_container_is_stopped_by_its_pidfd_and_waited_for(swap, tmp_p
         progress = [json.loads(line) for line in (tmp_path / "swap.progress").read_text().splitlines()]
         assert progress == [{"step": "old_signalled", "at": swapper.timings["old_signalled"]}]
         held = {"stubborn": (os.pidfd_open(children[1].pid), "SIGTERM", "id-stubborn", False)}
-        swap.Swapper(Module(stop_timeout=1)).stop(["stubborn"], held)
+        swap.Swapper(Module(stop_timeout=1)).drain.stop(["stubborn"], held)
         assert children[1].poll() is None  # it ignored SIGTERM: after stop_timeout, docker kills the container
         assert [argv[argv.index("docker"):] for argv in calls] == [["docker", "kill", "stubborn"]]
     finally:
@@ -235,17 +235,16 @@ def test_an_old_container_that_lingers_after_its_drain_is_killed_only_once_its_l
     try:
         port = int(child.stdout.readline())
         client = socket.create_connection(("127.0.0.1", port))
-        import deploykit_host  # the host's processes and sockets (module_utils), which the swap module uses
-
-        monkeypatch.setattr(deploykit_host, "in_containers", lambda pid, ids: ids == ["old"] and int(pid) == child.pid)
+        host = module_utils("deploykit_host")  # the host's processes and sockets, which the swap's drain uses
+        monkeypatch.setattr(host, "in_containers", lambda pid, ids: ids == ["old"] and int(pid) == child.pid)
         deadline = time.monotonic() + 5
-        while len(swap.held_sockets(swap.container_pids(["old"]), port)) < 2 and time.monotonic() < deadline:
+        while len(host.held_sockets(host.container_pids(["old"]), port)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)  # until it accepted the connection
-        assert sorted(swap.held_sockets(swap.container_pids(["old"]), port).values()) == ["01", swap.LISTEN]
+        assert sorted(host.held_sockets(host.container_pids(["old"]), port).values()) == ["01", host.LISTEN]
         swapper = swap.Swapper(Module())
         began = time.monotonic()
-        swapper.stop(["old"], {"old": (os.pidfd_open(child.pid), "SIGTERM", "old", True)}, step="old_signalled",
-                     port=port)
+        swapper.drain.stop(["old"], {"old": (os.pidfd_open(child.pid), "SIGTERM", "old", True)},
+                           step="old_signalled", port=port)
         took = time.monotonic() - began
         assert child.wait(timeout=1) == -9  # killed: it would have slept 30 s
         assert client.recv(100) == b"answer"
