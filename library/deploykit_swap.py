@@ -260,24 +260,11 @@ health_attempts:
   type: int
 """
 
-import json
-import os
-import time
-
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.deploykit_containers import (
-    Docker,
-    SwapError,
-    container_name,
-    docker_run_argv,
-    spec_hash,
-)
-from ansible.module_utils.deploykit_drain import Drain
-from ansible.module_utils.deploykit_gate import Gate
-from ansible.module_utils.deploykit_host import (
-    foreign_listeners,
-)
+from ansible.module_utils.deploykit_containers import SwapError
 from ansible.module_utils.deploykit_probe import PROBE_OPTIONS
+from ansible.module_utils.deploykit_strategies import STRATEGIES
+from ansible.module_utils.deploykit_swapper import Swapper
 
 HEALTH_SPEC = dict(
     PROBE_OPTIONS,
@@ -289,7 +276,7 @@ ARGUMENT_SPEC = dict(
     app=dict(type="str", required=True),
     image=dict(type="str", required=True),
     release=dict(type="str", required=True),
-    strategy=dict(type="str", choices=["reuse-port", "recreate", "blue-green"], default="reuse-port"),
+    strategy=dict(type="str", choices=list(STRATEGIES), default="reuse-port"),
     ports=dict(type="list", elements="int", default=[]),
     settle=dict(type="float", default=2.0),
     drain_guard=dict(type="bool", default=True),
@@ -312,171 +299,6 @@ ARGUMENT_SPEC = dict(
     state_file=dict(type="path", default="/var/lib/deploykit/releases.json"),
     progress_file=dict(type="path"),
 )
-
-
-class Swapper:
-    def __init__(self, module):
-        self.module = module
-        self.params = module.params
-        self.docker = Docker(module, self.params)
-        self.health = Gate(self.docker, self.params)
-        self.start = time.monotonic()
-        self.started_at = time.time()
-        self.timings: dict[str, float] = {}
-        self.progress = None  # the progress file, opened (truncated) at the first step
-        self.drain = Drain(module, self.docker, self.params, self.mark, self.timings)
-
-    def mark(self, step, **details):
-        """Note the seconds since the start of the swap at `step`, in the timings and in the progress file."""
-        self.timings[step] = round(time.monotonic() - self.start, 3)
-        if self.progress is False:  # it could not be opened: warned once
-            return
-        try:
-            if self.progress is None:
-                path = self.params["progress_file"] or "/run/deploykit/{}.progress".format(self.params["app"])
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                self.progress = open(path, "w")  # noqa: SIM115 - open for the whole swap (its process)
-            self.progress.write(json.dumps(dict(step=step, at=self.timings[step], **details)) + "\n")
-            self.progress.flush()
-        except OSError as exc:  # the progress file is for watching a swap: it never stops one
-            if self.progress is None:
-                self.progress = False
-                self.module.warn(f"no progress file: {exc}")
-
-    def listen_port(self, containers):
-        """Where the new container listens: blue-green takes the port no running container of the app holds;
-        reuse-port joins the running container's port; recreate uses the configured one."""
-        configured = self.params["health"]["port"]
-        running = [c.port for c in containers if c.running and c.port]
-        if self.params["strategy"] == "reuse-port":
-            return running[-1] if running else configured
-        if self.params["strategy"] == "recreate":
-            return configured
-        ports = self.params["ports"] or [configured, configured + 1]
-        if len(ports) != 2 or ports[0] == ports[1]:
-            raise SwapError(f"blue-green needs two different ports, not {ports}")
-        free = [port for port in ports if port not in running]
-        if not free:
-            raise SwapError("both blue-green ports {} are held by running containers of {} (an interrupted deploy): "
-                            "deploy again with strategy reuse-port to converge".format(ports, self.params["app"]))
-        return free[0]
-
-    def gate(self, name, port, olds):
-        """The new container's whole gate: `successes` healthy answers in a row (mark ready), then its restart
-        policy, then the settle window (mark healthy). Meanwhile the running `olds` ({name: restart policy})
-        are readied for a quick stop (see hold). On failure the new container is removed and the olds keep
-        serving as they were. Returns (probes sent, its restart count, what hold returned)."""
-        try:
-            attempts = self.health.health_gate(name, port)
-        except SwapError:
-            self.drain.stop_and_remove(name)  # gracefully: its queued connections move back to the old one
-            raise
-        self.mark("ready")
-        rc, out, err = self.docker("update", "--restart", self.params["restart_policy"], name, check=False)
-        running, restarts = self.docker.state(name)
-        if rc != 0 and running:
-            self.drain.stop_and_remove(name)
-            raise SwapError(f"docker update of the new container {name} failed: {(err or out).strip()}")
-        held = self.drain.hold(olds, port)
-        try:
-            # an exit (rc != 0 above) is reported here
-            self.health.settle(name, port, restarts, lambda: time.monotonic() - self.start - self.timings["ready"])
-        except SwapError:
-            self.drain.release(held, olds)
-            raise
-        self.mark("healthy")
-        return attempts, restarts, held
-
-    def record(self, name):
-        path = self.params["state_file"]
-        history = []
-        if os.path.exists(path):
-            with open(path) as handle:
-                history = json.load(handle)
-        history = [h for h in history if h.get("release") != self.params["release"]]
-        history.append({"release": self.params["release"], "image": self.params["image"], "container": name,
-                        "variant": self.params["env"].get("DEPLOYKIT_VARIANT", ""), "at": int(time.time())})
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        temporary = path + ".tmp"
-        with open(temporary, "w") as handle:
-            json.dump(history, handle, indent=1)
-        os.rename(temporary, path)
-        return history
-
-    def prune_images(self, history):
-        return self.docker.prune_images(set(h["image"] for h in history[-self.params["keep_releases"]:]))
-
-    def run(self):
-        p = self.params
-        digest = spec_hash(p, self.docker.image_id())
-        name = container_name(p["app"], p["release"], digest)
-        containers = self.docker.app_containers()
-        current = [c for c in containers if c.running and c.spec == digest]
-        others = [c.name for c in containers if not (c.running and c.spec == digest)]
-        serving = current[0] if current else None
-        if serving and not others:
-            return dict(changed=False, container=serving.name, stopped=[], retire=[], port=serving.port)
-        if serving:  # an interrupted swap left extra containers beside the new one: converge
-            if serving.restart == "no" and not self.module.check_mode:
-                # still without its restart policy: the swap stopped before or during the gate; gate it now
-                self.gate(serving.name, serving.port or p["health"]["port"], {})
-            running_others = [c.name for c in containers if c.running and c.name in others]
-            if p["strategy"] == "blue-green" and running_others:  # nginx may still point at them: caller retires
-                return dict(changed=True, container=serving.name, stopped=[], retire=running_others,
-                            port=serving.port, converged=True)
-            if not self.module.check_mode:
-                for other in others:
-                    self.drain.stop_and_remove(other)
-            return dict(changed=True, container=serving.name, stopped=others, retire=[], port=serving.port,
-                        converged=True)
-        protocol = p["health"]["protocol"]
-        speaking_other = [c.name for c in containers if c.running and c.protocol and c.protocol != protocol]
-        if p["strategy"] == "reuse-port" and speaking_other:
-            raise SwapError("cannot swap on one port from a server speaking {} ({}) to one speaking {}: nginx would "
-                            "send the old protocol to the new container. Deploy this change with strategy recreate "
-                            "or blue-green.".format(next(c.protocol for c in containers if c.name == speaking_other[0]),
-                                                    ", ".join(speaking_other), protocol))
-        port = self.listen_port(containers)
-        foreign = foreign_listeners(self.module.run_command, port, self.docker.container_ids)
-        if foreign:
-            raise SwapError(f"port {port} is in use by {', '.join(foreign)}, not by a container of {p['app']}: nothing "
-                            "was changed. Stop that process, or give the app another port (app_port)")
-        if self.module.check_mode:
-            return dict(changed=True, container=name, stopped=others, retire=[], port=port)
-        stale = [c.name for c in containers if c.name == name]
-        for old in stale:  # a leftover of the same name, not running: clear it
-            self.docker("rm", "--force", old, check=False)
-        olds = [c for c in others if c not in stale]
-        running = {c.name: c.restart for c in containers if c.running and c.name in olds}
-        if p["strategy"] == "recreate":  # stopped, not removed: they are started again if the new one fails
-            self.drain.stop(sorted(running))
-            if running:
-                self.mark("old_stopped")
-        try:
-            self.docker(*docker_run_argv(p, name, digest, port)[1:])
-            self.mark("started", container=name)
-            attempts, restarts, held = self.gate(name, port, running if p["strategy"] == "reuse-port" else {})
-        except SwapError as exc:
-            if p["strategy"] == "recreate" and running:
-                self.drain.start_again(name, sorted(running), containers, exc)
-            raise
-        retire = []
-        if p["strategy"] == "recreate":
-            self.drain.remove(olds, olds and "old_removed")
-        elif p["strategy"] == "reuse-port":
-            for dead in [o for o in olds if o not in running]:  # leftovers: nothing to drain or to start again
-                self.drain.stop_and_remove(dead)
-            self.drain.retire([o for o in olds if o in running], "old_stopped", successor=name, port=port, held=held,
-                        restarts=restarts)
-        elif p["strategy"] == "blue-green":
-            for old in [o for o in olds if o not in running]:  # already stopped: nothing to drain
-                self.drain.stop_and_remove(old)
-            retire = [o for o in olds if o in running]
-        history = self.record(name)
-        pruned = self.prune_images(history)
-        return dict(changed=True, container=name, stopped=[o for o in olds if o not in retire], retire=retire,
-                    port=port, timings=self.timings, health_attempts=attempts, pruned_images=pruned,
-                    started_at=round(self.started_at, 3))
 
 
 def main():

@@ -23,6 +23,11 @@ def containers():
     return module_utils("deploykit_containers")
 
 
+@pytest.fixture(scope="module")
+def swapper():
+    return module_utils("deploykit_swapper")
+
+
 def params(**overrides):
     base = dict(app="deploykit-app", image="deploykit/flask-demo:1.2.0", release="1.2.0", strategy="reuse-port",
                 env={"DEPLOYKIT_VARIANT": "uwsgi", "DEPLOYKIT_PORT": "8000"}, env_file="/etc/deploykit/app.env",
@@ -79,7 +84,8 @@ MODULES = sorted(p.stem for p in (ROOT / "library").glob("*.py"))
 
 
 # the module_utils files the modules import, in the order they import each other
-MODULE_UTILS = ("deploykit_probe", "deploykit_host", "deploykit_containers", "deploykit_gate", "deploykit_drain")
+MODULE_UTILS = ("deploykit_probe", "deploykit_host", "deploykit_containers", "deploykit_gate", "deploykit_drain",
+                "deploykit_strategies", "deploykit_swapper")
 
 
 def module_utils(name: str):
@@ -126,7 +132,7 @@ def test_every_module_documents_its_argument_spec(name):
             assert sorted(documented[option]["suboptions"]) == sorted(spec["options"]), option
 
 
-def test_blue_green_listens_on_the_port_no_running_container_holds(swap, containers):
+def test_blue_green_listens_on_the_port_no_running_container_holds(containers, swapper):
     argv = " ".join(containers.docker_run_argv(params(strategy="blue-green"), "n", "abcdef123456", 8001))
     assert "--label io.deploykit.port=8001" in argv and "--env DEPLOYKIT_PORT=8001" in argv
 
@@ -136,10 +142,10 @@ def test_blue_green_listens_on_the_port_no_running_container_holds(swap, contain
             self.check_mode = False
 
     def port(strategy, running, ports=()):
-        swapper = swap.Swapper(Module(strategy=strategy, ports=list(ports)))
+        strategy = swapper.Swapper(Module(strategy=strategy, ports=list(ports))).strategy
         found = [containers.Container(f"c{i}", True, "spec", "1.0", "http", port, "unless-stopped")
                  for i, port in enumerate(running)]
-        return swapper.listen_port(found)
+        return strategy.listen_port(found)
 
     assert port("blue-green", [8000]) == 8001
     assert port("blue-green", [8001]) == 8000
@@ -151,7 +157,16 @@ def test_blue_green_listens_on_the_port_no_running_container_holds(swap, contain
         port("blue-green", [8000, 8001])
 
 
-def test_a_held_old_container_is_stopped_by_its_pidfd_and_waited_for(swap, tmp_path):
+def test_the_strategies_are_the_modules_choices(swap, swapper):
+    """One place names the strategies (module_utils/deploykit_strategies.py): the module's choices are its keys,
+    and the swapper takes the strategy by its name."""
+    assert swap.ARGUMENT_SPEC["strategy"]["choices"] == ["reuse-port", "recreate", "blue-green"]
+    for name in swap.ARGUMENT_SPEC["strategy"]["choices"]:
+        strategy = swapper.Swapper(type("Module", (), dict(params=params(strategy=name), check_mode=False))()).strategy
+        assert type(strategy).__name__ == name.title().replace("-", "")
+
+
+def test_a_held_old_container_is_stopped_by_its_pidfd_and_waited_for(swapper, tmp_path):
     """The old container's server gets its stop signal through the pidfd taken while the new one was gated, and
     stop() returns once that process has exited (here a real process that drains 0.3 s), with no docker call;
     one that outlives stop_timeout is killed by docker."""
@@ -181,19 +196,19 @@ def test_a_held_old_container_is_stopped_by_its_pidfd_and_waited_for(swap, tmp_p
     try:
         for child in children:
             assert child.stdout.readline().strip() == "ready"
-        swapper = swap.Swapper(Module(stop_timeout=10))
+        swap = swapper.Swapper(Module(stop_timeout=10))
         held = {"old": (os.pidfd_open(children[0].pid), "SIGTERM", "id-old", False)}
         began = time.monotonic()
-        swapper.drain.stop(["old"], held, step="old_signalled")
+        swap.drain.stop(["old"], held, step="old_signalled")
         took = time.monotonic() - began
         assert children[0].wait(timeout=1) == 0  # exited by itself, gracefully
         assert 0.3 <= took < 10, took  # it waited for the exit, not for stop_timeout
-        assert calls == [] and held == {} and "old_signalled" in swapper.timings
+        assert calls == [] and held == {} and "old_signalled" in swap.timings
         # each step is written to the progress file as it happens (tests inject faults at a step with it)
         progress = [json.loads(line) for line in (tmp_path / "swap.progress").read_text().splitlines()]
-        assert progress == [{"step": "old_signalled", "at": swapper.timings["old_signalled"]}]
+        assert progress == [{"step": "old_signalled", "at": swap.timings["old_signalled"]}]
         held = {"stubborn": (os.pidfd_open(children[1].pid), "SIGTERM", "id-stubborn", False)}
-        swap.Swapper(Module(stop_timeout=1)).drain.stop(["stubborn"], held)
+        swapper.Swapper(Module(stop_timeout=1)).drain.stop(["stubborn"], held)
         assert children[1].poll() is None  # it ignored SIGTERM: after stop_timeout, docker kills the container
         assert [argv[argv.index("docker"):] for argv in calls] == [["docker", "kill", "stubborn"]]
     finally:
@@ -202,8 +217,8 @@ def test_a_held_old_container_is_stopped_by_its_pidfd_and_waited_for(swap, tmp_p
             child.wait()
 
 
-def test_an_old_container_that_lingers_after_its_drain_is_killed_only_once_its_last_connection_closed(swap, monkeypatch,
-                                                                                                    tmp_path):
+def test_an_old_container_that_lingers_after_its_drain_is_killed_only_once_its_last_connection_closed(
+        swapper, monkeypatch, tmp_path):
     """A server that answers the connection it holds 0.5 s after SIGTERM, then lingers with its listener still
     open (as a uWSGI master does until its next look at its workers): stop() pauses and kills it exit_grace
     seconds after that connection closed, not before: the client got the whole answer. Real sockets and
@@ -241,14 +256,14 @@ def test_an_old_container_that_lingers_after_its_drain_is_killed_only_once_its_l
         while len(host.held_sockets(host.container_pids(["old"]), port)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)  # until it accepted the connection
         assert sorted(host.held_sockets(host.container_pids(["old"]), port).values()) == ["01", host.LISTEN]
-        swapper = swap.Swapper(Module())
+        swap = swapper.Swapper(Module())
         began = time.monotonic()
-        swapper.drain.stop(["old"], {"old": (os.pidfd_open(child.pid), "SIGTERM", "old", True)},
+        swap.drain.stop(["old"], {"old": (os.pidfd_open(child.pid), "SIGTERM", "old", True)},
                            step="old_signalled", port=port)
         took = time.monotonic() - began
         assert child.wait(timeout=1) == -9  # killed: it would have slept 30 s
         assert client.recv(100) == b"answer"
-        t = swapper.timings
+        t = swap.timings
         assert "old_closed" not in t, t  # it kept its listener to the end
         assert t["old_signalled"] < t["old_drained"] < t["old_killed"], t
         assert t["old_drained"] - t["old_signalled"] >= 0.45, t  # not before its connection closed
