@@ -1,4 +1,5 @@
-"""library/deploykit_swap.py: what it would run, checked as data (its effects are tested on the lab fleet)."""
+"""library/deploykit_swap.py and its module_utils (deploykit_swapper.py and the parts it uses): what it would run,
+checked as data (its effects are tested on the lab fleet)."""
 
 from __future__ import annotations
 
@@ -338,3 +339,33 @@ def test_the_probe_module_reports_its_last_answer_and_why_it_failed():
     healthy, result = waiter.wait()
     assert not healthy and result["attempts"] == 1 and result["last_error"] == "ConnectionRefusedError: refused"
     assert list(result) == ["status", "body", "attempts", "elapsed", "last_error"] and result["status"] is None
+
+
+def test_a_ports_listeners_are_read_from_ss_and_told_apart_by_container(monkeypatch):
+    """module_utils/deploykit_host.py: who listens on a port, from `ss` (run through the module's run_command),
+    each process placed in a container by its cgroup (here: pids 12 and 13 are in container c1)."""
+    host = module_utils("deploykit_host")
+    monkeypatch.setattr(host, "in_containers", lambda pid, ids: pid in ("12", "13") and "c1" in ids)
+    out = ('LISTEN 0 4096 127.0.0.1:8000 0.0.0.0:* users:(("uwsgi",pid=12,fd=3),("uwsgi",pid=13,fd=3)) uid:10001\n'
+           'LISTEN 0 4096 [::1]:8000 [::]:* users:(("python3",pid=20,fd=5))\n')
+    calls = []
+
+    def ss(argv):
+        calls.append(argv)
+        return 0, out, ""
+
+    def no_ss(argv):
+        return 1, "", "ss: not found"
+
+    assert host.listeners(ss, 8000) == [("127.0.0.1", 10001, ["12", "13"]), ("::1", 0, ["20"])]
+    assert calls == [["ss", "-Hltnep", "sport = :8000"]]
+    assert host.listeners(no_ss, 8000) is None
+    asked = []
+    assert host.foreign_listeners(ss, 8000, lambda: asked.append("ids") or ["c1"]) == ["python3 (pid 20)"]
+    assert host.foreign_listeners(no_ss, 8000, lambda: asked.append("ids") or []) == []
+    assert asked == ["ids"]  # without ss the containers are not asked for (no docker call)
+    assert host.listens(ss, 8000, lambda: ["c1"]) is True
+    assert host.listens(ss, 8000, lambda: ["c2"]) is False
+    assert host.listens(no_ss, 8000, lambda: ["c1"]) is None
+    assert host.wait_listening(ss, ["c1"], 8000, 1) is True
+    assert host.wait_listening(ss, ["c2"], 8000, 0.2) is False
