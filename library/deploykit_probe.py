@@ -104,7 +104,7 @@ elapsed:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.deploykit_probe import PROBE_OPTIONS, ProbeError, probe
+from ansible.module_utils.deploykit_probe import PROBE_OPTIONS, ProbeError, probe, until_streak
 
 ARGUMENT_SPEC = dict(
     PROBE_OPTIONS,
@@ -143,21 +143,22 @@ class HealthWaiter:
         return True, status, body, ""
 
     def wait(self):
+        """Requests until `successes` healthy answers in a row, or until the next would start after `timeout`:
+        (healthy, result)."""
         p = self.params
         start = time.monotonic()
-        attempts = streak = 0
-        status, body, reason = None, "", "no attempt"
-        while True:
+        status, body, reason, elapsed = None, "", "no attempt", 0.0
+
+        def attempt():
+            nonlocal status, body, reason, elapsed
             ok, status, body, reason = self.attempt()
-            attempts += 1
-            streak = streak + 1 if ok else 0
             elapsed = time.monotonic() - start
-            if streak >= p["successes"]:
-                return True, dict(status=status, body=body[:2000], attempts=attempts, elapsed=round(elapsed, 3))
-            if elapsed + p["interval"] > p["timeout"]:
-                return False, dict(status=status, body=body[:2000], attempts=attempts, elapsed=round(elapsed, 3),
-                                   last_error=reason)
-            time.sleep(p["interval"])
+            return ok
+
+        healthy, attempts = until_streak(attempt, p["successes"], p["interval"],
+                                         after=lambda: elapsed + p["interval"] <= p["timeout"])
+        result = dict(status=status, body=body[:2000], attempts=attempts, elapsed=round(elapsed, 3))
+        return healthy, result if healthy else dict(result, last_error=reason)
 
 
 def main():

@@ -1,17 +1,24 @@
 """The host's side of a swap, for library/deploykit_swap.py: which processes and sockets belong to a container (by
-cgroup, /proc/net/tcp and /proc/PID/fd), pausing and resuming processes, and the drain guard (PortGuard): a
-listener that joins a port's SO_REUSEPORT group so the port is never left without one while an old container
-drains. Linux only; no Ansible in here (tests/test_port_guard.py and tests/test_swap_module.py use it as is)."""
+cgroup, /proc/net/tcp and /proc/PID/fd), who listens on a port (ss: listeners, foreign_listeners, listens,
+wait_listening), pausing and resuming processes, and the drain guard (PortGuard): a listener that joins a port's
+SO_REUSEPORT group so the port is never left without one while an old container drains. Linux only; no Ansible in
+here: ss runs through the `run` it is given, the AnsibleModule's run_command on a host (tests/test_port_guard.py
+and tests/test_swap_module.py use it as is)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import select
 import signal
 import socket
 import subprocess
 import time
+from collections.abc import Callable
+
+# how a command is run: (argv) -> (rc, stdout, stderr), as AnsibleModule.run_command
+RunCommand = Callable[[list[str]], tuple[int, str, str]]
 
 
 def in_containers(pid, container_ids):
@@ -22,6 +29,53 @@ def in_containers(pid, container_ids):
     except OSError:
         return False
     return any(container in cgroup for container in container_ids)
+
+
+def listeners(run: RunCommand, port: int) -> list[tuple[str, int, list[str]]] | None:
+    """[(address, uid, [pid])] of the sockets listening on TCP `port`, or None when ss is missing."""
+    rc, out, _ = run(["ss", "-Hltnep", f"sport = :{port}"])
+    if rc != 0:
+        return None
+    found = []
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) < 4:
+            continue
+        uid = re.search(r"\buid:(\d+)", line)  # ss prints it only when it is not root's
+        found.append((fields[3].rsplit(":", 1)[0].strip("[]"), int(uid.group(1)) if uid else 0,
+                      re.findall(r'"[^"]+",pid=(\d+)', line)))
+    return found
+
+
+def foreign_listeners(run: RunCommand, port: int, own: Callable[[], list[str]]) -> list[str]:
+    """Processes listening on `port` that are not in one of the containers `own()` (by cgroup; asked only when
+    ss answers), as "NAME (pid PID)"."""
+    rc, out, _ = run(["ss", "-Hltnp", f"sport = :{port}"])
+    if rc != 0:
+        return []  # no ss: the new container's bind reports a conflict instead
+    ids = own()
+    return sorted(set(f"{name} (pid {pid})" for name, pid in re.findall(r'"([^"]+)",pid=(\d+)', out)
+                      if not in_containers(pid, ids)))
+
+
+def listens(run: RunCommand, port: int, ids: Callable[[], list[str]]) -> bool | None:
+    """Whether a process of the containers `ids()` (asked only when ss answers) listens on `port`; None when ss
+    cannot tell."""
+    found = listeners(run, port)
+    if found is None:
+        return None
+    containers = ids()
+    return any(in_containers(pid, containers) for _, _, pids in found for pid in pids)
+
+
+def wait_listening(run: RunCommand, ids: list[str], port: int, timeout: float) -> bool:
+    """Wait until a process of the containers `ids` listens on `port`; False at the timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if listens(run, port, lambda: ids):
+            return True
+        time.sleep(0.1)
+    return False
 
 
 LISTEN = "0A"  # the state column of /proc/net/tcp

@@ -1,4 +1,5 @@
-"""One GET request to an app server, in the protocol it speaks: HTTP, uwsgi or FastCGI.
+"""One GET request to an app server, in the protocol it speaks: HTTP, uwsgi or FastCGI; and the loop of a health
+check, until a streak of successes (until_streak).
 
 Used by deploykit's modules on the hosts (health gates) and by its tests on the controller.
 Standard library only: it runs on the hosts' python3.
@@ -8,6 +9,8 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
+from collections.abc import Callable
 
 PROTOCOLS = ("http", "uwsgi", "fastcgi")
 
@@ -119,3 +122,24 @@ def probe(protocol, address, port, path="/health", host="localhost", timeout=5.0
     if protocol not in getters:
         raise ProbeError("unknown protocol {!r} (one of {})".format(protocol, ", ".join(PROTOCOLS)))
     return getters[protocol](address, port, path, host, timeout)
+
+
+def until_streak(attempt: Callable[[], bool | None], successes: int, interval: float,
+                 before: Callable[[], bool] = lambda: True,
+                 after: Callable[[], bool] = lambda: True) -> tuple[bool, int]:
+    """Call attempt() every `interval` seconds until `successes` of its answers in a row were True: (True,
+    attempts made). An answer False (a failure) starts the streak again; None (neither, e.g. an answer from
+    another server on the port) leaves it as it is. Before each attempt before() says whether to make it, after
+    each one that did not end the streak after() says whether to go on (either may raise): when one says no,
+    (False, attempts made)."""
+    attempts = streak = 0
+    while before():
+        ok = attempt()
+        attempts += 1
+        streak = 0 if ok is False else streak + (ok is True)
+        if ok and streak >= successes:
+            return True, attempts
+        if not after():
+            break
+        time.sleep(interval)
+    return False, attempts

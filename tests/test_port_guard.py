@@ -1,5 +1,5 @@
-"""library/deploykit_swap.py's drain guard, on real sockets in a network namespace of the test's own (where
-net.ipv4.tcp_migrate_req=1 can be set as on the hosts, without touching this machine's).
+"""The swap's drain guard (PortGuard, module_utils/deploykit_host.py), on real sockets in a network namespace of
+the test's own (where net.ipv4.tcp_migrate_req=1 can be set as on the hosts, without touching this machine's).
 
 When the app's listener closes while the guard holds the port, then clients connecting meanwhile are not
 refused, and once a listener of the app is back and the guard closed, every one of them is accepted by it with
@@ -19,26 +19,19 @@ import pytest
 
 from conftest import ROOT
 
-# the swap module and the module_utils part it imports the guard from, as the check script loads them
-SOURCES = f"{ROOT / 'library' / 'deploykit_swap.py'} {ROOT / 'module_utils' / 'deploykit_host.py'}"
+# the module_utils file the swap takes the guard from, loaded by the check script as it is (standard library only)
+SOURCES = f"{ROOT / 'module_utils' / 'deploykit_host.py'}"
 CHECK = textwrap.dedent("""
     import importlib.util, os, socket, sys, time
-    spec = importlib.util.spec_from_file_location("swap", sys.argv[1])
-    swap = importlib.util.module_from_spec(spec)
-    sys.modules["ansible.module_utils.basic"] = type(sys)("stub")
-    sys.modules["ansible.module_utils.basic"].AnsibleModule = object
-    sys.modules["ansible.module_utils.deploykit_probe"] = probe = type(sys)("stub")
-    probe.PROBE_OPTIONS, probe.ProbeError, probe.probe = {}, Exception, None
-    host_spec = importlib.util.spec_from_file_location("deploykit_host", sys.argv[2])
-    sys.modules["ansible.module_utils.deploykit_host"] = host = importlib.util.module_from_spec(host_spec)
-    host_spec.loader.exec_module(host)
-    spec.loader.exec_module(swap)
+    spec = importlib.util.spec_from_file_location("deploykit_host", sys.argv[1])
+    host = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(host)
     UID, PORT, CLIENTS = 10001, 18000, 20
 
     def app_listener():
         os.seteuid(UID)
         try:
-            return swap.PortGuard.listen(socket.AF_INET, "127.0.0.1", PORT, 128)
+            return host.PortGuard.listen(socket.AF_INET, "127.0.0.1", PORT, 128)
         finally:
             os.seteuid(0)
 
@@ -64,7 +57,7 @@ CHECK = textwrap.dedent("""
 
     expected = set(b"request %d" % n for n in range(CLIENTS))
     # made during the gate, a guard is bound and takes nothing: with no other listener, a connection is refused
-    bound = swap.PortGuard("127.0.0.1", PORT, UID, period=0.05)
+    bound = host.PortGuard("127.0.0.1", PORT, UID, period=0.05)
     try:
         socket.create_connection(("127.0.0.1", PORT), timeout=1)
         raise AssertionError("a guard that was not started accepted a connection")
@@ -73,7 +66,7 @@ CHECK = textwrap.dedent("""
     bound.close()
     # the new container dies while the old one drains: nobody but the guard listens
     new = app_listener()
-    guard = swap.PortGuard("127.0.0.1", PORT, UID, period=0.05)
+    guard = host.PortGuard("127.0.0.1", PORT, UID, period=0.05)
     guard.start()
     new.close()
     waiting = clients()
@@ -82,7 +75,7 @@ CHECK = textwrap.dedent("""
     guard.close()
     assert accepted(old, 3) == expected, "after the guard closed"
     # the new container lives beside the guard: the rotation hands the guard's share on to it
-    guard = swap.PortGuard("127.0.0.1", PORT, UID, period=0.05)
+    guard = host.PortGuard("127.0.0.1", PORT, UID, period=0.05)
     guard.start()
     waiting += clients()
     assert accepted(old, 3) == expected, "while the guard rotates"
@@ -105,7 +98,7 @@ def test_the_guard_holds_the_port_and_hands_every_connection_on():
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root and unshare")
 def test_without_a_guard_the_same_death_refuses_connections():
     """The control: the same sequence with no guard loses the connections (so the test above can fail)."""
-    control = CHECK.replace('guard = swap.PortGuard("127.0.0.1", PORT, UID, period=0.05)\nguard.start()\nnew.close()',
+    control = CHECK.replace('guard = host.PortGuard("127.0.0.1", PORT, UID, period=0.05)\nguard.start()\nnew.close()',
                             'new.close()')
     assert control != CHECK
     script = ("ip link set lo up && sysctl -qw net.ipv4.tcp_migrate_req=1 && "

@@ -165,7 +165,7 @@ def test_a_release_that_crashes_while_the_old_one_drains_gives_the_port_back_to_
                  for host in fleet.hosts}
         pytest.fail(f"{describe(counts)}\nnginx error logs: {json.dumps(nginx, indent=1)}")
     assert serving(fleet) == [(test_release, "gunicorn-gthread")] * len(fleet.hosts)
-    for host in fleet.hosts:  # the swap took it away for the drain (see hold in library/deploykit_swap.py)
+    for host in fleet.hosts:  # the swap took it away for the drain (see hold in module_utils/deploykit_drain.py)
         policy = fleet.ssh(host, "sudo docker inspect --format '{{.HostConfig.RestartPolicy.Name}}' "
                                  "$(sudo docker ps --quiet --filter label=io.deploykit.app=deploykit-app)")
         assert policy.strip() == "unless-stopped", f"{host['name']}: the old container's restart policy: {policy}"

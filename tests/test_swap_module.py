@@ -1,4 +1,5 @@
-"""library/deploykit_swap.py: what it would run, checked as data (its effects are tested on the lab fleet)."""
+"""library/deploykit_swap.py and its module_utils (deploykit_swapper.py and the parts it uses): what it would run,
+checked as data (its effects are tested on the lab fleet)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,16 @@ def swap():
     return load_module("deploykit_swap")
 
 
+@pytest.fixture(scope="module")
+def containers():
+    return module_utils("deploykit_containers")
+
+
+@pytest.fixture(scope="module")
+def swapper():
+    return module_utils("deploykit_swapper")
+
+
 def params(**overrides):
     base = dict(app="deploykit-app", image="deploykit/flask-demo:1.2.0", release="1.2.0", strategy="reuse-port",
                 env={"DEPLOYKIT_VARIANT": "uwsgi", "DEPLOYKIT_PORT": "8000"}, env_file="/etc/deploykit/app.env",
@@ -29,8 +40,8 @@ def params(**overrides):
     return base
 
 
-def test_run_argv_is_host_network_hardened_and_names_its_instance(swap):
-    argv = swap.docker_run_argv(params(), "deploykit-app-1.2.0-abcdef", "abcdef123456")
+def test_run_argv_is_host_network_hardened_and_names_its_instance(containers):
+    argv = containers.docker_run_argv(params(), "deploykit-app-1.2.0-abcdef", "abcdef123456")
     assert argv[:5] == ["docker", "run", "--detach", "--name", "deploykit-app-1.2.0-abcdef"]
     joined = " ".join(argv)
     for part in ("--network host", "--restart no", "--stop-timeout 40", "--read-only",
@@ -46,40 +57,48 @@ def test_run_argv_is_host_network_hardened_and_names_its_instance(swap):
     assert "--memory" not in joined and "--volume" not in joined
 
 
-def test_limits_and_mounts_reach_docker_run_and_the_spec_hash_only_when_set(swap):
+def test_limits_and_mounts_reach_docker_run_and_the_spec_hash_only_when_set(containers):
     limited = params(limits={"memory": "1g", "cpus": "", "pids": 512}, volumes=["/var/lib/x:/data"])
-    joined = " ".join(swap.docker_run_argv(limited, "n", "abcdef123456"))
+    joined = " ".join(containers.docker_run_argv(limited, "n", "abcdef123456"))
     assert "--memory 1g" in joined and "--pids-limit 512" in joined and "--cpus" not in joined
     assert "--volume /var/lib/x:/data" in joined
     # a container made before these options existed keeps its hash (no swap for nothing after an upgrade)
-    assert swap.spec_hash(params(), "sha256:a") == swap.spec_hash(
+    assert containers.spec_hash(params(), "sha256:a") == containers.spec_hash(
         {k: v for k, v in params().items() if k not in ("limits", "volumes")}, "sha256:a")
-    assert swap.spec_hash(limited, "sha256:a") != swap.spec_hash(params(), "sha256:a")
+    assert containers.spec_hash(limited, "sha256:a") != containers.spec_hash(params(), "sha256:a")
 
 
-def test_spec_hash_changes_with_image_and_settings_only(swap):
-    first = swap.spec_hash(params(), "sha256:aaa")
-    assert first == swap.spec_hash(params(release="other"), "sha256:aaa")  # the release label is not a setting
-    assert first != swap.spec_hash(params(), "sha256:bbb")
-    assert first != swap.spec_hash(params(env={"DEPLOYKIT_VARIANT": "uwsgi-http"}), "sha256:aaa")
-    assert first != swap.spec_hash(params(stop_timeout=20), "sha256:aaa")
+def test_spec_hash_changes_with_image_and_settings_only(containers):
+    first = containers.spec_hash(params(), "sha256:aaa")
+    assert first == containers.spec_hash(params(release="other"), "sha256:aaa")  # the release label is not a setting
+    assert first != containers.spec_hash(params(), "sha256:bbb")
+    assert first != containers.spec_hash(params(env={"DEPLOYKIT_VARIANT": "uwsgi-http"}), "sha256:aaa")
+    assert first != containers.spec_hash(params(stop_timeout=20), "sha256:aaa")
 
 
-def test_container_names_are_safe_for_docker(swap):
-    assert swap.container_name("deploykit-app", "1.2.0+build/7", "abcdef123456") == "deploykit-app-1.2.0-build-7-abcdef"
+def test_container_names_are_safe_for_docker(containers):
+    assert (containers.container_name("deploykit-app", "1.2.0+build/7", "abcdef123456")
+            == "deploykit-app-1.2.0-build-7-abcdef")
 
 
 MODULES = sorted(p.stem for p in (ROOT / "library").glob("*.py"))
 
 
-def load_module(name: str):
-    import deploykit_host
-    import deploykit_load
-    import deploykit_probe
+# the module_utils files the modules import, in the order they import each other
+MODULE_UTILS = ("deploykit_load", "deploykit_probe", "deploykit_host", "deploykit_containers", "deploykit_gate",
+                "deploykit_drain", "deploykit_strategies", "deploykit_swapper")
 
-    sys.modules.setdefault("ansible.module_utils.deploykit_load", deploykit_load)
-    sys.modules.setdefault("ansible.module_utils.deploykit_probe", deploykit_probe)
-    sys.modules.setdefault("ansible.module_utils.deploykit_host", deploykit_host)
+
+def module_utils(name: str):
+    """The module_utils file `name` as the modules import it, ansible.module_utils.NAME (as Ansible packs it), the
+    ones it imports registered before it."""
+    for each in MODULE_UTILS:
+        sys.modules.setdefault(f"ansible.module_utils.{each}", importlib.import_module(each))
+    return sys.modules[f"ansible.module_utils.{name}"]
+
+
+def load_module(name: str):
+    module_utils(MODULE_UTILS[-1])
     spec = importlib.util.spec_from_file_location(name, ROOT / "library" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -114,8 +133,8 @@ def test_every_module_documents_its_argument_spec(name):
             assert sorted(documented[option]["suboptions"]) == sorted(spec["options"]), option
 
 
-def test_blue_green_listens_on_the_port_no_running_container_holds(swap):
-    argv = " ".join(swap.docker_run_argv(params(strategy="blue-green"), "n", "abcdef123456", 8001))
+def test_blue_green_listens_on_the_port_no_running_container_holds(containers, swapper):
+    argv = " ".join(containers.docker_run_argv(params(strategy="blue-green"), "n", "abcdef123456", 8001))
     assert "--label io.deploykit.port=8001" in argv and "--env DEPLOYKIT_PORT=8001" in argv
 
     class Module:
@@ -124,10 +143,10 @@ def test_blue_green_listens_on_the_port_no_running_container_holds(swap):
             self.check_mode = False
 
     def port(strategy, running, ports=()):
-        swapper = swap.Swapper(Module(strategy=strategy, ports=list(ports)))
-        containers = [swap.Container(f"c{i}", True, "spec", "1.0", "http", port, "unless-stopped")
-                      for i, port in enumerate(running)]
-        return swapper.listen_port(containers)
+        strategy = swapper.Swapper(Module(strategy=strategy, ports=list(ports))).strategy
+        found = [containers.Container(f"c{i}", True, "spec", "1.0", "http", port, "unless-stopped")
+                 for i, port in enumerate(running)]
+        return strategy.listen_port(found)
 
     assert port("blue-green", [8000]) == 8001
     assert port("blue-green", [8001]) == 8000
@@ -135,11 +154,20 @@ def test_blue_green_listens_on_the_port_no_running_container_holds(swap):
     assert port("blue-green", [9000], ports=(9000, 9100)) == 9100
     assert port("reuse-port", [8001]) == 8001  # joins the running container, wherever blue-green left it
     assert port("recreate", [8001]) == 8000
-    with pytest.raises(swap.SwapError, match="both blue-green ports"):
+    with pytest.raises(containers.SwapError, match="both blue-green ports"):
         port("blue-green", [8000, 8001])
 
 
-def test_a_held_old_container_is_stopped_by_its_pidfd_and_waited_for(swap, tmp_path):
+def test_the_strategies_are_the_modules_choices(swap, swapper):
+    """One place names the strategies (module_utils/deploykit_strategies.py): the module's choices are its keys,
+    and the swapper takes the strategy by its name."""
+    assert swap.ARGUMENT_SPEC["strategy"]["choices"] == ["reuse-port", "recreate", "blue-green"]
+    for name in swap.ARGUMENT_SPEC["strategy"]["choices"]:
+        strategy = swapper.Swapper(type("Module", (), dict(params=params(strategy=name), check_mode=False))()).strategy
+        assert type(strategy).__name__ == name.title().replace("-", "")
+
+
+def test_a_held_old_container_is_stopped_by_its_pidfd_and_waited_for(swapper, tmp_path):
     """The old container's server gets its stop signal through the pidfd taken while the new one was gated, and
     stop() returns once that process has exited (here a real process that drains 0.3 s), with no docker call;
     one that outlives stop_timeout is killed by docker."""
@@ -169,19 +197,19 @@ def test_a_held_old_container_is_stopped_by_its_pidfd_and_waited_for(swap, tmp_p
     try:
         for child in children:
             assert child.stdout.readline().strip() == "ready"
-        swapper = swap.Swapper(Module(stop_timeout=10))
+        swap = swapper.Swapper(Module(stop_timeout=10))
         held = {"old": (os.pidfd_open(children[0].pid), "SIGTERM", "id-old", False)}
         began = time.monotonic()
-        swapper.stop(["old"], held, step="old_signalled")
+        swap.drain.stop(["old"], held, step="old_signalled")
         took = time.monotonic() - began
         assert children[0].wait(timeout=1) == 0  # exited by itself, gracefully
         assert 0.3 <= took < 10, took  # it waited for the exit, not for stop_timeout
-        assert calls == [] and held == {} and "old_signalled" in swapper.timings
+        assert calls == [] and held == {} and "old_signalled" in swap.timings
         # each step is written to the progress file as it happens (tests inject faults at a step with it)
         progress = [json.loads(line) for line in (tmp_path / "swap.progress").read_text().splitlines()]
-        assert progress == [{"step": "old_signalled", "at": swapper.timings["old_signalled"]}]
+        assert progress == [{"step": "old_signalled", "at": swap.timings["old_signalled"]}]
         held = {"stubborn": (os.pidfd_open(children[1].pid), "SIGTERM", "id-stubborn", False)}
-        swap.Swapper(Module(stop_timeout=1)).stop(["stubborn"], held)
+        swapper.Swapper(Module(stop_timeout=1)).drain.stop(["stubborn"], held)
         assert children[1].poll() is None  # it ignored SIGTERM: after stop_timeout, docker kills the container
         assert [argv[argv.index("docker"):] for argv in calls] == [["docker", "kill", "stubborn"]]
     finally:
@@ -190,8 +218,8 @@ def test_a_held_old_container_is_stopped_by_its_pidfd_and_waited_for(swap, tmp_p
             child.wait()
 
 
-def test_an_old_container_that_lingers_after_its_drain_is_killed_only_once_its_last_connection_closed(swap, monkeypatch,
-                                                                                                    tmp_path):
+def test_an_old_container_that_lingers_after_its_drain_is_killed_only_once_its_last_connection_closed(
+        swapper, monkeypatch, tmp_path):
     """A server that answers the connection it holds 0.5 s after SIGTERM, then lingers with its listener still
     open (as a uWSGI master does until its next look at its workers): stop() pauses and kills it exit_grace
     seconds after that connection closed, not before: the client got the whole answer. Real sockets and
@@ -223,21 +251,20 @@ def test_an_old_container_that_lingers_after_its_drain_is_killed_only_once_its_l
     try:
         port = int(child.stdout.readline())
         client = socket.create_connection(("127.0.0.1", port))
-        import deploykit_host  # the host's processes and sockets (module_utils), which the swap module uses
-
-        monkeypatch.setattr(deploykit_host, "in_containers", lambda pid, ids: ids == ["old"] and int(pid) == child.pid)
+        host = module_utils("deploykit_host")  # the host's processes and sockets, which the swap's drain uses
+        monkeypatch.setattr(host, "in_containers", lambda pid, ids: ids == ["old"] and int(pid) == child.pid)
         deadline = time.monotonic() + 5
-        while len(swap.held_sockets(swap.container_pids(["old"]), port)) < 2 and time.monotonic() < deadline:
+        while len(host.held_sockets(host.container_pids(["old"]), port)) < 2 and time.monotonic() < deadline:
             time.sleep(0.05)  # until it accepted the connection
-        assert sorted(swap.held_sockets(swap.container_pids(["old"]), port).values()) == ["01", swap.LISTEN]
-        swapper = swap.Swapper(Module())
+        assert sorted(host.held_sockets(host.container_pids(["old"]), port).values()) == ["01", host.LISTEN]
+        swap = swapper.Swapper(Module())
         began = time.monotonic()
-        swapper.stop(["old"], {"old": (os.pidfd_open(child.pid), "SIGTERM", "old", True)}, step="old_signalled",
-                     port=port)
+        swap.drain.stop(["old"], {"old": (os.pidfd_open(child.pid), "SIGTERM", "old", True)},
+                           step="old_signalled", port=port)
         took = time.monotonic() - began
         assert child.wait(timeout=1) == -9  # killed: it would have slept 30 s
         assert client.recv(100) == b"answer"
-        t = swapper.timings
+        t = swap.timings
         assert "old_closed" not in t, t  # it kept its listener to the end
         assert t["old_signalled"] < t["old_drained"] < t["old_killed"], t
         assert t["old_drained"] - t["old_signalled"] >= 0.45, t  # not before its connection closed
@@ -248,18 +275,18 @@ def test_an_old_container_that_lingers_after_its_drain_is_killed_only_once_its_l
         child.wait()
 
 
-def test_an_error_ends_with_the_containers_last_words(swap):
+def test_an_error_ends_with_the_containers_last_words(containers):
     logs = ("Traceback (most recent call last):\n  ...\n"
             "deploykit_serve.UnhealthyApp: GET /no-such-page (Host notes.lab) answered 404 NOT FOUND: <!doctype html>\n"
             "\n"
             "deploykit-serve: the app app cannot be loaded or is not healthy: not binding 8000\n")
-    said = swap.last_words(logs)
+    said = containers.last_words(logs)
     assert said.startswith("; its last words: ")
     assert "answered 404 NOT FOUND" in said and said.endswith("not binding 8000")
-    assert swap.last_words("") == ""
+    assert containers.last_words("") == ""
 
 
-def test_a_docker_call_that_hangs_ends_the_swap_naming_it(swap, monkeypatch, tmp_path):
+def test_a_docker_call_that_hangs_ends_the_swap_naming_it(containers, monkeypatch, tmp_path):
     """A hung engine (here a `docker` that never answers) stops the swap at the call's bound with an error naming
     the call, instead of holding the deploy and its lock; the real timeout(1) of the host runs it."""
     import subprocess
@@ -269,7 +296,7 @@ def test_a_docker_call_that_hangs_ends_the_swap_naming_it(swap, monkeypatch, tmp
     fake.write_text("#!/bin/sh\nsleep 30\n")
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
-    monkeypatch.setattr(swap, "DOCKER_BOUND", 1)
+    monkeypatch.setattr(containers, "DOCKER_BOUND", 1)
 
     class Module:
         params = params(stop_timeout=1)
@@ -280,8 +307,65 @@ def test_a_docker_call_that_hangs_ends_the_swap_naming_it(swap, monkeypatch, tmp
             return done.returncode, done.stdout, done.stderr
 
     began = time.monotonic()
-    with pytest.raises(swap.SwapError, match="docker image inspect did not answer within 1 s"):
-        swap.Swapper(Module()).docker("image", "inspect", "x")
-    with pytest.raises(swap.SwapError, match="docker stop --time did not answer within 2 s"):  # plus stop_timeout
-        swap.Swapper(Module()).docker("stop", "--time", "1", "x")
+    with pytest.raises(containers.SwapError, match="docker image inspect did not answer within 1 s"):
+        containers.Docker(Module(), Module.params)("image", "inspect", "x")
+    with pytest.raises(containers.SwapError, match="docker stop --time did not answer within 2 s"):  # plus stop_timeout
+        containers.Docker(Module(), Module.params)("stop", "--time", "1", "x")
     assert time.monotonic() - began < 10
+
+
+def test_a_streak_is_broken_by_failures_not_by_answers_of_another_server():
+    """The loop of the swap's health gate and of deploykit_probe (until_streak): True counts, False starts the
+    streak again, None (the old container answered) leaves it; it ends when before() or after() says so."""
+    until_streak = module_utils("deploykit_probe").until_streak
+    answers = iter([True, None, True, False, True, None, True, True])
+    assert until_streak(lambda: next(answers), 3, 0) == (True, 8)
+    tries = []
+    assert until_streak(lambda: tries.append(1) or False, 1, 0, after=lambda: len(tries) < 4) == (False, 4)
+    assert until_streak(lambda: True, 1, 0, before=lambda: False) == (False, 0)
+
+
+def test_the_probe_module_reports_its_last_answer_and_why_it_failed():
+    probe_module = load_module("deploykit_probe")
+    outcomes = iter([(True, 200, "ok", ""), (False, 503, "down", "status 503, expected 200"),
+                     (True, 200, "ok", ""), (True, 200, "ok", "")])
+    waiter = probe_module.HealthWaiter(dict(successes=2, interval=0, timeout=60))
+    waiter.attempt = lambda: next(outcomes)
+    healthy, result = waiter.wait()
+    assert healthy and list(result) == ["status", "body", "attempts", "elapsed"] and 0 <= result.pop("elapsed") < 1
+    assert result == dict(status=200, body="ok", attempts=4)
+    waiter = probe_module.HealthWaiter(dict(successes=2, interval=1, timeout=0.5))  # no time for a second one
+    waiter.attempt = lambda: (False, None, "", "ConnectionRefusedError: refused")
+    healthy, result = waiter.wait()
+    assert not healthy and result["attempts"] == 1 and result["last_error"] == "ConnectionRefusedError: refused"
+    assert list(result) == ["status", "body", "attempts", "elapsed", "last_error"] and result["status"] is None
+
+
+def test_a_ports_listeners_are_read_from_ss_and_told_apart_by_container(monkeypatch):
+    """module_utils/deploykit_host.py: who listens on a port, from `ss` (run through the module's run_command),
+    each process placed in a container by its cgroup (here: pids 12 and 13 are in container c1)."""
+    host = module_utils("deploykit_host")
+    monkeypatch.setattr(host, "in_containers", lambda pid, ids: pid in ("12", "13") and "c1" in ids)
+    out = ('LISTEN 0 4096 127.0.0.1:8000 0.0.0.0:* users:(("uwsgi",pid=12,fd=3),("uwsgi",pid=13,fd=3)) uid:10001\n'
+           'LISTEN 0 4096 [::1]:8000 [::]:* users:(("python3",pid=20,fd=5))\n')
+    calls = []
+
+    def ss(argv):
+        calls.append(argv)
+        return 0, out, ""
+
+    def no_ss(argv):
+        return 1, "", "ss: not found"
+
+    assert host.listeners(ss, 8000) == [("127.0.0.1", 10001, ["12", "13"]), ("::1", 0, ["20"])]
+    assert calls == [["ss", "-Hltnep", "sport = :8000"]]
+    assert host.listeners(no_ss, 8000) is None
+    asked = []
+    assert host.foreign_listeners(ss, 8000, lambda: asked.append("ids") or ["c1"]) == ["python3 (pid 20)"]
+    assert host.foreign_listeners(no_ss, 8000, lambda: asked.append("ids") or []) == []
+    assert asked == ["ids"]  # without ss the containers are not asked for (no docker call)
+    assert host.listens(ss, 8000, lambda: ["c1"]) is True
+    assert host.listens(ss, 8000, lambda: ["c2"]) is False
+    assert host.listens(no_ss, 8000, lambda: ["c1"]) is None
+    assert host.wait_listening(ss, ["c1"], 8000, 1) is True
+    assert host.wait_listening(ss, ["c2"], 8000, 0.2) is False
