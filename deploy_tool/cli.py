@@ -199,6 +199,13 @@ def build_parser() -> argparse.ArgumentParser:
     provision.add_argument("-i", "--inventory", default="lab", help="inventory name or path (default lab)")
     provision.add_argument("--limit", help="only these hosts (Ansible pattern)")
     provision.add_argument("--check", action="store_true", help="dry run: report what would change")
+
+    lock = commands.add_parser("lock", help="the fleet's deploy lock, on its first web host: status or release")
+    lock.add_argument("lock_command", choices=["status", "release"], metavar="ACTION",
+                      help="status (who holds it, since when, its lease) or release (whoever holds it: for a deploy "
+                           "that is gone)")
+    lock.add_argument("-i", "--inventory", default="lab", help="inventory name or path (default lab)")
+    lock.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -330,6 +337,35 @@ def cmd_provision(args: argparse.Namespace, project: Project) -> int:
     run = PlaybookRun("site.yml", inventory, limit=args.limit, check=args.check)
     outcome = run_playbook(run, project, emit)
     print_recap(outcome)
+    return 0
+
+
+def cmd_lock(args: argparse.Namespace, project: Project) -> int:
+    from deploy_tool import fleetlock
+    from deploy_tool.journal import audit
+
+    inventory = project.inventory_dir(args.inventory)
+
+    def quiet(_: str) -> None:  # the lock playbook's own progress lines say nothing more
+        pass
+
+    if args.lock_command == "status":
+        host, held = fleetlock.status(project, inventory, quiet)
+    else:
+        host, held = fleetlock.release(project, inventory, quiet, force=True)
+        if held:
+            audit(project, {"action": "lock release", "inventory": str(inventory), "result": "ok",
+                            "released": held.get("holder", {})})
+    if args.json:
+        print(json.dumps({"host": host, "lock": held, "released": args.lock_command == "release" and bool(held)}))
+    elif not held:
+        emit(f"the fleet's lock ({host}) is free" if args.lock_command == "status" else
+             f"the fleet's lock ({host}) was free: nothing released")
+    elif args.lock_command == "release":
+        emit(f"released the fleet's lock ({host}), held by {fleetlock.describe(held)}")
+    else:
+        lease = "expired" if held["expired"] else f"ends in {held['seconds_left']} s"
+        emit(f"the fleet's lock ({host}) is held by {fleetlock.describe(held)}; its lease {lease}")
     return 0
 
 
@@ -482,8 +518,8 @@ def cmd_bench(args: argparse.Namespace, project: Project) -> int:
 
 HANDLERS = {"lab": cmd_lab, "registry": cmd_registry, "images": cmd_images, "build": cmd_build,
             "provision": cmd_provision, "deploy": cmd_deploy, "rollback": cmd_rollback, "bench": cmd_bench,
-            "init": cmd_init, "secrets": cmd_secrets}
-COMMANDS = ("init", "lab", "registry", "images", "build", "provision", "rollback", "bench", "secrets")
+            "init": cmd_init, "secrets": cmd_secrets, "lock": cmd_lock}
+COMMANDS = ("init", "lab", "registry", "images", "build", "provision", "rollback", "bench", "secrets", "lock")
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:

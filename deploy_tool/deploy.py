@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -92,9 +92,12 @@ class DeployRequest:
                 "app_health_timeout": self.health_timeout}
 
     def playbook_run(self, archive_dir: Path, image_id: str) -> PlaybookRun:
+        return replace(self.lock_run(), extravars=self.extravars(archive_dir, image_id), limit=self.limit)
+
+    def lock_run(self) -> PlaybookRun:
+        """A run of the app's inventory with its vault settings (the app's secrets file and password), no more."""
         secrets = self.spec.secrets_path if self.spec.secrets_path.exists() else None
-        return PlaybookRun("deploy.yml", self.inventory, extravars=self.extravars(archive_dir, image_id),
-                           limit=self.limit, vars_files=(secrets,) if secrets else (),
+        return PlaybookRun("deploy.yml", self.inventory, vars_files=(secrets,) if secrets else (),
                            vault_password_file=self.vault_password_file if secrets else None)
 
 

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from deploy_tool import fleetlock
 from deploy_tool.bench import BenchLoad, Gate, SmokeRecord, SmokeStore, format_table, measure
 from deploy_tool.build import ReleaseBuilder
 from deploy_tool.deploy import DeployRequest, prepare
@@ -77,28 +78,46 @@ def run_deploy(request: DeployRequest, checks: Checks, project: Project, emit: P
         raise DeployError(f"inventory {request.inventory} has no hosts in the group web"
                           + (f" matching --limit {request.limit}" if request.limit else ""),
                           hint="the deploy targets the group web (see inventories/production/hosts.yml)")
-    run = prepare(request, project, ReleaseBuilder(project, docker_client(), request.repository))
     entry = {"action": action, "inventory": str(request.inventory), "version": request.version,
              "variant": request.variant, "app": request.app, "strategy": request.strategy}
     report = DeployReport(action, request.version)
-    with DeployLock.acquire(project, request.inventory, action, request.version, nested=inside_lock):
+    # the controller's lock first (before an archive is written or an image pushed); the fleet's lock is taken by
+    # the deploy playbook's first task with the same token, before any host is changed, and released at the end
+    with DeployLock.acquire(project, request.inventory, action, request.version, nested=inside_lock) as lock:
+        run = prepare(request, project, ReleaseBuilder(project, docker_client(), request.repository))
+        run = replace(run, extravars={**run.extravars, **fleetlock.take_vars(
+            lock.token, fleetlock.holder(action, request.version), lock.stale_token)})
         emit(f"{action}: {request.app} {request.version} ({request.variant}, strategy {request.strategy}, "
              f"batch {request.batch})")
         record = {**entry, "result": "interrupted"}  # what the audit line says if nothing better is known
         try:
-            swap_and_check(run, report, record, request, checks, project, emit, addresses)
-        except BaseException as exc:
-            if not isinstance(exc, PlaybookFailed):  # the swap's own failure is recorded by swap_and_check
-                record["error"] = f"{type(exc).__name__}: {exc}".rstrip(": ")
-            raise
-        finally:  # one line per deploy, whatever happened, even when interrupted
-            audit(project, record)
-        if report.findings:
-            gate_failed(report, request, checks, project, emit, docker_client)
-        if action in ("deploy", "rollback"):
-            run_hook(request.spec, f"after_{action}", emit, action=action, version=request.version,
-                     inventory=str(request.inventory))
+            try:
+                swap_and_check(run, report, record, request, checks, project, emit, addresses)
+            except BaseException as exc:
+                if not isinstance(exc, PlaybookFailed):  # the swap's own failure is recorded by swap_and_check
+                    record["error"] = f"{type(exc).__name__}: {exc}".rstrip(": ")
+                raise
+            finally:  # one line per deploy, whatever happened, even when interrupted
+                audit(project, record)
+            if report.findings:
+                gate_failed(report, request, checks, project, emit, docker_client)
+            if action in ("deploy", "rollback"):
+                run_hook(request.spec, f"after_{action}", emit, action=action, version=request.version,
+                         inventory=str(request.inventory))
+        finally:
+            if not lock.nested:
+                release_fleet_lock(project, run, lock.token, emit)
     return report
+
+
+def release_fleet_lock(project: Project, run: PlaybookRun, token: str, emit: ProgressCallback) -> None:
+    """Release the fleet's lock this deploy took (if it got that far). A failure to do so is said, not raised:
+    it must not hide how the deploy went; the lock's lease frees the fleet anyway."""
+    try:
+        fleetlock.release(project, run.inventory, lambda _: None, token=token, like=run)
+    except DeployError as exc:
+        emit(f"warning: the fleet's lock was not released ({exc.message}); its lease ends in {fleetlock.LEASE} s, "
+             "or: deploy lock release")
 
 
 LAST_CHECK = "Check the release answers through nginx"  # playbooks/deploy.yml: after the swap
@@ -121,6 +140,10 @@ def swap_and_check(run: PlaybookRun, report: DeployReport, record: dict[str, Any
     except PlaybookFailed as exc:
         failed = sorted({f.host for f in exc.outcome.failures})
         record.update(result="failed", error=exc.message, hosts=exc.outcome.results, failed_hosts=failed)
+        if any(f.task == fleetlock.TAKE_TASK for f in exc.outcome.failures):  # nothing was changed
+            record["result"] = "refused"
+            exc.hint = ("wait for that deploy to end; `deploy lock status` shows the lock, `deploy lock release` "
+                        "removes it when its deploy is gone (or its lease ends)")
         live = sorted({f.host for f in exc.outcome.failures if f.task == LAST_CHECK})
         if live:  # swapped already: the release serves there, whatever its answer through nginx was
             record["live_hosts"] = live

@@ -15,6 +15,7 @@ import logging
 import os
 import socket
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,12 @@ class DeployLock:
     path: Path
     holder: dict[str, Any]
     nested: bool = False  # taken again by the process holding it (a gate's rollback): released by the outer
+    stale_token: str = ""  # the fleet-lock token of a stale lock taken over: its process is gone (see fleetlock)
+
+    @property
+    def token(self) -> str:
+        """This deploy's token, for the fleet's lock too (deploy_tool/fleetlock.py)."""
+        return str(self.holder.get("token", ""))
 
     @classmethod
     def acquire(cls, project: Project, inventory: Path, action: str, version: str,
@@ -57,7 +64,8 @@ class DeployLock:
         path = lock_path(project, inventory)
         path.parent.mkdir(parents=True, exist_ok=True)
         holder = {"user": getpass.getuser(), "host": socket.gethostname(), "pid": os.getpid(),
-                  "action": action, "version": version, "inventory": str(inventory), "since": int(time.time())}
+                  "action": action, "version": version, "inventory": str(inventory), "since": int(time.time()),
+                  "token": uuid.uuid4().hex}
         with open(path.parent / ".guard", "w") as guard:
             fcntl.flock(guard, fcntl.LOCK_EX)
             current = cls._read(path)
@@ -77,7 +85,7 @@ class DeployLock:
             partial = path.with_name(f".{path.name}.{os.getpid()}")
             partial.write_text(json.dumps(holder), encoding="utf-8")
             os.replace(partial, path)
-        return cls(path, holder)
+        return cls(path, holder, stale_token=str((current or {}).get("token") or ""))
 
     @staticmethod
     def _read(path: Path) -> dict[str, Any] | None:

@@ -107,7 +107,7 @@ def bench_matrix(base: DeployRequest, version: str | None, variants: str | None,
     """`deploy bench --matrix`: every entry checked first; the inventory's lock held from the first deploy to the
     restore, so no deploy slips in between; the setup deployed before restored in a finally, whatever stopped the
     matrix (a failed entry, an interrupt)."""
-    from deploy_tool.flow import Checks, run_deploy
+    from deploy_tool.flow import Checks, release_fleet_lock, run_deploy
 
     entries = parse_entries(project, variants, eventlet=base.spec["build.eventlet"])
     current = current_release(project, base.inventory, base.app)
@@ -124,13 +124,16 @@ def bench_matrix(base: DeployRequest, version: str | None, variants: str | None,
     def deploy(request: DeployRequest) -> None:
         run_deploy(request, quiet, project, lambda _: None, "bench", lambda: client, inside_lock=True)
 
-    with DeployLock.acquire(project, base.inventory, "bench --matrix", version):
+    with DeployLock.acquire(project, base.inventory, "bench --matrix", version) as lock:
         try:
             return run_matrix(base, entries, load, project, emit, deploy)
         finally:
-            if current:
-                emit(f"restoring {current['version']} ({current['variant']}, {current['app']})")
-                deploy(replace(base, version=current["version"], variant=current["variant"], strategy="recreate"))
+            try:
+                if current:
+                    emit(f"restoring {current['version']} ({current['variant']}, {current['app']})")
+                    deploy(replace(base, version=current["version"], variant=current["variant"], strategy="recreate"))
+            finally:  # the fleet's lock, taken by the first deploy with this lock's token (see run_deploy)
+                release_fleet_lock(project, base.lock_run(), lock.token, emit)
 
 
 def matrix_table(matrix: dict[str, Any]) -> list[str]:

@@ -36,6 +36,7 @@ class PlaybookRun:
     vars_files: tuple[Path, ...] = ()
     vault_password_file: Path | None = None
     timeout: int = 3600  # seconds the whole run may take: a hung host or engine must not hold the lock forever
+    capture: tuple[str, ...] = ("deploykit_swap", "deploykit_bench")  # the modules whose results are kept per host
 
     def __post_init__(self) -> None:
         check_limit(self.limit)
@@ -175,7 +176,7 @@ def run_playbook(run: PlaybookRun, project: Project, emit: ProgressCallback) -> 
     if not run.inventory.exists():
         raise DeployError(f"inventory {run.inventory} does not exist",
                           hint="for the lab fleet run `deploy lab up --hosts 3` first")
-    printer = ProgressPrinter(emit)
+    printer = ProgressPrinter(emit, run.capture)
     run.private_data_dir(project).mkdir(parents=True, exist_ok=True)
     # ansible-runner reads env/extravars and env/cmdline whenever they exist, from whichever run wrote them: a
     # provision after a deploy ran with that deploy's variables and its vault password file, and a run after

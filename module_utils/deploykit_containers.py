@@ -13,6 +13,8 @@ LABEL_RELEASE = "io.deploykit.release"
 LABEL_SPEC = "io.deploykit.spec"
 LABEL_PROTOCOL = "io.deploykit.protocol"
 LABEL_PORT = "io.deploykit.port"
+LABEL_VARIANT = "io.deploykit.variant"  # set by the app role (its labels), as LABEL_STATIC
+LABEL_STATIC = "io.deploykit.static"
 DOCKER_BOUND = 120  # seconds any docker call of the swap may take (a stop: plus its stop_timeout)
 
 Params = dict[str, Any]  # the swap module's parameters (its ARGUMENT_SPEC)
@@ -28,6 +30,7 @@ class Container(NamedTuple):
     protocol: str | None  # what nginx speaks to it
     port: int | None
     restart: str  # its restart policy
+    labels: dict[str, str] = {}  # all of its labels, as docker inspect gives them
 
 
 class SwapError(Exception):
@@ -134,7 +137,7 @@ class Docker:
             restart = ((info.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name") or "no"
             found.append((info["Created"], Container(
                 info["Name"].lstrip("/"), info["State"]["Running"], labels.get(LABEL_SPEC), labels.get(LABEL_RELEASE),
-                labels.get(LABEL_PROTOCOL), int(port) if port else None, restart)))
+                labels.get(LABEL_PROTOCOL), int(port) if port else None, restart, labels)))
         return [container for _, container in sorted(found, key=lambda pair: pair[0])]
 
     def container_ids(self, names: list[str] | None = None) -> list[str]:

@@ -22,7 +22,7 @@ import time
 
 import pytest
 
-from conftest import FLASK, NO_CHECKS, ROOT, deploy
+from conftest import FLASK, NO_CHECKS, ROOT, VENV_BIN, deploy
 from weblab import Load, describe, dropped
 
 pytestmark = pytest.mark.lab
@@ -152,3 +152,43 @@ def test_the_app_survives_an_engine_restart_and_a_host_restart(fleet, test_relea
     assert dropped(counts) == 0, describe(counts)  # the other hosts did not notice
     assert json.loads(probe.stdout)["release"] == test_release
     assert app_containers(fleet, host) == container
+
+
+def take_fleet_lock(fleet, token: str, holder: dict, lease: int) -> None:
+    """The fleet's lock taken on its first web host as another controller's deploy takes it (the same module)."""
+    args = json.dumps({"token": token, "holder": holder, "lease": lease})
+    taken = subprocess.run([str(VENV_BIN / "ansible"), "-i", str(fleet.inventory), "web[0]", "-b", "-m",
+                            "deploykit_lock", "-a", args], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                           env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")})
+    assert taken.returncode == 0, taken.stdout + taken.stderr
+
+
+def test_the_fleet_lock_refuses_a_deploy_while_another_controller_holds_it(fleet, test_release, test_release_b):
+    """The lock lives on the first web host, so a deploy from another machine (here: its lock, taken as its deploy
+    takes it) refuses this one before any host is changed; `deploy lock status` names the holder, `deploy lock
+    release` frees it; a lock whose lease ran out is taken over."""
+    release_deploy(fleet, test_release)
+    other = {"user": "ci", "controller": "runner-7/0badcafe", "pid": 4242, "command": "deploy --version 9.9.9"}
+    take_fleet_lock(fleet, "f" * 32, other, lease=600)
+    refused = release_deploy(fleet, test_release_b, check=False)
+    assert refused.returncode == 2, refused.stdout[-2000:]
+    said = refused.stdout + refused.stderr
+    assert "another deploy holds the fleet's lock: ci@runner-7/0badcafe (pid 4242) running deploy --version 9.9.9" \
+        in said, said[-2000:]
+    assert "`deploy lock release`" in refused.stderr
+    assert "task: Swap the app container" not in refused.stdout  # refused before the app role began
+    for host in fleet.hosts:
+        assert health(fleet, host)["release"] == test_release
+    status = json.loads(deploy("lock", "status", "-i", str(fleet.inventory), "--json").stdout)
+    assert status["host"] == fleet.hosts[0]["name"] and status["lock"]["holder"] == other
+    assert not status["lock"]["expired"] and 500 < status["lock"]["seconds_left"] <= 600
+    released = deploy("lock", "release", "-i", str(fleet.inventory))
+    assert "released the fleet's lock" in released.stderr + released.stdout
+    assert json.loads(deploy("lock", "status", "-i", str(fleet.inventory), "--json").stdout)["lock"] == {}
+
+    take_fleet_lock(fleet, "e" * 32, other, lease=1)  # a holder that died: its lease runs out
+    time.sleep(1.5)
+    release_deploy(fleet, test_release_b)
+    for host in fleet.hosts:
+        assert health(fleet, host)["release"] == test_release_b
+    assert json.loads(deploy("lock", "status", "-i", str(fleet.inventory), "--json").stdout)["lock"] == {}

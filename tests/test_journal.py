@@ -188,7 +188,13 @@ def flow_project(tmp_path, monkeypatch):
     (tmp_path / "inv").mkdir()
     monkeypatch.setattr(flow, "web_addresses", lambda inventory, limit: {"web-1": "127.0.0.1"})
     monkeypatch.setattr(flow, "prepare", lambda *args: PlaybookRun("deploy.yml", tmp_path / "inv"))
+    RELEASED.clear()
+    monkeypatch.setattr(flow.fleetlock, "release", lambda project, inventory, emit, token="", force=False, like=None:
+                        RELEASED.append(token) or ("web-1", {}))
     return Project(tmp_path)
+
+
+RELEASED: list[str] = []  # the fleet-lock tokens run_deploy released (fleetlock.release, stubbed by flow_project)
 
 
 def last_audit_line(project):
@@ -208,7 +214,10 @@ def test_every_deploy_leaves_an_audit_line_whatever_stops_it(flow_project, monke
     project = flow_project
     request = DeployRequest(inventory=project.root / "inv", version="1.2.0", spec=load(FLASK_DIR))
 
-    def playbook(*args):
+    tokens = []
+
+    def playbook(run, *args):
+        tokens.append(run.extravars["deploykit_lock_token"])  # the fleet's lock is taken with the deploy's token
         if fails_at == "playbook":
             raise KeyboardInterrupt
         return RunOutcome("successful", 0, {}, [], {"web-1": {"container": "app-1.2.0"}})
@@ -223,6 +232,7 @@ def test_every_deploy_leaves_an_audit_line_whatever_stops_it(flow_project, monke
     entry = last_audit_line(project)
     assert (entry["version"], entry["result"], entry["error"]) == ("1.2.0", result, error)
     assert ("hosts" in entry) == (fails_at == "smoke")
+    assert len(tokens[0]) == 32 and tokens == RELEASED  # and released whatever stopped the deploy
 
 
 def test_a_release_swapped_in_whose_check_through_nginx_fails_is_said_to_be_live(flow_project, monkeypatch):
@@ -271,7 +281,9 @@ def test_the_matrix_holds_the_lock_throughout_and_restores_the_setup_whatever_st
         if len(deployed) == 2:
             raise RuntimeError("the second setup failed")
 
+    released = []
     monkeypatch.setattr(flow, "run_deploy", run_deploy)
+    monkeypatch.setattr(flow, "release_fleet_lock", lambda project_, run, token, emit: released.append(token))
     monkeypatch.setattr(matrix, "measure", lambda *args, **kwargs: {})
     base = DeployRequest(inventory=inventory, version="", spec=load(FLASK_DIR))
     with pytest.raises(RuntimeError, match="second setup failed"):
@@ -279,6 +291,7 @@ def test_the_matrix_holds_the_lock_throughout_and_restores_the_setup_whatever_st
                             lambda line: None, lambda: None)
     assert deployed == [("gunicorn-sync", "recreate", True), ("uwsgi-http", "recreate", True),
                         ("uwsgi", "recreate", True)]  # the third entry never ran; the restore did
+    assert len(released) == 1 and len(released[0]) == 32  # the fleet's lock, once, after the restore
     DeployLock.acquire(project, inventory, "deploy", "1.0.1").release()  # free again
 
 

@@ -1,0 +1,101 @@
+#!/usr/bin/python
+# Copyright: deploykit contributors; MIT License
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: deploykit_app_info
+short_description: Read what of an app runs on the host, as deploykit_swap left it
+description:
+  - Lists the app's containers, oldest first, with what deploykit_swap and the app role labelled them with
+    (release, server variant, the protocol nginx speaks to it, its port, its static files' URL), and which one
+    serves (the newest that runs).
+  - It finds them as deploykit_swap does (the same lookup, module_utils/deploykit_containers.py), so the label
+    names stay in one place. Provisioning uses it to keep nginx pointing where the deployed app listens.
+  - Read-only, so it also reads in check mode.
+version_added: "0.1.0"
+author: deploykit
+options:
+  app:
+    description: The app's container name (deploykit_swap's O(app); the app role's C(app_container_name)).
+    type: str
+    required: true
+"""
+
+EXAMPLES = r"""
+- name: Read how the deployed app container listens
+  deploykit_app_info:
+    app: deploykit-app
+  register: deployed
+
+- name: Say where nginx must send the app's requests
+  ansible.builtin.debug:
+    msg: "{{ deployed.serving.protocol }} on port {{ deployed.serving.port }}"
+  when: deployed.serving
+"""
+
+RETURN = r"""
+containers:
+  description: The app's containers, oldest first.
+  type: list
+  elements: dict
+  returned: always
+  contains:
+    name:
+      description: The container's name.
+      type: str
+    running:
+      description: Whether it runs.
+      type: bool
+    release:
+      description: The release it runs (its image tag).
+      type: str
+    variant:
+      description: The server variant (empty when not labelled).
+      type: str
+    protocol:
+      description: What nginx speaks to it (http, uwsgi or fastcgi).
+      type: str
+    port:
+      description: The port it listens on.
+      type: int
+    static_url:
+      description: The URL path of the app's static files, as nginx serves them (empty when none).
+      type: str
+    restart_policy:
+      description: Its restart policy (C(no) while a swap has not yet passed its gate).
+      type: str
+serving:
+  description: The newest running container (one item of RV(containers)), or an empty dict when none runs.
+  type: dict
+  returned: always
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.deploykit_containers import (  # noqa: E402
+    LABEL_STATIC,
+    LABEL_VARIANT,
+    Docker,
+    SwapError,
+)
+
+ARGUMENT_SPEC = dict(app=dict(type="str", required=True))
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    try:
+        # stop_timeout: Docker's bound for a `docker stop`, which this module never runs
+        found = Docker(module, dict(module.params, stop_timeout=0)).app_containers()
+    except SwapError as exc:
+        module.fail_json(msg=str(exc))
+    containers = [dict(name=c.name, running=c.running, release=c.release or "",
+                       variant=c.labels.get(LABEL_VARIANT, ""), protocol=c.protocol or "", port=c.port,
+                       static_url=c.labels.get(LABEL_STATIC, ""), restart_policy=c.restart) for c in found]
+    running = [c for c in containers if c["running"]]
+    module.exit_json(changed=False, containers=containers, serving=running[-1] if running else {})
+
+
+if __name__ == "__main__":
+    main()
