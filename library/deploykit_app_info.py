@@ -63,6 +63,10 @@ containers:
     static_url:
       description: The URL path of the app's static files, as nginx serves them (empty when none).
       type: str
+    server_names:
+      description: The app's host names, as nginx answers them (empty for a container of an older deploykit).
+      type: list
+      elements: str
     restart_policy:
       description: Its restart policy (C(no) while a swap has not yet passed its gate).
       type: str
@@ -74,6 +78,7 @@ serving:
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.deploykit_containers import (  # noqa: E402
+    LABEL_SERVER_NAMES,
     LABEL_STATIC,
     LABEL_VARIANT,
     Docker,
@@ -92,7 +97,9 @@ def main() -> None:
         module.fail_json(msg=str(exc))
     containers = [dict(name=c.name, running=c.running, release=c.release or "",
                        variant=c.labels.get(LABEL_VARIANT, ""), protocol=c.protocol or "", port=c.port,
-                       static_url=c.labels.get(LABEL_STATIC, ""), restart_policy=c.restart) for c in found]
+                       static_url=c.labels.get(LABEL_STATIC, ""), restart_policy=c.restart,
+                       server_names=[n for n in c.labels.get(LABEL_SERVER_NAMES, "").split(",") if n])
+                  for c in found]
     running = [c for c in containers if c["running"]]
     module.exit_json(changed=False, containers=containers, serving=running[-1] if running else {})
 

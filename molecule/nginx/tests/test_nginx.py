@@ -20,12 +20,37 @@ def test_hides_its_version(host):
 
 def test_refuses_bodies_over_the_limit(host):
     status = host.check_output(
-        "head -c 4096 /dev/zero | curl -s -o /dev/null -w '%{http_code}' --data-binary @- http://127.0.0.1/")
+        "head -c 4096 /dev/zero | curl -s -o /dev/null -w '%{http_code}' -H 'Host: demo.lab' --data-binary @- "
+        "http://127.0.0.1/")
     assert status == "413"
 
 
+def test_answers_each_of_the_apps_names_and_closes_the_connection_of_any_other(host):
+    assert host.check_output("curl -s -H 'Host: www.demo.lab' http://127.0.0.1/index.html").strip() == "stand-in app"
+    for name in ("127.0.0.1", "other.example", "demo.lab.evil"):
+        unknown = host.run(f"curl -s -o /dev/null -w '%{{http_code}}' -H 'Host: {name}' http://127.0.0.1/index.html")
+        assert unknown.rc == 52 and unknown.stdout == "000", (name, unknown)  # 52: an empty reply (444)
+    assert host.check_output("curl -s -H 'Host: any.name' http://127.0.0.1/nginx-health").strip() == "ok"
+
+
+def test_adds_security_headers_the_app_did_not_set(host):
+    headers = host.check_output("curl -s -D - -o /dev/null -H 'Host: demo.lab' http://127.0.0.1/index.html").lower()
+    assert "x-content-type-options: nosniff" in headers
+    assert "x-frame-options: sameorigin" in headers
+    assert "referrer-policy: strict-origin-when-cross-origin" in headers
+
+
+def test_limits_the_request_rate_of_one_client_when_asked(host):
+    # 5 r/s with a burst of 5 (converge.yml): of 40 requests at once, a few pass (4 to 6), the others get 429
+    out = host.check_output("curl -s --parallel --parallel-max 40 -H 'Host: demo.lab' -w '%{http_code} ' "
+                            "-o '/tmp/rate-limit-#1' 'http://127.0.0.1/index.html?[1-40]'").split()
+    assert len(out) == 40 and set(out) <= {"200", "429"}, out
+    assert out.count("200") >= 1 and out.count("429") >= 25, out  # the first few (earlier tests took some burst)
+
+
 def test_logs_upstream_timing(host):
-    host.check_output("curl -s -o /dev/null http://127.0.0.1/index.html")
+    time.sleep(2.0)  # the rate limit's bucket of the test before drains
+    host.check_output("curl -s -o /dev/null -H 'Host: demo.lab' http://127.0.0.1/index.html")
     time.sleep(1.5)  # the access log is buffered, flushed every second
     last = host.check_output("tail -n 1 /var/log/nginx/access.log")
     assert "urt=" in last and "ua=127.0.0.1:8000" in last
