@@ -13,17 +13,20 @@
 
 from __future__ import annotations
 
+import hashlib
+import http.client
 import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from conftest import FLASK, NO_CHECKS, ROOT, VENV_BIN, deploy
-from weblab import Load, describe, dropped
+from weblab import HOST_HEADER, Load, describe, dropped
 
 pytestmark = pytest.mark.lab
 
@@ -192,3 +195,92 @@ def test_the_fleet_lock_refuses_a_deploy_while_another_controller_holds_it(fleet
     for host in fleet.hosts:
         assert health(fleet, host)["release"] == test_release_b
     assert json.loads(deploy("lock", "status", "-i", str(fleet.inventory), "--json").stdout)["lock"] == {}
+
+
+def read_events(host: dict[str, str], seconds: int) -> dict:
+    """Server-sent events through nginx: what arrived, whether the stream ended with its `end` event, and how."""
+    started, events, ended, error = time.monotonic(), [], False, ""
+    connection = http.client.HTTPConnection(host["address"], 80, timeout=120)
+    try:
+        connection.request("GET", f"/events?seconds={seconds}", headers={"Host": HOST_HEADER})
+        response = connection.getresponse()
+        for raw in response:
+            line = raw.decode().strip()
+            if line == "event: end":
+                ended = True
+            elif line.startswith("data: ") and not ended:
+                events.append(json.loads(line[6:]))
+    except (OSError, http.client.HTTPException) as exc:
+        error = type(exc).__name__
+    finally:
+        connection.close()
+    return {"events": events, "ended": ended, "error": error, "seconds": round(time.monotonic() - started, 1)}
+
+
+def download(host: dict[str, str], mb: int, seconds: int) -> dict:
+    started, digest, size, error, expected = time.monotonic(), hashlib.sha256(), 0, "", ""
+    connection = http.client.HTTPConnection(host["address"], 80, timeout=120)
+    try:
+        connection.request("GET", f"/download?mb={mb}&seconds={seconds}", headers={"Host": HOST_HEADER})
+        response = connection.getresponse()
+        expected = response.getheader("X-Content-Sha256", "")
+        while block := response.read(1 << 16):
+            digest.update(block)
+            size += len(block)
+    except (OSError, http.client.HTTPException) as exc:
+        error = type(exc).__name__
+    finally:
+        connection.close()
+    return {"bytes": size, "intact": digest.hexdigest() == expected, "error": error,
+            "seconds": round(time.monotonic() - started, 1)}
+
+
+def upload(host: dict[str, str], size: int, seconds: int) -> dict:
+    """A body sent slowly, 64 KiB at a time over `seconds`; the app's answer (its size and sha256)."""
+    body = os.urandom(size)
+    started = time.monotonic()
+    connection = http.client.HTTPConnection(host["address"], 80, timeout=120)
+    try:
+        connection.putrequest("POST", "/upload", skip_host=True)
+        connection.putheader("Host", HOST_HEADER)
+        connection.putheader("Content-Length", str(size))
+        connection.putheader("Content-Type", "application/octet-stream")
+        connection.endheaders()
+        blocks = [body[i:i + 65536] for i in range(0, size, 65536)]
+        for block in blocks:
+            connection.send(block)
+            time.sleep(seconds / len(blocks))
+        response = connection.getresponse()
+        answer = json.loads(response.read()) if response.status == 200 else {}
+        return {"status": response.status, "intact": answer.get("sha256") == hashlib.sha256(body).hexdigest()
+                and answer.get("bytes") == size, "seconds": round(time.monotonic() - started, 1)}
+    finally:
+        connection.close()
+
+
+def test_long_lived_requests_in_flight_during_a_swap_complete(fleet, test_release, test_release_b):
+    """A 20 s event stream, a 50 MB download over 20 s and an upload over 15 s, in flight while the old container
+    drains: each completes, from the container that began it. A stream longer than the app server's graceful
+    timeout (app_graceful_timeout, 30 s) is cut at it: the figure is printed (docs/deploy.md)."""
+    host = fleet.hosts[0]
+    target = test_release if health(fleet, host)["release"] == test_release_b else test_release_b
+    with ThreadPoolExecutor(4) as pool:
+        stream = pool.submit(read_events, host, 20)
+        endless = pool.submit(read_events, host, 120)
+        down = pool.submit(download, host, 50, 20)
+        up = pool.submit(upload, host, 900 * 1024, 15)  # under nginx's 1 MB body limit
+        time.sleep(2.0)  # every request is in flight
+        swapped = time.monotonic()
+        release_deploy(fleet, target)
+        deploy_seconds = time.monotonic() - swapped
+        stream, endless, down, up = stream.result(), endless.result(), down.result(), up.result()
+    print(f"\nlong-lived requests across a swap (deploy took {deploy_seconds:.1f} s): stream {stream['seconds']} s, "
+          f"download {down['seconds']} s, upload {up['seconds']} s; a 120 s stream was cut after "
+          f"{endless['seconds']} s ({len(endless['events'])} events, {endless['error'] or 'closed'})")
+    assert stream["ended"] and not stream["error"] and len(stream["events"]) == 20, stream
+    assert len({event["instance"] for event in stream["events"]}) == 1  # one container served it all
+    assert down["bytes"] == 50 * 1024 * 1024 and down["intact"] and not down["error"], down
+    assert up["status"] == 200 and up["intact"], up
+    assert not endless["ended"] and len(endless["events"]) < 120, endless  # cut at the graceful timeout
+    assert 25 < endless["seconds"] < 90, endless
+    assert health(fleet, host)["release"] == target

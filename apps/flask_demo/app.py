@@ -1,5 +1,7 @@
-"""A small Flask app: a page, a form that POSTs then redirects, a health endpoint and a slow endpoint."""
+"""A small Flask app: a page, a form that POSTs then redirects, a health endpoint, a slow endpoint, and long-lived
+requests (server-sent events, a slow download, an upload) for the swap tests."""
 
+import hashlib
 import json
 import os
 import signal
@@ -69,6 +71,63 @@ def slow():
     delay = min(int(request.args.get("ms", "1000")), 30000) / 1000
     time.sleep(delay)
     return json_response(slept_ms=int(delay * 1000), release=RELEASE, pid=os.getpid())
+
+
+def _bounded(name: str, default: int, high: int) -> int:
+    try:
+        return max(0, min(int(request.args.get(name, default)), high))
+    except ValueError:
+        return default
+
+
+@app.get("/events")
+def events():
+    """Server-sent events: one a second for `seconds`, then an `end` event. Each names the container, so a
+    client sees which one served its whole stream."""
+    seconds = _bounded("seconds", 10, 600)
+
+    def stream():
+        for number in range(seconds):
+            yield f"data: {json.dumps({'n': number, 'instance': INSTANCE})}\n\n"
+            time.sleep(1)
+        yield f"event: end\ndata: {json.dumps({'n': seconds, 'instance': INSTANCE})}\n\n"
+
+    return Response(stream(), mimetype="text/event-stream",
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})  # nginx: pass it on at once
+
+
+@app.get("/download")
+def download():
+    """`mb` megabytes of a known pattern, sent slowly over `seconds` (its sha256 is in a header, to check it)."""
+    size, seconds = _bounded("mb", 10, 200) * 1024 * 1024, _bounded("seconds", 10, 600)
+    chunk = bytes(range(256)) * 256  # 64 KiB
+    chunks = size // len(chunk)
+    digest = hashlib.sha256()
+    for _ in range(chunks):
+        digest.update(chunk)
+
+    def stream():
+        for index in range(chunks):
+            yield chunk
+            if seconds and index % 16 == 15:  # 1 MiB at a time
+                time.sleep(seconds / (chunks / 16))
+
+    return Response(stream(), mimetype="application/octet-stream",
+                    headers={"Content-Length": str(chunks * len(chunk)), "X-Content-Sha256": digest.hexdigest(),
+                             "X-Accel-Buffering": "no"})
+
+
+@app.post("/upload")
+def upload():
+    """The body's size and sha256, read as it comes."""
+    digest, size = hashlib.sha256(), 0
+    while True:
+        block = request.stream.read(65536)
+        if not block:
+            break
+        digest.update(block)
+        size += len(block)
+    return json_response(bytes=size, sha256=digest.hexdigest(), instance=INSTANCE)
 
 
 application = app
