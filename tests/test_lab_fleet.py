@@ -6,8 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import ansible_playbook, deploy
+from conftest import ROOT, ansible_playbook, deploy
 
 pytestmark = pytest.mark.lab
 
@@ -61,6 +62,25 @@ def test_every_host_has_tcp_migrate_req_on(provisioned):
     for host in fleet.hosts:
         assert fleet.ssh(host, "cat /proc/sys/net/ipv4/tcp_migrate_req").strip() == "1", host["name"]
         assert fleet.ssh(host, "/usr/sbin/sysctl -n net.core.somaxconn").strip() == "4096", host["name"]
+
+
+def test_the_database_takes_the_app_user_over_tls_only_from_the_web_hosts(provisioned):
+    fleet, _ = provisioned
+    db = fleet.hosts[0]  # the lab's db host is its first host
+    secrets = yaml.safe_load((ROOT / "inventories" / "lab" / "group_vars" / "all" / "secrets.yml").read_text())
+    def login(sslmode: str) -> str:
+        return (f"PGPASSWORD={secrets['postgres_app_password']} psql -X -At "
+                f"'host={db['address']} user=demo dbname=demo sslmode={sslmode}'")
+
+    tls = fleet.ssh(db, f"{login('require')} -c 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()' "
+                        "2>&1 || true")
+    assert tls.strip() == "t", tls
+    plain = fleet.ssh(db, f"{login('disable')} -c 'SELECT 1' 2>&1 || true")
+    assert "no pg_hba.conf entry" in plain and "no encryption" in plain, plain
+    hba = fleet.ssh(db, "sudo sed -n '/BEGIN deploykit/,/END deploykit/p' /etc/postgresql/15/main/pg_hba.conf")
+    entries = [line.split() for line in hba.splitlines() if line.startswith("host")]
+    assert sorted(entry[3] for entry in entries) == sorted(f"{h['address']}/32" for h in fleet.hosts), hba
+    assert {entry[0] for entry in entries} == {"hostssl"}
 
 
 def test_every_host_runs_its_own_docker_engine(provisioned):
