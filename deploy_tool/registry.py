@@ -3,12 +3,19 @@
 It serves TLS with a certificate for its own address, signed by a CA made for this checkout
 (.deploykit/registry/, local only). Hosts trust that CA through the docker role
 (docker_registry_ca_certs: /etc/docker/certs.d/ADDRESS:5000/ca.crt) and pull from ADDRESS:5000.
-The controller pushes through a port published on its loopback (Docker allows loopback registries).
+Every request is authenticated (htpasswd: one account, `deploykit`, its password made for this checkout in
+.deploykit/registry/password; hosts log in through the docker role's docker_registry_auths); deletes are off.
+The controller pushes through a port published on its loopback (Docker allows loopback registries). A deploy
+from the registry checks that the image a host pulled is the one built (its id: the hash of its config, which
+names every layer's hash), so a tag replaced in the registry is refused.
 """
 
 from __future__ import annotations
 
+import base64
 import logging
+import os
+import secrets
 import ssl
 import subprocess
 import tarfile
@@ -35,6 +42,7 @@ log = logging.getLogger(__name__)
 
 REGISTRY_REPO = "deploykit/registry"
 REGISTRY_PORT = 5000
+REGISTRY_USER = "deploykit"
 
 
 def ca_commands(directory: Path) -> list[list[str]]:
@@ -86,6 +94,13 @@ class LabRegistry:
     def ca_cert(self) -> Path:
         return self.ca_dir / "ca.crt"
 
+    @property
+    def password_file(self) -> Path:
+        return self.ca_dir / "password"
+
+    def credentials(self) -> dict[str, str]:
+        return {"username": REGISTRY_USER, "password": self.password_file.read_text(encoding="utf-8").strip()}
+
     def _container(self) -> Any | None:
         try:
             return self.client.containers.get(self.container_name)
@@ -105,10 +120,11 @@ class LabRegistry:
 
     def inventory_vars(self) -> dict[str, Any]:
         info = self.info()
-        if info is None:
+        if info is None or not self.password_file.exists():  # none, or one of an older deploykit: `registry up`
             return {}
         return {"app_registry": info.endpoint,
-                "docker_registry_ca_certs": {info.endpoint: self.ca_cert.read_text(encoding="utf-8")}}
+                "docker_registry_ca_certs": {info.endpoint: self.ca_cert.read_text(encoding="utf-8")},
+                "docker_registry_auths": {info.endpoint: self.credentials()}}
 
     # -- up / down -------------------------------------------------------------------------------
     def up(self) -> RegistryInfo:
@@ -116,10 +132,11 @@ class LabRegistry:
         if not self.client.networks.list(names=[network]):
             raise DeployError(f"lab fleet {self.fleet} has no network {network}",
                               hint=f"start the fleet first: deploy lab up --fleet {self.fleet}")
-        existing = self.info()
-        if existing and self._answers(existing):
-            return existing
         self._ensure_ca()
+        self._ensure_password()
+        existing = self.info()
+        if existing and self._answers(existing) and self._refuses_anonymous(existing):
+            return existing
         image = ImageBuilder(self.project, self.client).ensure_context_image(
             REGISTRY_REPO, self.project.root / "lab" / "registry-image", {})
         stale = self._container()
@@ -158,6 +175,14 @@ class LabRegistry:
         for command in ca_commands(self.ca_dir):
             subprocess.run(command, check=True, capture_output=True)
 
+    def _ensure_password(self) -> None:
+        if self.password_file.exists():
+            return
+        partial = self.password_file.with_name(f".password.{os.getpid()}")
+        partial.write_text(secrets.token_urlsafe(24), encoding="utf-8")
+        partial.chmod(0o600)
+        os.replace(partial, self.password_file)
+
     def _install_certificate(self, container: Any, address: str) -> None:
         with tempfile.TemporaryDirectory(prefix="deploykit-registry-") as tmp:
             directory = Path(tmp)
@@ -166,19 +191,37 @@ class LabRegistry:
             (directory / "san.cnf").write_text(f"subjectAltName=IP:{address}\nextendedKeyUsage=serverAuth\n")
             for command in server_cert_commands(directory, address):
                 subprocess.run(command, check=True, capture_output=True)
+            rc, htpasswd = container.exec_run(["htpasswd", "-Bbn", REGISTRY_USER, self.credentials()["password"]])
+            if rc != 0:
+                raise DeployError(f"htpasswd failed in the registry container: {htpasswd.decode()[-300:]}")
+            (directory / "htpasswd").write_bytes(htpasswd.strip() + b"\n")
             archive = BytesIO()
             with tarfile.open(fileobj=archive, mode="w") as tar:
-                for name in ("registry.crt", "registry.key"):
+                for name in ("registry.crt", "registry.key", "htpasswd"):
                     tar.add(directory / name, arcname=name)
                 ready = tarfile.TarInfo("ready")
                 tar.addfile(ready, BytesIO(b""))
             container.put_archive("/certs", archive.getvalue())
 
     def _answers(self, info: RegistryInfo) -> bool:
+        """Whether it answers (over TLS, as its CA says) and takes this checkout's credentials."""
+        context = ssl.create_default_context(cafile=str(self.ca_cert))
+        login = base64.b64encode(f"{REGISTRY_USER}:{self.credentials()['password']}".encode()).decode()
+        request = urllib.request.Request(f"https://{info.endpoint}/v2/", headers={"Authorization": f"Basic {login}"})
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=3) as response:
+                return bool(response.status == 200)
+        except (OSError, urllib.error.URLError):
+            return False
+
+    def _refuses_anonymous(self, info: RegistryInfo) -> bool:
+        """Whether a request without credentials is refused (401): a registry of an older deploykit was not."""
         context = ssl.create_default_context(cafile=str(self.ca_cert))
         try:
-            with urllib.request.urlopen(f"https://{info.endpoint}/v2/", context=context, timeout=3) as response:
-                return bool(response.status == 200)
+            with urllib.request.urlopen(f"https://{info.endpoint}/v2/", context=context, timeout=3):
+                return False
+        except urllib.error.HTTPError as exc:
+            return exc.code == 401
         except (OSError, urllib.error.URLError):
             return False
 
@@ -203,7 +246,8 @@ class LabRegistry:
         target = f"127.0.0.1:{info.loopback_port}/{repository}"
         source.tag(target, tag=version)
         log.info("pushing %s:%s", target, version)
-        for line in self.client.images.push(target, tag=version, stream=True, decode=True):
+        for line in self.client.images.push(target, tag=version, stream=True, decode=True,
+                                            auth_config=self.credentials()):
             if "error" in line:
                 raise DeployError(f"push to the lab registry failed: {line['error']}",
                                   hint=f"docker logs {self.container_name}")
