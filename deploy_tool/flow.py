@@ -85,14 +85,19 @@ def run_deploy(request: DeployRequest, checks: Checks, project: Project, emit: P
     # the deploy playbook's first task with the same token, before any host is changed, and released at the end
     with DeployLock.acquire(project, request.inventory, action, request.version, nested=inside_lock) as lock:
         run = prepare(request, project, ReleaseBuilder(project, docker_client(), request.repository))
+        # the deploy playbook releases the fleet's lock itself as its last task when no playbook follows it
+        last = checks.smoke is None and not lock.nested
         run = replace(run, extravars={**run.extravars, **fleetlock.take_vars(
-            lock.token, fleetlock.holder(action, request.version), lock.stale_token)})
+            lock.token, fleetlock.holder(action, request.version), lock.stale_token),
+            "deploykit_lock_release_at_end": last})
+        released = False
         emit(f"{action}: {request.app} {request.version} ({request.variant}, strategy {request.strategy}, "
              f"batch {request.batch})")
         record = {**entry, "result": "interrupted"}  # what the audit line says if nothing better is known
         try:
             try:
                 swap_and_check(run, report, record, request, checks, project, emit, addresses)
+                released = last  # the playbook got to its end: its last task released the lock
             except BaseException as exc:
                 if not isinstance(exc, PlaybookFailed):  # the swap's own failure is recorded by swap_and_check
                     record["error"] = f"{type(exc).__name__}: {exc}".rstrip(": ")
@@ -105,7 +110,7 @@ def run_deploy(request: DeployRequest, checks: Checks, project: Project, emit: P
                 run_hook(request.spec, f"after_{action}", emit, action=action, version=request.version,
                          inventory=str(request.inventory))
         finally:
-            if not lock.nested:
+            if not lock.nested and not released:
                 release_fleet_lock(project, run, lock.token, emit)
     return report
 

@@ -25,7 +25,7 @@ options:
   path:
     description: The lock file on the host.
     type: path
-    default: /var/lib/deploykit/fleet.lock
+    default: /var/lib/deploykit/lock/fleet.lock
   state:
     description: Take or renew (present), release (absent), or read (query) the lock.
     type: str
@@ -97,7 +97,7 @@ from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.deploykit_lock import LockHeld, describe, read, release, take  # noqa: E402
 
 ARGUMENT_SPEC = dict(
-    path=dict(type="path", default="/var/lib/deploykit/fleet.lock"),
+    path=dict(type="path", default="/var/lib/deploykit/lock/fleet.lock"),
     state=dict(type="str", choices=["present", "absent", "query"], default="present"),
     token=dict(type="str", no_log=False),
     holder=dict(type="dict", default={}),

@@ -37,9 +37,10 @@ def describe(lock: dict[str, Any], now: float | None = None) -> str:
 
 @contextlib.contextmanager
 def guarded(path: str) -> Iterator[None]:
-    """Exclusive: one change of the lock at a time on this host."""
+    """Exclusive: one change of the lock at a time on this host. The lock's own folder is 0700; folders made
+    above it are not (others' files live there: nginx reads the static files under /var/lib/deploykit)."""
     directory = os.path.dirname(path) or "."
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    os.makedirs(directory, mode=0o700, exist_ok=True)  # the mode applies to the last folder only
     with open(path + ".guard", "a") as guard:
         fcntl.flock(guard, fcntl.LOCK_EX)
         yield

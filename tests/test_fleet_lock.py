@@ -111,3 +111,12 @@ def test_the_module_takes_reads_refuses_and_releases(tmp_path):
     assert "releasing the lock needs its token" in run_module({"path": path, "state": "absent"})["msg"]
     released = run_module({"path": path, "state": "absent", "force": True})
     assert released["changed"] and released["action"] == "released" and not os.path.exists(path)
+
+
+def test_only_the_locks_own_folder_is_private(tmp_path):
+    """The folders made above it keep the usual mode: nginx must still reach the static files beside it (the first
+    deploy on a fresh host made /var/lib/deploykit 0700, and nginx answered 404 for every static file)."""
+    os.umask(0o022)
+    lock.take(str(tmp_path / "var" / "lib" / "deploykit" / "lock" / "fleet.lock"), "a" * 32, WHO, lease=60)
+    assert stat.S_IMODE(os.stat(tmp_path / "var" / "lib" / "deploykit").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(tmp_path / "var" / "lib" / "deploykit" / "lock").st_mode) == 0o700
