@@ -71,9 +71,9 @@ def status(project: Project, inventory: Path, emit: ProgressCallback) -> tuple[s
     """(the lock host, the lock or {} when none is held; with `expired` when its lease ran out)."""
     host, result = _run(_lock_run(inventory, "query"), project, emit)
     lock: dict[str, Any] = dict(result.get("lock") or {})
-    if lock:
-        lock["expired"] = float(lock.get("expires", 0)) <= float(result.get("now", time.time()))
-        lock["seconds_left"] = max(0, int(float(lock.get("expires", 0)) - float(result.get("now", time.time()))))
+    if lock:  # judged by the host's clock, as the module judges the lease
+        left = float(lock.get("expires", 0)) - float(result.get("now", time.time()))
+        lock["expired"], lock["seconds_left"] = left <= 0, max(0, int(left))
     return host, lock
 
 
