@@ -7,12 +7,16 @@
 set -eu
 image=$1 dir=$2 keep=$4
 release=$3-$(docker image inspect --format '{{.Id}}' "$image" | sed 's/^sha256://' | cut -c1-12)
-container=$(docker create --network none "$image" true)
-trap 'docker rm -f "$container" >/dev/null' EXIT
-info=$(docker cp "$container:/opt/deploykit/static.json" - 2>/dev/null | tar -xO 2>/dev/null || true)
-url=$(printf '%s' "$info" | python3 -c 'import json, sys; print(json.loads(sys.stdin.read() or "{}").get("url", ""))')
-root=$(printf '%s' "$info" | python3 -c 'import json, sys; print(json.loads(sys.stdin.read() or "{}").get("root", ""))')
-[ -n "$url" ] && [ -n "$root" ] || exit 0
+if [ -f "$dir/releases/$release/.url" ]; then  # copied by an earlier deploy of this build: nothing to read
+    url=$(cat "$dir/releases/$release/.url")
+else
+    container=$(docker create --network none "$image" true)
+    trap 'docker rm -f "$container" >/dev/null' EXIT
+    info=$(docker cp "$container:/opt/deploykit/static.json" - 2>/dev/null | tar -xO 2>/dev/null || true)
+    url=$(printf '%s' "$info" | python3 -c 'import json, sys; print(json.loads(sys.stdin.read() or "{}").get("url", ""))')
+    root=$(printf '%s' "$info" | python3 -c 'import json, sys; print(json.loads(sys.stdin.read() or "{}").get("root", ""))')
+    [ -n "$url" ] && [ -n "$root" ] || exit 0
+fi
 echo "url $url"
 mkdir -p "$dir/releases"
 if [ ! -d "$dir/releases/$release" ]; then
@@ -20,6 +24,7 @@ if [ ! -d "$dir/releases/$release" ]; then
     rm -rf "$partial"
     mkdir -p "$partial$url"
     docker cp "$container:$root/." "$partial$url"
+    printf '%s\n' "$url" > "$partial/.url"
     chmod -R a+rX "$partial"
     mv "$partial" "$dir/releases/$release"
     echo changed

@@ -1,0 +1,132 @@
+#!/usr/bin/python
+# Copyright: deploykit contributors; MIT License
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+---
+module: deploykit_stage
+short_description: Ready a host for a release in one call (its image, its secrets file, its data folder)
+description:
+  - Says whether the host has the release's image O(image), and whether it is the build O(image_id) made on the
+    controller; when it is not (RV(image_missing)), the image must be shipped before the swap.
+  - Writes O(env_content) to O(env_file), the secrets file the container reads (root's, mode 0600, in a folder
+    of root's with mode 0700). It is written aside and renamed in.
+  - Creates the app's persistent folder O(data_dir) with the owner the container runs as, when one is given.
+  - One module call instead of several tasks: a deploy's time on each host is mostly the tasks' own overhead.
+  - In check mode nothing is changed; the result says what would be.
+version_added: "0.1.0"
+author: deploykit
+options:
+  image:
+    description: The release's image, C(repository:tag).
+    type: str
+    required: true
+  image_id:
+    description: The image id of the release built on the controller; another id on the host means it must be
+      shipped again. Empty to take any image of that name.
+    type: str
+    default: ""
+  env_file:
+    description: The secrets file the container reads (C(docker run --env-file)).
+    type: path
+    required: true
+  env_content:
+    description: Its content, C(NAME=value) lines.
+    type: str
+    default: ""
+  data_dir:
+    description: The app's persistent folder on the host; empty for none.
+    type: path
+    default: ""
+  data_owner:
+    description: Its owner, C(user[:group]) by name or number (the container's user).
+    type: str
+    default: "root"
+  data_mode:
+    description: Its mode, in octal.
+    type: str
+    default: "0750"
+"""
+
+EXAMPLES = r"""
+- name: Ready the host for the release
+  deploykit_stage:
+    image: deploykit/flask-demo:1.2.0
+    image_id: "{{ built_image_id }}"
+    env_file: /etc/deploykit/app.env
+    env_content: "{{ lookup('ansible.builtin.template', 'app.env.j2') }}"
+    data_dir: /var/lib/deploykit/data/deploykit-app
+    data_owner: "10001:10001"
+  register: staged
+
+- name: Say whether the image must be shipped
+  ansible.builtin.debug:
+    msg: "{{ staged.image_missing }}"
+"""
+
+RETURN = r"""
+image_present:
+  description: Whether an image of that name is on the host.
+  type: bool
+  returned: always
+image_found_id:
+  description: Its id (empty when there is none).
+  type: str
+  returned: always
+image_missing:
+  description: Whether the image must be shipped (absent, or another build than O(image_id)).
+  type: bool
+  returned: always
+changes:
+  description: What was (or, in check mode, would be) changed, of C(env_file) and C(data_dir).
+  type: list
+  elements: str
+  returned: always
+"""
+
+from ansible.module_utils.basic import AnsibleModule  # noqa: E402
+from ansible.module_utils.deploykit_stage import (  # noqa: E402
+    ensure_directory,
+    image_state,
+    owner_ids,
+    write_private_file,
+)
+
+ARGUMENT_SPEC = dict(
+    image=dict(type="str", required=True),
+    image_id=dict(type="str", default=""),
+    env_file=dict(type="path", required=True),
+    env_content=dict(type="str", default="", no_log=True),
+    data_dir=dict(type="path", default=""),
+    data_owner=dict(type="str", default="root"),
+    data_mode=dict(type="str", default="0750"),
+)
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    p = module.params
+    try:
+        mode = int(p["data_mode"], 8)
+    except ValueError:
+        module.fail_json(msg=f"data_mode must be an octal mode such as 0750, not {p['data_mode']!r}")
+    try:
+        uid, gid = owner_ids(p["data_owner"]) if p["data_dir"] else (0, 0)
+    except KeyError:
+        module.fail_json(msg=f"data_owner {p['data_owner']!r} is not a user[:group] this host knows (names or numbers)")
+    changes: list[str] = []
+    try:
+        image = image_state(module.run_command, p["image"], p["image_id"])
+        if write_private_file(p["env_file"], p["env_content"], module.check_mode):
+            changes.append("env_file")
+        if p["data_dir"] and ensure_directory(p["data_dir"], uid, gid, mode, module.check_mode):
+            changes.append("data_dir")
+    except (OSError, TimeoutError) as exc:
+        module.fail_json(msg=f"could not ready the host for the release: {exc}", changes=changes)
+    module.exit_json(changed=bool(changes), changes=changes, image_present=image["present"],
+                     image_found_id=image["id"] or "", image_missing=image["missing"])
+
+
+if __name__ == "__main__":
+    main()

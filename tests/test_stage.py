@@ -1,0 +1,95 @@
+"""Readying a host for a release in one call (module_utils/deploykit_stage.py, library/deploykit_stage.py), run as
+Ansible runs it, against this machine's own Docker engine and files of the test's own. On a lab fleet: every deploy
+(the app role's image tasks) and molecule's app scenario."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+
+from conftest import ROOT
+
+sys.path.insert(0, str(ROOT / "module_utils"))
+import deploykit_stage as stage  # noqa: E402 - module_utils, as the module imports it on a host
+
+RUN_MODULE = ("import runpy, sys; sys.path.insert(0, sys.argv[1]); import deploykit_stage; "
+              "sys.modules['ansible.module_utils.deploykit_stage'] = deploykit_stage; "
+              "sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+def run_module(args: dict, check_mode: bool = False) -> dict:
+    payload = json.dumps({"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check_mode}})
+    result = subprocess.run([sys.executable, "-c", RUN_MODULE, str(ROOT / "module_utils"),
+                             str(ROOT / "library" / "deploykit_stage.py")], input=payload, capture_output=True,
+                            text=True, timeout=120)
+    return json.loads(result.stdout)
+
+
+@pytest.fixture(scope="module")
+def an_image(docker_client) -> tuple[str, str]:
+    """An image this machine's engine has (bootstrap built the lab host's): its name and id."""
+    image = next(i for i in docker_client.images.list() if i.tags)
+    return image.tags[0], image.id
+
+
+def mode_of(path) -> tuple[int, int, int]:
+    info = os.stat(path)
+    return info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)
+
+
+def test_the_image_is_found_and_another_build_of_it_must_be_shipped(an_image, tmp_path):
+    name, image_id = an_image
+    common = {"env_file": str(tmp_path / "etc" / "app.env")}
+    same = run_module({**common, "image": name, "image_id": image_id})
+    assert (same["image_present"], same["image_missing"], same["image_found_id"]) == (True, False, image_id)
+    assert run_module({**common, "image": name})["image_missing"] is False  # no build named: any image will do
+    other = run_module({**common, "image": name, "image_id": "sha256:" + "0" * 64})
+    assert (other["image_present"], other["image_missing"]) == (True, True)
+    absent = run_module({**common, "image": "deploykit/never-built:0.0.0"})
+    assert (absent["image_present"], absent["image_missing"], absent["image_found_id"]) == (False, True, "")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the secrets file is root's: the test runs as root (as CI does)")
+def test_the_secrets_file_is_roots_0600_in_a_0700_folder_written_once_and_mended(an_image, tmp_path):
+    os.umask(0o022)
+    env_file = tmp_path / "etc" / "deploykit" / "app.env"
+    args = {"image": an_image[0], "env_file": str(env_file), "env_content": "SECRET=s3cr3t\n"}
+    would = run_module(args, check_mode=True)
+    assert would["changed"] and would["changes"] == ["env_file"] and not env_file.parent.exists()
+    first = run_module(args)
+    assert first["changed"] and env_file.read_text() == "SECRET=s3cr3t\n"
+    assert "s3cr3t" not in json.dumps(first)  # never in the result (no_log)
+    assert mode_of(env_file) == (0, 0, 0o600) and mode_of(env_file.parent) == (0, 0, 0o700)
+    assert mode_of(tmp_path / "etc") == (0, 0, 0o755)  # only the file's own folder is private
+    assert run_module(args)["changed"] is False
+    os.chmod(env_file, 0o644)
+    assert run_module(args)["changes"] == ["env_file"] and mode_of(env_file)[2] == 0o600
+    assert run_module({**args, "env_content": "SECRET=other\n"})["changed"]
+    assert env_file.read_text() == "SECRET=other\n"
+    assert sorted(os.listdir(env_file.parent)) == ["app.env"]  # nothing left half-written
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the data folder is given to the container's user: needs root")
+def test_the_data_folder_belongs_to_the_containers_user_and_a_bad_owner_is_refused(an_image, tmp_path):
+    args = {"image": an_image[0], "env_file": str(tmp_path / "app.env"), "data_dir": str(tmp_path / "data" / "app"),
+            "data_owner": "10001:10001"}
+    assert run_module(args)["changes"] == ["env_file", "data_dir"]
+    assert mode_of(tmp_path / "data" / "app") == (10001, 10001, 0o750)
+    assert run_module(args)["changed"] is False
+    os.chown(tmp_path / "data" / "app", 0, 0)
+    assert run_module(args)["changes"] == ["data_dir"]
+    refused = run_module({**args, "data_owner": "no-such-user-here"})
+    assert refused["failed"] and refused["msg"].startswith("data_owner 'no-such-user-here' is not a user")
+    assert "octal mode" in run_module({**args, "data_mode": "rwx"})["msg"]
+
+
+def test_owners_are_read_as_docker_reads_user():
+    assert stage.owner_ids("10001:10002") == (10001, 10002)
+    assert stage.owner_ids("10001") == (10001, 10001)
+    assert stage.owner_ids("root") == (0, 0)
+    assert stage.owner_ids("root:0") == (0, 0)
