@@ -464,6 +464,10 @@ def print_report(report: DeployReport, as_json: bool, say: Callable[[str], None]
             f"report {report.report_html} (and swap.png)")
     for line in recap_lines(report.recap):
         say(line)
+    if report.phases:
+        from deploy_tool.phases import phases_line
+
+        say(phases_line(report.phases))
 
 
 def _swap_lines(results: dict[str, dict[str, Any]]) -> list[str]:

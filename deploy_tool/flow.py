@@ -8,6 +8,7 @@ Everything is checked before any host is touched; every outcome, failed ones too
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -20,6 +21,7 @@ from deploy_tool.errors import DeployError
 from deploy_tool.hooks import run_hook
 from deploy_tool.inventory import web_addresses
 from deploy_tool.journal import DeployLock, audit, previous_release
+from deploy_tool.phases import Stopwatch, playbook_phases
 from deploy_tool.playbook import PlaybookFailed, PlaybookRun, ProgressCallback, run_playbook
 from deploy_tool.project import Project
 from deploy_tool.report import SwapWatch, write_report
@@ -51,6 +53,7 @@ class DeployReport:
     report_html: str | None = None
     load: dict[str, Any] | None = None
     rolled_back_to: str | None = None
+    phases: dict[str, float] = field(default_factory=dict)  # where the time went, seconds (deploy_tool/phases.py)
 
     def as_dict(self) -> dict[str, Any]:
         data = dict(vars(self))
@@ -71,6 +74,7 @@ def run_deploy(request: DeployRequest, checks: Checks, project: Project, emit: P
                action: str = "deploy", docker_client: Callable[[], Any] = lambda: None,
                inside_lock: bool = False) -> DeployReport:
     """docker_client: called once the request, the checks and the inventory are known to be good."""
+    clock = Stopwatch()
     request.validate(project)  # before anything else, even before asking Docker
     checks.validate()
     addresses = web_addresses(request.inventory, request.limit)  # the inventory parses, and names web hosts
@@ -85,6 +89,7 @@ def run_deploy(request: DeployRequest, checks: Checks, project: Project, emit: P
     # the deploy playbook's first task with the same token, before any host is changed, and released at the end
     with DeployLock.acquire(project, request.inventory, action, request.version, nested=inside_lock) as lock:
         run = prepare(request, project, ReleaseBuilder(project, docker_client(), request.repository))
+        clock.since("controller checks", clock.began)
         # the deploy playbook releases the fleet's lock itself as its last task when no playbook follows it
         last = checks.smoke is None and not lock.nested
         run = replace(run, extravars={**run.extravars, **fleetlock.take_vars(
@@ -96,7 +101,7 @@ def run_deploy(request: DeployRequest, checks: Checks, project: Project, emit: P
         record = {**entry, "result": "interrupted"}  # what the audit line says if nothing better is known
         try:
             try:
-                swap_and_check(run, report, record, request, checks, project, emit, addresses)
+                swap_and_check(run, report, record, request, checks, project, emit, addresses, clock)
                 released = last  # the playbook got to its end: its last task released the lock
             except BaseException as exc:
                 if not isinstance(exc, PlaybookFailed):  # the swap's own failure is recorded by swap_and_check
@@ -129,7 +134,8 @@ LAST_CHECK = "Check the release answers through nginx"  # playbooks/deploy.yml: 
 
 
 def swap_and_check(run: PlaybookRun, report: DeployReport, record: dict[str, Any], request: DeployRequest,
-                   checks: Checks, project: Project, emit: ProgressCallback, addresses: dict[str, str]) -> None:
+                   checks: Checks, project: Project, emit: ProgressCallback, addresses: dict[str, str],
+                   clock: Stopwatch) -> None:
     """The before_swap hook, the deploy playbook (with the swap-window load), the smoke benchmark and the report.
     `record` (the audit line) says what is known as soon as it is known: failed with the failed hosts, or ok
     with every host's swap once the playbook is done (then the release is live, whatever comes after)."""
@@ -161,11 +167,16 @@ def swap_and_check(run: PlaybookRun, report: DeployReport, record: dict[str, Any
             report.load = watch.stop()
     record.update(result="ok", hosts=outcome.results)
     report.swaps, report.recap = outcome.results, outcome.recap()
+    for name, seconds in playbook_phases(outcome).items():
+        clock.add(name, seconds)
     if checks.smoke is not None:
+        began = time.monotonic()
         smoke(report, request, checks, project, emit, gated=record["action"] == "deploy")
+        clock.since("smoke benchmark", began)
+    report.phases = clock.total()
     if report.load is not None:
         report.report_html = str(write_report(project, record["action"], request.version, report.load,
-                                              report.swaps, report.smoke_table))
+                                              report.swaps, report.smoke_table, report.phases))
     if report.findings:
         report.result = "regressed"
         record.update(result="regressed", findings=report.findings)

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 import shlex
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,18 @@ class HostFailure:
     message: str
 
 
+@dataclass(frozen=True)
+class TaskWindow:
+    """One task of a run, on all of its hosts: from its first host's start to its last host's end (seconds since
+    the epoch), with what tells its part of the work (its role, its action, the task file it is written in)."""
+    name: str
+    role: str
+    action: str
+    path: str
+    start: float
+    end: float
+
+
 @dataclass
 class RunOutcome:
     status: str
@@ -91,6 +105,9 @@ class RunOutcome:
     stats: dict[str, dict[str, int]]
     failures: list[HostFailure]
     results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    tasks: list[TaskWindow] = field(default_factory=list)  # in the order they ran
+    started: float = 0.0  # the run's start and end on the controller (seconds since the epoch)
+    ended: float = 0.0
 
     def recap(self) -> dict[str, dict[str, int]]:
         """Per host: ok, changed, failed, unreachable (ansible-runner calls the last one `dark`)."""
@@ -143,7 +160,23 @@ class ProgressPrinter:
         self.capture = capture
         self.failures: list[HostFailure] = []
         self.results: dict[str, dict[str, Any]] = {}  # per host: the result of the captured modules
+        self.tasks: dict[str, TaskWindow] = {}  # by task uuid, in the order they ran
         self._last_task = ""
+
+    def time(self, data: dict[str, Any]) -> None:
+        """Widen the task's window by this host's result."""
+        try:
+            start = datetime.fromisoformat(data["start"]).timestamp()
+            end = datetime.fromisoformat(data["end"]).timestamp()
+        except (KeyError, TypeError, ValueError):
+            return
+        key = data.get("task_uuid") or data.get("task", "")
+        known = self.tasks.get(key)
+        if known:
+            start, end = min(start, known.start), max(end, known.end)
+        self.tasks[key] = TaskWindow(data.get("task", ""), data.get("role", "") or "",
+                                     data.get("resolved_action") or data.get("task_action", ""),
+                                     data.get("task_path", "") or "", start, end)
 
     def __call__(self, event: dict[str, Any]) -> bool:
         kind = event.get("event", "")
@@ -153,7 +186,9 @@ class ProgressPrinter:
         elif kind == "playbook_on_task_start" and data.get("task", "") != self._last_task:
             self._last_task = data.get("task", "")
             self.emit(f"  task: {self._last_task}")
-        elif kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
+        if kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable", "runner_on_skipped"):
+            self.time(data)
+        if kind in ("runner_on_ok", "runner_on_failed", "runner_on_unreachable"):
             host = data.get("host", "?")
             result = data.get("res", {}) or {}
             if data.get("task_action") in self.capture:
@@ -183,9 +218,11 @@ def run_playbook(run: PlaybookRun, project: Project, emit: ProgressCallback) -> 
     # `provision --check` in check mode. Each run passes all of its own; none is left for another.
     for name in ("extravars", "cmdline", "envvars", "passwords", "settings", "ssh_key"):
         (run.private_data_dir(project) / "env" / name).unlink(missing_ok=True)
+    started = time.time()
     result = ansible_runner.run(event_handler=printer, **run.runner_kwargs(project))
     outcome = RunOutcome(status=result.status, rc=result.rc, stats=result.stats or {}, failures=printer.failures,
-                         results=printer.results)
+                         results=printer.results, tasks=list(printer.tasks.values()), started=started,
+                         ended=time.time())
     if result.status == "timeout":
         raise PlaybookFailed(f"playbook {run.playbook} did not finish within {run.timeout} s: it was stopped",
                              hint=f"see which task hung: {result.config.artifact_dir}/stdout", outcome=outcome)

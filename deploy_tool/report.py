@@ -99,7 +99,8 @@ def plot(load: dict[str, Any], marks: list[dict[str, Any]], title: str, path: Pa
 
 
 def write_report(project: Project, action: str, version: str, load: dict[str, Any],
-                 swaps: dict[str, dict[str, Any]], smoke_lines: list[str] | None = None) -> Path:
+                 swaps: dict[str, dict[str, Any]], smoke_lines: list[str] | None = None,
+                 phases: dict[str, float] | None = None) -> Path:
     """Write swap.json, swap.png and swap.html to .deploykit/reports/<time>-<action>-<version>/; return the HTML."""
     stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(load.get("started_at") or time.time()))
     folder = project.state_dir / "reports" / f"{stamp}-{action}-{version.replace('/', '_')}"
@@ -107,12 +108,17 @@ def write_report(project: Project, action: str, version: str, load: dict[str, An
     marks = swap_marks(swaps, load.get("started_at", 0.0))
     title = f"{action} {version}: {load['requests']} requests, {load['failures']} failed"
     (folder / "swap.json").write_text(json.dumps({"action": action, "version": version, "load": load,
-                                                  "marks": marks, "swaps": swaps}, indent=2) + "\n")
+                                                  "marks": marks, "swaps": swaps, "phases": phases or {}},
+                                                 indent=2) + "\n")
     plot(load, marks, title, folder / "swap.png")
     rows = "".join(f"<tr><td>{html.escape(m['host'])}</td><td>{m['step'].replace('_', ' ')}</td>"
                    f"<td>{m['second']:.2f} s</td></tr>" for m in marks)
     errors = ", ".join(f"{k}: {v}" for k, v in load.get("errors", {}).items()) or "none"
     smoke = f"<h2>Smoke benchmark</h2><pre>{html.escape(chr(10).join(smoke_lines))}</pre>" if smoke_lines else ""
+    timing = "".join(f"<tr><td>{html.escape(name)}</td><td>{seconds:.2f} s</td></tr>"
+                     for name, seconds in (phases or {}).items())
+    timing = f"<h2>Where the time went</h2><table><tr><th>phase</th><th>seconds</th></tr>{timing}</table>" \
+        if timing else ""
     (folder / "swap.html").write_text(f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 12px;text-align:left}}</style></head>
@@ -121,6 +127,7 @@ def write_report(project: Project, action: str, version: str, load: dict[str, An
 p50 {load['p50_ms']} ms, p99 {load['p99_ms']} ms, max {load['max_ms']} ms; errors: {html.escape(errors)}.</p>
 <img src="swap.png" alt="requests per second and latency across the swap" width="1000">
 <h2>Swap moments</h2><table><tr><th>host</th><th>step</th><th>at</th></tr>{rows}</table>
+{timing}
 {smoke}
 </body></html>
 """, encoding="utf-8")

@@ -80,6 +80,14 @@ def test_each_deploy_is_benchmarked_and_its_swap_window_reported(fleet, test_rel
     assert all(0 < m["second"] < duration for m in report["marks"])
     html = Path(second["report_html"]).read_text(encoding="utf-8")
     assert "swap.png" in html and f"deploy {test_release_b}" in html
+    # where the time went: the controller's phases and the playbook's, which add up to the whole deploy
+    phases = second["phases"]
+    assert {"controller checks", "fleet lock", "host checks", "ready host, ship image", "static files", "swap",
+            "nginx", "check through nginx", "ansible", "smoke benchmark", "total"} <= set(phases)
+    parts = sum(seconds for name, seconds in phases.items() if name != "total")
+    assert 0 < parts <= phases["total"] + 0.1 and parts > phases["total"] * 0.8, phases
+    assert phases["swap"] > 2.0  # the swap's settle window alone is 2 s
+    assert report["phases"] == phases and "Where the time went" in html
 
 
 def test_a_slow_release_fails_the_gate_and_is_rolled_back(fleet, test_release_b):

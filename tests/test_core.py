@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from deploy_tool.errors import DeployError
 from deploy_tool.images import apt_mirror, debootstrap_command, host_image_tag
 from deploy_tool.lab import LabFleet, LabHost, inventory_document
+from deploy_tool.phases import phases_line, playbook_phases
 from deploy_tool.playbook import PlaybookRun, ProgressPrinter, RunOutcome
 from deploy_tool.project import Project
 
@@ -70,6 +72,34 @@ def test_progress_printer_reports_tasks_once_and_collects_failures():
     assert lines == ["  task: Install", "    h1: changed", "    h2: FAILED: no disk", "    h3: failed (ignored)",
                      "    h4: UNREACHABLE: ssh: timeout"]
     assert [(f.host, f.message) for f in printer.failures] == [("h2", "no disk"), ("h4", "ssh: timeout")]
+
+
+def test_a_runs_tasks_are_timed_from_their_first_start_to_their_last_end_and_grouped_by_what_they_do():
+    printer = ProgressPrinter(lambda _: None)
+
+    def result(host, task, role, action, path, start, end, kind="runner_on_ok"):
+        printer({"event": kind, "event_data": {
+            "host": host, "task": task, "task_uuid": task, "role": role, "resolved_action": action,
+            "task_path": path, "start": f"2026-11-30T10:00:{start:06.3f}", "end": f"2026-11-30T10:00:{end:06.3f}"}})
+
+    result("h1", "Take the lock", "", "deploykit_lock", "/p/playbooks/deploy.yml:20", 1.0, 1.5)
+    result("h1", "Ready the host", "app", "deploykit_stage", "/p/roles/app/tasks/image.yml:4", 2.0, 2.5)
+    result("h2", "Ready the host", "app", "deploykit_stage", "/p/roles/app/tasks/image.yml:4", 2.1, 3.0)
+    result("h1", "Copy the archive", "app", "ansible.builtin.copy", "/p/roles/app/tasks/image.yml:20", 3.0, 3.1,
+           kind="runner_on_skipped")
+    result("h1", "Run the release command", "app", "community.docker.docker_container", "/p/roles/app/tasks/run.yml:2",
+           3.2, 5.2)
+    result("h1", "Swap", "app", "deploykit_swap", "/p/roles/app/tasks/run.yml:30", 5.5, 12.5)
+    result("h2", "Swap", "app", "deploykit_swap", "/p/roles/app/tasks/run.yml:30", 5.5, 13.5)
+    result("h1", "Write nginx.conf", "nginx", "ansible.builtin.template", "/p/roles/nginx/tasks/configure.yml:2",
+           14.0, 15.0)
+    result("h1", "Check through nginx", "", "deploykit_probe", "/p/playbooks/deploy.yml:50", 15.0, 16.0)
+    outcome = RunOutcome("successful", 0, {}, [], tasks=list(printer.tasks.values()),
+                         started=datetime.fromisoformat("2026-11-30T10:00:00").timestamp(),
+                         ended=datetime.fromisoformat("2026-11-30T10:00:17").timestamp())
+    assert playbook_phases(outcome) == {"fleet lock": 0.5, "ready host, ship image": 1.1, "release command": 2.0,
+                                        "swap": 8.0, "nginx": 1.0, "check through nginx": 1.0, "ansible": 3.4}
+    assert phases_line({"swap": 8.0, "total": 17.25}) == "TIME: swap 8.0 s, total 17.2 s"
 
 
 def test_outcome_recap_names_unreachable_hosts():
