@@ -34,7 +34,7 @@ log = logging.getLogger(__name__)
 
 SSH_USER = "deploykit"
 FLEET_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
-MAX_HOSTS = 20
+MAX_HOSTS = 40
 BOOT_TIMEOUT = 60.0
 
 # How a lab host container is started: the measured replacement for --privileged

@@ -59,9 +59,10 @@ class Target:
 class Bucket:
     """The requests sent in one second of the run."""
 
-    requests: int = 0
+    requests: int = 0  # due in this second
     failures: int = 0
     latencies: list[float] = field(default_factory=list)
+    answered: int = 0  # answered (2xx, 3xx) in this second, whenever they were due: the capacity served
 
 
 @dataclass
@@ -139,13 +140,14 @@ class LoadRun:
         return None if self.stopped else due
 
     def _record(self, due: float, ok: bool, status: str | None, error: str | None) -> None:
-        elapsed = time.monotonic() - due
+        now = time.monotonic()
         second = max(0, int(due - self.start))
         with self.lock:
             bucket = self.buckets.setdefault(second, Bucket())
             bucket.requests += 1
             if ok:
-                bucket.latencies.append(elapsed * 1000)
+                bucket.latencies.append((now - due) * 1000)
+                self.buckets.setdefault(max(0, int(now - self.start)), Bucket()).answered += 1
             else:
                 bucket.failures += 1
             if status:
@@ -213,7 +215,7 @@ class LoadRun:
         for second in sorted(seconds):
             b = seconds[second]
             ordered = sorted(b.latencies)
-            buckets.append({"second": second, "requests": b.requests, "failures": b.failures,
+            buckets.append({"second": second, "requests": b.requests, "failures": b.failures, "answered": b.answered,
                             "p50_ms": round(percentile(ordered, 0.5), 2),
                             "p99_ms": round(percentile(ordered, 0.99), 2)})
         return LoadResult(requests=sum(b.requests for b in seconds.values()),

@@ -261,3 +261,36 @@ def test_locust_stats_become_one_summary_and_its_command_is_data():
     assert (env["DEPLOYKIT_HOST_HEADER"], env["DEPLOYKIT_USER_RATE"]) == ("demo.lab", "5.0")
     with pytest.raises(DeployError):
         BenchLoad(engine="wrk", workers=2).validate()
+
+
+class Stalling(Slow):
+    """Answers after 50 ms, except while it stalls (from 1.2 s after its first request, for 1.6 s): then every
+    request waits for the stall's end, as an app does while its host is busy with a deploy."""
+    first: float | None = None
+
+    def do_GET(self):  # noqa: N802 - the http.server API
+        now = time.monotonic()
+        first = Stalling.first = Stalling.first or now
+        if first + 1.2 <= now < first + 2.8:
+            time.sleep(first + 2.8 - now)
+        super().do_GET()
+
+
+def test_the_load_client_counts_what_was_answered_each_second_as_well_as_what_was_due():
+    """A stall shows in the seconds the answers come (the capacity served), not only in the latency of the
+    requests due then (an open loop's own count)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stalling)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = subprocess.run([sys.executable, str(ROOT / "module_utils" / "deploykit_load.py"), "--url",
+                                 f"http://127.0.0.1:{server.server_address[1]}/", "--rate", "40", "--concurrency",
+                                 "80", "--duration", "4", "--json"], capture_output=True, text=True, timeout=60)
+    finally:
+        server.shutdown()
+    out = json.loads(result.stdout)
+    buckets = {b["second"]: b for b in out["buckets"]}
+    assert out["failures"] == 0 and [buckets[s]["requests"] for s in range(4)] == [40] * 4  # due: steady
+    answered = [buckets.get(s, {}).get("answered", 0) for s in range(5)]
+    assert sum(answered) == 160
+    assert answered[0] >= 35 and answered[1] < 20, answered  # the stall: few answers in second 1 (from 1.2 s on)
+    assert max(answered[2:]) > 50, answered  # what waited is answered at once when it ends
