@@ -21,6 +21,7 @@ if TYPE_CHECKING:  # the CLI imports the core lazily, per command (a fast `deplo
     from deploy_tool.playbook import RunOutcome
 
 log = logging.getLogger("deploy_tool")
+MAINTENANCE_MESSAGE = "The site is down for maintenance and will be back shortly."  # the nginx role's default
 
 
 def docker_client() -> Any:
@@ -206,6 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
                            "that is gone)")
     lock.add_argument("-i", "--inventory", default="lab", help="inventory name or path (default lab)")
     lock.add_argument("--json", action="store_true", help="machine-readable output")
+
+    maintenance = commands.add_parser(
+        "maintenance", help="maintenance mode: nginx answers the app's names with 503 and a page (health paths pass)")
+    maintenance.add_argument("state", choices=["on", "off"], metavar="on|off")
+    maintenance.add_argument("--message", default=MAINTENANCE_MESSAGE, help="the page's message (plain text)")
+    maintenance.add_argument("-i", "--inventory", default="lab", help="inventory name or path (default lab)")
+    maintenance.add_argument("--limit", help="only these hosts (Ansible pattern)")
     return parser
 
 
@@ -369,6 +377,32 @@ def cmd_lock(args: argparse.Namespace, project: Project) -> int:
     return 0
 
 
+def cmd_maintenance(args: argparse.Namespace, project: Project) -> int:
+    from deploy_tool.journal import audit
+    from deploy_tool.playbook import PlaybookFailed, PlaybookRun, run_playbook
+
+    if not args.message.strip() or len(args.message) > 2000:
+        raise DeployError("--message must say something, in at most 2000 characters",
+                          hint="e.g. --message 'Back at 10:00 UTC'")
+    if any(mark in args.message for mark in ("{{", "{%", "{#")):  # Ansible would evaluate it as a template
+        raise DeployError("--message may not hold {{, {% or {#", hint="write the message as plain text")
+    inventory = project.inventory_dir(args.inventory)
+    run = PlaybookRun("maintenance.yml", inventory, limit=args.limit,
+                      extravars={"nginx_maintenance": args.state, "nginx_maintenance_message": args.message})
+    entry = {"action": f"maintenance {args.state}", "inventory": str(inventory), "limit": args.limit}
+    try:
+        outcome = run_playbook(run, project, emit)
+    except PlaybookFailed as exc:
+        audit(project, {**entry, "result": "failed", "error": exc.message, "hosts": exc.outcome.recap()})
+        raise
+    audit(project, {**entry, "result": "ok", "hosts": outcome.recap(),
+                    **({"message": args.message} if args.state == "on" else {})})
+    print_recap(outcome)
+    emit(f"maintenance mode is {args.state} on {len(outcome.recap())} host(s)" + (
+        ": the app's names get 503 and the page; its health path still reaches it" if args.state == "on" else ""))
+    return 0
+
+
 def print_recap(outcome: RunOutcome) -> None:
     for line in recap_lines(outcome.recap()):
         emit(line)
@@ -522,8 +556,9 @@ def cmd_bench(args: argparse.Namespace, project: Project) -> int:
 
 HANDLERS = {"lab": cmd_lab, "registry": cmd_registry, "images": cmd_images, "build": cmd_build,
             "provision": cmd_provision, "deploy": cmd_deploy, "rollback": cmd_rollback, "bench": cmd_bench,
-            "init": cmd_init, "secrets": cmd_secrets, "lock": cmd_lock}
-COMMANDS = ("init", "lab", "registry", "images", "build", "provision", "rollback", "bench", "secrets", "lock")
+            "init": cmd_init, "secrets": cmd_secrets, "lock": cmd_lock, "maintenance": cmd_maintenance}
+COMMANDS = ("init", "lab", "registry", "images", "build", "provision", "rollback", "bench", "secrets", "lock",
+            "maintenance")
 
 
 def parse(argv: Sequence[str]) -> argparse.Namespace:

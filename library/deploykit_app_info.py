@@ -67,6 +67,9 @@ containers:
       description: The app's host names, as nginx answers them (empty for a container of an older deploykit).
       type: list
       elements: str
+    health_path:
+      description: The app's health path (empty for a container of an older deploykit).
+      type: str
     restart_policy:
       description: Its restart policy (C(no) while a swap has not yet passed its gate).
       type: str
@@ -78,6 +81,7 @@ serving:
 
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.deploykit_containers import (  # noqa: E402
+    LABEL_HEALTH_PATH,
     LABEL_SERVER_NAMES,
     LABEL_STATIC,
     LABEL_VARIANT,
@@ -98,7 +102,8 @@ def main() -> None:
     containers = [dict(name=c.name, running=c.running, release=c.release or "",
                        variant=c.labels.get(LABEL_VARIANT, ""), protocol=c.protocol or "", port=c.port,
                        static_url=c.labels.get(LABEL_STATIC, ""), restart_policy=c.restart,
-                       server_names=[n for n in c.labels.get(LABEL_SERVER_NAMES, "").split(",") if n])
+                       server_names=[n for n in c.labels.get(LABEL_SERVER_NAMES, "").split(",") if n],
+                       health_path=c.labels.get(LABEL_HEALTH_PATH, ""))
                   for c in found]
     running = [c for c in containers if c["running"]]
     module.exit_json(changed=False, containers=containers, serving=running[-1] if running else {})

@@ -16,6 +16,7 @@ LABEL_PORT = "io.deploykit.port"
 LABEL_VARIANT = "io.deploykit.variant"  # set by the app role (its labels), as LABEL_STATIC
 LABEL_STATIC = "io.deploykit.static"
 LABEL_SERVER_NAMES = "io.deploykit.server_names"  # comma-separated
+LABEL_HEALTH_PATH = "io.deploykit.health_path"
 DOCKER_BOUND = 120  # seconds any docker call of the swap may take (a stop: plus its stop_timeout)
 
 Params = dict[str, Any]  # the swap module's parameters (its ARGUMENT_SPEC)

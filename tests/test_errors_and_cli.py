@@ -161,3 +161,13 @@ def test_a_web_group_made_of_child_groups_is_the_deploys_target(tmp_path):
         "            eu-1: {ansible_host: 127.0.0.2}\n        web_us:\n          hosts:\n"
         "            us-1: {ansible_host: 127.0.0.3}\n            eu-1: {}\n")
     assert web_addresses(tmp_path) == {"eu-1": "127.0.0.2", "us-1": "127.0.0.3"}
+
+
+@pytest.mark.parametrize("message, said", [(" ", "--message must say something"),
+                                           ("x" * 2001, "--message must say something"),
+                                           ("Back at {{ lookup('pipe', 'id') }}", "--message may not hold {{")])
+def test_maintenance_refuses_an_empty_long_or_templated_message_before_any_host(message, said, tmp_path):
+    result = deploy("maintenance", "on", "--message", message, "-i", str(tmp_path / "no-such-inventory"),
+                    check=False)
+    assert result.returncode == 2 and said in result.stderr
+    assert "inventory" not in result.stderr  # refused before the inventory was even looked at

@@ -289,3 +289,37 @@ def test_long_lived_requests_in_flight_during_a_swap_complete(fleet, test_releas
     assert not endless["ended"] and len(endless["events"]) < 120, endless  # cut at the graceful timeout
     assert 25 < endless["seconds"] < 118, endless  # the signal comes after the gate: later on a busy machine
     assert health(fleet, host)["release"] == target
+
+
+def test_maintenance_mode_answers_503_with_its_page_while_health_probes_and_a_deploy_go_on(fleet, test_release,
+                                                                                          test_release_b):
+    """`deploy maintenance on` (nginx, no reload): the app's pages get 503, the page with the message and
+    Retry-After; its health path still reaches it, so a deploy in maintenance mode passes its checks through
+    nginx; `off` brings the pages back. Both are in the audit log."""
+    host = fleet.hosts[0]
+
+    def page(path: str, on: dict[str, str] = host) -> tuple[str, str]:
+        out = fleet.ssh(on, f"curl -s -i -m 5 -H 'Host: demo.lab' http://127.0.0.1{path}")
+        head, _, body = out.replace("\r\n", "\n").partition("\n\n")
+        return head, body
+
+    result = deploy("maintenance", "on", "-i", str(fleet.inventory), "--message", "Back at 10:00 UTC <soon>")
+    assert "maintenance mode is on on 3 host(s)" in result.stdout
+    for each in fleet.hosts:
+        head, body = page("/", each)
+        assert head.startswith("HTTP/1.1 503") and "Retry-After: 300" in head, (each["name"], head)
+        assert "Back at 10:00 UTC &lt;soon&gt;" in body
+    head, body = page("/health")
+    assert head.startswith("HTTP/1.1 200") and json.loads(body)["status"] == "ok"
+    serving = health(fleet, host)["release"]
+    other = test_release_b if serving == test_release else test_release
+    release_deploy(fleet, other)  # its last check asks for the health path through nginx
+    assert {health(fleet, each)["release"] for each in fleet.hosts} == {other}
+    assert page("/")[0].startswith("HTTP/1.1 503")
+    deploy("maintenance", "off", "-i", str(fleet.inventory))
+    for each in fleet.hosts:
+        assert fleet.ssh(each, "curl -s -o /dev/null -w '%{http_code}' -H 'Host: demo.lab' http://127.0.0.1/") == "200"
+    audit = [json.loads(line) for line in (ROOT / ".deploykit" / "audit.log").read_text().splitlines()]
+    switches = [e for e in audit if e["inventory"] == str(fleet.inventory) and e["action"].startswith("maintenance")]
+    assert [(e["action"], e["result"]) for e in switches[-2:]] == [("maintenance on", "ok"), ("maintenance off", "ok")]
+    assert switches[-2]["message"] == "Back at 10:00 UTC <soon>"

@@ -70,3 +70,20 @@ def test_default_site_removed(host):
 def test_nginx_running_and_enabled(host):
     assert host.process.filter(comm="nginx")
     assert host.file("/etc/rc2.d/S01nginx").exists
+
+
+def test_maintenance_mode_answers_503_with_its_page_and_lets_health_probes_through(host):
+    """What tasks/maintenance.yml switches (its page, then its flag file): no reload between."""
+    folder = "/etc/nginx/deploykit-maintenance"
+    time.sleep(1.5)  # the rate limit's burst (5 r/s, 5) refilled after the tests before
+    host.check_output(f"mkdir -p {folder} && echo '<p>back soon</p>' > {folder}/page.html && touch {folder}/on")
+    try:
+        answer = host.check_output("curl -s -i -H 'Host: demo.lab' http://127.0.0.1/index.html")
+        assert answer.startswith("HTTP/1.1 503") and "Retry-After: 300" in answer and "back soon" in answer
+        # the app's health path reaches the app (the stand-in has none: its own 404), nginx's own answers
+        assert host.check_output("curl -s -o /dev/null -w '%{http_code}' -H 'Host: demo.lab' "
+                                 "http://127.0.0.1/health") == "404"
+        assert host.check_output("curl -s -H 'Host: demo.lab' http://127.0.0.1/nginx-health").strip() == "ok"
+    finally:
+        host.check_output(f"rm -f {folder}/on")
+    assert host.check_output("curl -s -H 'Host: demo.lab' http://127.0.0.1/index.html").strip() == "stand-in app"
