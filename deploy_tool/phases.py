@@ -9,8 +9,8 @@ from pathlib import PurePath
 from deploy_tool.playbook import RunOutcome, TaskWindow
 
 # the app role's task files, by what they do (roles/app/tasks/)
-APP_TASK_FILES = {"preflight": "host checks", "image": "ready host, ship image", "static": "static files",
-                  "retire": "retire"}
+APP_TASK_FILES = {"preflight": "host checks", "image": "ready host, ship image", "ship": "ready host, ship image",
+                  "static": "static files", "retire": "retire"}
 
 
 def playbook_phase(task: TaskWindow) -> str:
