@@ -67,6 +67,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("server", "health_path", str, "/", "a path the app answers with 2xx when it is well: the swap's health gate "
         "asks the new container for it"),
     Key("server", "health_timeout", int, 60, "seconds a new container has to pass its health gate"),
+    Key("server", "warmup", list, [], "paths each server process asks of the app itself before it takes requests "
+        "(e.g. [/, /polls/]): what the app builds on its first request is built before a user waits for it"),
     Key("runtime", "env", dict, {}, "environment variables of the app (plain values; secrets go in secrets_file)"),
     Key("runtime", "secrets_file", str, "secrets.yml", "an ansible-vault encrypted YAML mapping of environment "
         "variables (`deploy secrets edit`); a missing file means no secrets"),
@@ -209,6 +211,10 @@ def check(spec: AppSpec, path: Path) -> None:
     if not URL_PATH.fullmatch(spec["server.health_path"]):
         raise DeployError(f"{path}: server.health_path {spec['server.health_path']!r} must be a path: / then "
                           "letters, digits and URL punctuation, no spaces")
+    warmup = spec["server.warmup"]
+    if len(warmup) > 20 or not all(isinstance(p, str) and URL_PATH.fullmatch(p) and "," not in p for p in warmup):
+        raise DeployError(f"{path}: server.warmup must list at most 20 paths (/ then letters, digits and URL "
+                          f"punctuation, no spaces or commas), not {warmup!r}")
     for dotted, low, high in (("server.processes", 1, 64), ("server.threads", 1, 64),
                               ("server.health_timeout", 1, 3600)):
         if not low <= spec[dotted] <= high:

@@ -105,7 +105,8 @@ def app_extravars(spec: AppSpec) -> dict[str, Any]:
     """The app role's variables from an app's deploykit.yml (the request's own options, --variant and the like,
     are set apart and win)."""
     return {"app_name": spec.name, "app_image_repository": spec.image_repository, "app_server_names": spec.server_names,
-            "app_health_path": spec["server.health_path"], "app_extra_env": spec["runtime.env"],
+            "app_health_path": spec["server.health_path"], "app_warmup_paths": spec["server.warmup"],
+            "app_extra_env": spec["runtime.env"],
             "app_database": spec["runtime.database"], "app_release_command": spec["runtime.release_command"],
             "app_data_dir": spec["runtime.data_dir"], "app_static_files": True}
 

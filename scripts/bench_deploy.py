@@ -14,6 +14,9 @@ quotes them.
 3. Capacity (--capacity): a load at a fixed rate (half of what the first host serves at most) through its nginx,
    an open loop, while that host alone is deployed (--limit): the requests answered in each second against the
    steady rate before the deploy.
+4. Warm-up (--warmup): the example Django app (apps/django_demo, gunicorn sync 4x1) swapped on the first host under
+   a load at a fixed rate on its page /, alternately without and with `server.warmup: [/]`: the p99 latency of the
+   requests due in the seconds after the old container is gone, and the highest p99 of any second of the swap.
 """
 
 from __future__ import annotations
@@ -22,10 +25,12 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -153,6 +158,49 @@ def capacity(inventory: str, host: dict[str, str]) -> dict[str, Any]:
             "requests": result["requests"], "p99_ms": result["p99_ms"], "deploy": run}
 
 
+def warmup_effect(inventory: str, host: dict[str, str], rounds: int) -> dict[str, Any]:
+    """Swaps of the Django app on one host under load, without and with warm-up, alternately."""
+    source = ROOT / "apps" / "django_demo"
+    releases = ("speed-d1", "speed-d2")
+    for release in releases:
+        deploy("build", "--project", str(source), "--version", release)
+    with tempfile.TemporaryDirectory(prefix="deploykit-warm-") as folder:
+        warm = Path(folder) / "django_demo"
+        shutil.copytree(source, warm, ignore=shutil.ignore_patterns("__pycache__"))
+        spec = warm / "deploykit.yml"
+        spec.write_text(spec.read_text().replace("  health_timeout: 60\n", "  health_timeout: 60\n  warmup: [/]\n"))
+        projects = {"without": str(source), "with": str(warm)}
+        common = ("--no-smoke", "--no-swap-report", "--json", "-i", inventory, "--limit", host["name"])
+        deploy(*common, "--project", str(source), "--version", releases[0], "--strategy", "recreate")
+        found: dict[str, list[dict[str, float]]] = {"without": [], "with": []}
+        say(f"\nwarm-up: Django on {host['name']}, 20 req/s on / through nginx, {rounds} swaps each way")
+        turn = 1
+        for _ in range(rounds):
+            for mode in ("without", "with"):
+                client = load(host["address"], 20, 16, 300)
+                time.sleep(4)
+                report = json.loads(deploy(*common, "--project", projects[mode], "--version", releases[turn]).stdout)
+                turn = 1 - turn
+                time.sleep(4)
+                client.send_signal(signal.SIGINT)
+                result = json.loads(client.communicate(timeout=120)[0])
+                swap = report["swaps"][host["name"]]
+                gone = swap["started_at"] + swap["timings"]["old_stopped"] - result["started_at"]
+                started = swap["started_at"] + swap["timings"]["started"] - result["started_at"]
+                p99 = {int(b["second"]): float(b["p99_ms"]) for b in result["buckets"]}
+                after = [p99.get(second, 0.0) for second in (int(gone), int(gone) + 1)]
+                window = [p99.get(second, 0.0) for second in range(int(started), int(gone) + 3)]
+                found[mode].append({"after_gone_p99_ms": max(after), "swap_max_p99_ms": max(window),
+                                    "failures": result["failures"]})
+                say(f"  {mode:7} warm-up: p99 {max(after):.0f} ms in the seconds after the old container was gone; "
+                    f"highest p99 of the swap's seconds {max(window):.0f} ms; {result['failures']} failed")
+    for mode, rows in found.items():
+        say(f"  {mode:7} warm-up, median of {len(rows)}: p99 after the old one was gone "
+            f"{statistics.median(r['after_gone_p99_ms'] for r in rows):.0f} ms, highest p99 of the swap "
+            f"{statistics.median(r['swap_max_p99_ms'] for r in rows):.0f} ms")
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="scripts/bench-deploy", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -160,6 +208,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="deploys of a release already on the hosts")
     parser.add_argument("--scale", type=int, default=0, help="then grow the fleet to this many hosts and deploy")
     parser.add_argument("--capacity", action="store_true", help="measure what the first host serves during its deploy")
+    parser.add_argument("--warmup", type=int, default=0, metavar="ROUNDS",
+                        help="swap the Django app this many times without and with warm-up, under load")
     parser.add_argument("--fleet", default="speed", help="the lab fleet's name (default speed)")
     parser.add_argument("--keep", action="store_true", help="leave the fleet running at the end")
     parser.add_argument("--json", dest="json_file", help="also write every figure to this file")
@@ -175,6 +225,8 @@ def main() -> None:
         figures["speed"] = speed(inventory, args.hosts, args.repeats)
         if args.capacity:
             figures["capacity"] = capacity(inventory, hosts[0])
+        if args.warmup:
+            figures["warmup"] = warmup_effect(inventory, hosts[0], args.warmup)
         if args.scale > args.hosts:
             say(f"\ngrowing the fleet to {args.scale} hosts, provisioning them")
             began = time.monotonic()

@@ -76,6 +76,8 @@ def test_init_refuses_a_python_no_base_offers(django_site):
     (("python: '3.13'", "python: '3.9'"), r"build.python must be one of 3.13, 3.11, not '3.9'"),
     (("health_path: /", "health_path: /x y"), r"server.health_path '/x y' must be a path"),
     (("processes: 4", "processes: 0"), r"server.processes must be 1-64, not 0"),
+    (("warmup: []", "warmup: [/, /a b]"), r"server.warmup must list at most 20 paths"),
+    (("warmup: []", "warmup: ['/a,/b']"), r"server.warmup must list at most 20 paths .* no spaces or commas"),
     (("name: mysite", "name: My Site"), r"app.name 'My Site' must be lowercase"),
     (("wsgi: 'mysite.wsgi:application'", "wsgi: mysite.wsgi"), r"app.wsgi 'mysite.wsgi' must be module:attribute"),
     (("  env: {}\n  # Django", "  env: {1: x}\n  # Django"), r"build.env: 1 must be an environment variable name"),

@@ -321,3 +321,23 @@ def test_a_sliced_sleep_ends_soon_after_the_stop_and_is_the_library_otherwise():
     began = time.monotonic()
     sliced.sleep(5.0)
     assert time.monotonic() - began < 1.0  # stopping: one slice
+
+
+def test_warm_up_asks_the_app_for_each_path_in_process_and_a_failing_path_does_not_stop_it(capsys):
+    import deploykit_wsgi
+
+    seen = []
+
+    def app(environ, start_response):
+        seen.append((environ["PATH_INFO"], environ["QUERY_STRING"], environ["HTTP_HOST"]))
+        if environ["PATH_INFO"] == "/broken/":
+            raise RuntimeError("no template")
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"ok"]
+
+    deploykit_wsgi.warm_up(app, "/, /broken/,/polls/?page=2,", "demo.lab")
+    assert seen == [("/", "", "demo.lab"), ("/broken/", "", "demo.lab"), ("/polls/", "page=2", "demo.lab")]
+    said = capsys.readouterr().err.splitlines()
+    assert said[0].startswith("deploykit: warm-up GET /: 200 OK (")
+    assert said[1].startswith("deploykit: warm-up GET /broken/: failed: RuntimeError: no template")
+    assert len(said) == 3

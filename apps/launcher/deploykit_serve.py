@@ -165,9 +165,10 @@ def check_app(settings: Settings, environ: dict[str, str] | None = None) -> None
     try:
         check_health(served_app(settings), env.get("DEPLOYKIT_HEALTH_PATH", "/health"),
                      hosts[0] if hosts else "localhost")
-    finally:
-        if "django.db" in sys.modules:  # no database connection may outlive the check into the server
-            sys.modules["django.db"].connections.close_all()
+    finally:  # no database connection may outlive the check into the server
+        from deploykit_wsgi import close_database_connections
+
+        close_database_connections()
 
 
 def served_app(settings: Settings) -> Any:
@@ -191,28 +192,13 @@ class UnhealthyApp(Exception):
 
 def check_health(application: Any, path: str, host: str) -> None:
     """GET `path` from the WSGI callable itself; anything but a 2xx answer raises UnhealthyApp."""
-    import io
+    from deploykit_wsgi import ask
 
-    answer: dict[str, str] = {}
-
-    def start_response(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-        answer["status"] = status
-        return lambda data: None
-
-    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": path, "QUERY_STRING": "", "SERVER_NAME": host,
-               "SERVER_PORT": "80", "HTTP_HOST": host, "SERVER_PROTOCOL": "HTTP/1.1", "wsgi.version": (1, 0),
-               "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""), "wsgi.errors": sys.stderr,
-               "wsgi.multithread": False, "wsgi.multiprocess": True, "wsgi.run_once": False,
-               "REMOTE_ADDR": "127.0.0.1", "HTTP_USER_AGENT": "deploykit-serve self-check"}
-    body = application(environ, start_response)
-    try:
-        text = b"".join(body)[:300].decode("utf-8", "replace")
-    finally:
-        if hasattr(body, "close"):
-            body.close()
-    if not answer.get("status", "").startswith("2"):
+    status, body = ask(application, path, host, "deploykit-serve self-check")
+    if not status.startswith("2"):
         # one line: the swap's error quotes the last lines of the container's log
-        raise UnhealthyApp(f"GET {path} (Host {host}) answered {answer.get('status')}: {' '.join(text.split())}")
+        text = body.decode("utf-8", "replace")
+        raise UnhealthyApp(f"GET {path} (Host {host}) answered {status or None}: {' '.join(text.split())}")
 
 
 def bind_reuseport(bind: str, port: int, backlog: int) -> socket.socket:

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import contextvars
 import importlib
+import io
 import os
+import sys
 import threading
+import time
 
 INSTANCE_HEADER = "X-Deploykit-Instance"
 RELEASE_HEADER = "X-Deploykit-Release"
@@ -99,5 +102,55 @@ def load(target: str):
     return found() if name.endswith("()") else found
 
 
+def ask(app, path: str, host: str, agent: str) -> tuple[str, bytes]:
+    """GET `path` (with its query string) of the WSGI callable itself, in this process: its status line and the
+    start of its body."""
+    answer: dict[str, str] = {}
+
+    def start_response(status, headers, exc_info=None):
+        answer["status"] = status
+        return lambda data: None
+
+    route, _, query = path.partition("?")
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": route, "QUERY_STRING": query, "SCRIPT_NAME": "",
+               "SERVER_NAME": host, "SERVER_PORT": "80", "HTTP_HOST": host, "SERVER_PROTOCOL": "HTTP/1.1",
+               "wsgi.version": (1, 0), "wsgi.url_scheme": "http", "wsgi.input": io.BytesIO(b""),
+               "wsgi.errors": sys.stderr, "wsgi.multithread": False, "wsgi.multiprocess": True,
+               "wsgi.run_once": False, "REMOTE_ADDR": "127.0.0.1", "HTTP_USER_AGENT": agent}
+    body = app(environ, start_response)
+    try:
+        text = b"".join(body)[:300]
+    finally:
+        if hasattr(body, "close"):
+            body.close()
+    return answer.get("status", ""), text
+
+
+def close_database_connections() -> None:
+    """Django's connections opened in this process, closed: none may be shared with a process forked from it."""
+    if "django.db" in sys.modules:
+        sys.modules["django.db"].connections.close_all()
+
+
+def warm_up(app, paths: str, host: str) -> None:
+    """Ask the app for each of `paths` (comma-separated) once, in this process, before its server takes requests:
+    what the app builds on its first request (Django's URL resolver, its templates, a cache) is built before a
+    user waits for it. A server process loads this module before it accepts connections (each gunicorn worker;
+    uWSGI's and flup's master, before they fork). A path that fails is said on stderr and does not stop it."""
+    for path in [p.strip() for p in paths.split(",") if p.strip()]:
+        began = time.monotonic()
+        try:
+            status, _ = ask(app, path, host, "deploykit warm-up")
+            said = status or "no status"
+        except Exception as exc:  # noqa: BLE001 - a warm-up is a courtesy: the health gate judges the release
+            said = f"failed: {type(exc).__name__}: {exc}"
+        print(f"deploykit: warm-up GET {path}: {said} ({1000 * (time.monotonic() - began):.0f} ms, pid "
+              f"{os.getpid()})", file=sys.stderr, flush=True)
+    close_database_connections()
+
+
 if "DEPLOYKIT_WSGI_TARGET" in os.environ:
     application = wrap(load(os.environ["DEPLOYKIT_WSGI_TARGET"]), os.environ["DEPLOYKIT_WSGI_WRAP"])
+    if os.environ.get("DEPLOYKIT_WARMUP"):
+        _names = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(",") if h]
+        warm_up(application, os.environ["DEPLOYKIT_WARMUP"], _names[0] if _names else "localhost")
