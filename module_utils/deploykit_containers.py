@@ -130,9 +130,10 @@ class Docker:
         names = sorted(set(labelled.split()) | set(named.split()))
         if not names:
             return []
-        _, out, _ = self("inspect", *names)
+        # unchecked: a container may be removed between the two calls (docker inspect then says so for it alone)
+        _, out, _ = self("inspect", *names, check=False)
         found = []  # (created, Container)
-        for info in json.loads(out):
+        for info in json.loads(out or "[]"):
             labels = info["Config"]["Labels"] or {}
             port = labels.get(LABEL_PORT) or (info["Config"].get("Env") and dict(
                 e.split("=", 1) for e in info["Config"]["Env"] if "=" in e).get("DEPLOYKIT_PORT"))

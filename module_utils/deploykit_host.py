@@ -8,6 +8,7 @@ and tests/test_swap_module.py use it as is)."""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import re
 import select
@@ -15,10 +16,39 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 # how a command is run: (argv) -> (rc, stdout, stderr), as AnsibleModule.run_command
 RunCommand = Callable[[list[str]], tuple[int, str, str]]
+
+
+class HostBusy(Exception):
+    """Another process held the lock for longer than the wait."""
+
+
+@contextlib.contextmanager
+def exclusive(path: str, wait: float) -> Iterator[float]:
+    """Hold an flock on `path` (made, with its folder) for the block, waiting up to `wait` seconds for its holder;
+    yields the seconds waited. One swap of an app at a time on a host: a deploy stopped mid-swap leaves its swap
+    module running on the host, and the next deploy's swap must not race it. The file names its holder's pid."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "a+") as stream:
+        began = time.monotonic()
+        while True:
+            try:
+                fcntl.flock(stream, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() - began >= wait:
+                    stream.seek(0)
+                    raise HostBusy(f"another process (pid {stream.read().strip() or '?'}) held {path} for "
+                                   f"{wait:.0f} s") from None
+                time.sleep(0.2)
+        stream.seek(0)
+        stream.truncate()
+        stream.write(f"{os.getpid()}\n")
+        stream.flush()
+        yield time.monotonic() - began
 
 
 def in_containers(pid, container_ids):

@@ -20,7 +20,7 @@ from ansible.module_utils.deploykit_containers import (
 )
 from ansible.module_utils.deploykit_drain import Drain, Held
 from ansible.module_utils.deploykit_gate import Gate
-from ansible.module_utils.deploykit_host import foreign_listeners
+from ansible.module_utils.deploykit_host import HostBusy, exclusive, foreign_listeners
 from ansible.module_utils.deploykit_strategies import STRATEGIES
 
 
@@ -37,6 +37,9 @@ class Swapper:
         self.drain = Drain(module, self.docker, self.params, self.mark, self.timings)
         self.strategy = STRATEGIES[self.params["strategy"]](self.params, self.docker, self.drain, self.mark)
 
+    def progress_path(self) -> str:
+        return str(self.params["progress_file"] or f"/run/deploykit/{self.params['app']}.progress")
+
     def mark(self, step: str, **details: Any) -> None:
         """Note the seconds since the start of the swap at `step`, in the timings and in the progress file."""
         self.timings[step] = round(time.monotonic() - self.start, 3)
@@ -44,7 +47,7 @@ class Swapper:
             return
         try:
             if self.progress is None:
-                path = self.params["progress_file"] or f"/run/deploykit/{self.params['app']}.progress"
+                path = self.progress_path()
                 os.makedirs(os.path.dirname(path), exist_ok=True)
                 self.progress = open(path, "w")  # noqa: SIM115 - open for the whole swap (its process)
             self.progress.write(json.dumps(dict(step=step, at=self.timings[step], **details)) + "\n")
@@ -129,6 +132,22 @@ class Swapper:
                             "Deploy this change with strategy recreate or blue-green.")
 
     def run(self) -> dict[str, Any]:
+        """The swap, once no other swap of the app runs on this host. A deploy stopped mid-swap (its controller
+        killed) leaves its swap module running here until it ends by itself; the next deploy's swap waits for it
+        (at most its gate, its old containers' stop and two minutes), then converges what it left."""
+        lock = os.path.join(os.path.dirname(self.progress_path()), f"{self.params['app']}.swap.lock")
+        bound = self.params["health"]["timeout"] + self.params["stop_timeout"] + 120
+        try:
+            with exclusive(lock, bound) as waited:
+                if waited >= 0.5:
+                    self.module.warn(f"waited {waited:.1f} s for another swap of {self.params['app']} on this host "
+                                     "to end (a deploy stopped mid-swap leaves its swap running)")
+                return self.swap()
+        except HostBusy as exc:
+            raise SwapError(f"another swap of {self.params['app']} is still running on this host: {exc}; nothing "
+                            "was changed") from exc
+
+    def swap(self) -> dict[str, Any]:
         p = self.params
         digest = spec_hash(p, self.docker.image_id())
         name = container_name(p["app"], p["release"], digest)

@@ -62,11 +62,11 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def timed_deploy(inventory: str, release: str, *extra: str) -> dict[str, Any]:
+def timed_deploy(inventory: str, release: str, *extra: str, setup: tuple[str, ...] = LIGHT) -> dict[str, Any]:
     """One deploy without smoke benchmark or swap report: its wall time, CPU time and phases."""
     cpu, began = children_cpu(), time.monotonic()
     report = json.loads(deploy("--no-smoke", "--no-swap-report", "--json", "-i", inventory, "--version", release,
-                               *APP, *LIGHT, *extra).stdout)
+                               *APP, *setup, *extra).stdout)
     return {"wall": round(time.monotonic() - began, 2), "cpu": round(children_cpu() - cpu, 2),
             "phases": report.get("phases", {})}
 
@@ -127,18 +127,19 @@ def load(address: str, rate: float, concurrency: int, duration: float) -> subpro
                             stderr=subprocess.PIPE, text=True)
 
 
-def capacity(inventory: str, host: dict[str, str]) -> dict[str, Any]:
+def capacity(inventory: str, host: dict[str, str], setup: tuple[str, ...], label: str) -> dict[str, Any]:
     """The answered requests per second through the host's nginx while that host alone is deployed."""
+    timed_deploy(inventory, RELEASES[1], "--limit", host["name"], setup=setup)  # serving in this setup
     probe = load(host["address"], 0, 16, 5)
     most = json.loads(probe.communicate(timeout=120)[0])["rps"]
     rate = round(most / 2, 1)
-    say(f"\ncapacity on {host['name']}: it serves {most} req/s at most ({PAGE}, 16 connections); offering {rate} "
-        "req/s, open loop, during a deploy of that host alone")
+    say(f"\ncapacity on {host['name']} ({label}): it serves {most} req/s at most ({PAGE}, 16 connections); offering "
+        f"{rate} req/s, open loop, during a deploy of that host alone")
     client = load(host["address"], rate, 64, 300)
     started = time.monotonic()
     time.sleep(8)
     deploy_began = time.monotonic() - started
-    run = timed_deploy(inventory, RELEASES[0], "--limit", host["name"])
+    run = timed_deploy(inventory, RELEASES[0], "--limit", host["name"], setup=setup)
     deploy_ended = time.monotonic() - started
     time.sleep(5)
     client.send_signal(signal.SIGINT)
@@ -224,7 +225,9 @@ def main() -> None:
             deploy("build", *APP, "--version", release)
         figures["speed"] = speed(inventory, args.hosts, args.repeats)
         if args.capacity:
-            figures["capacity"] = capacity(inventory, hosts[0])
+            figures["capacity"] = {
+                "light": capacity(inventory, hosts[0], LIGHT, "gunicorn gthread 1x4"),
+                "default": capacity(inventory, hosts[0], (), "the app's own setup: gunicorn sync, 4 processes")}
         if args.warmup:
             figures["warmup"] = warmup_effect(inventory, hosts[0], args.warmup)
         if args.scale > args.hosts:

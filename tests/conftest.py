@@ -140,8 +140,10 @@ def build_examples(version: str, *extra: str) -> None:
 @pytest.fixture(scope="session")
 def test_release(docker_client) -> str:
     """The release the tests deploy, of both example apps, built offline like any release from the code under test
-    (--rebuild: a test release left by another checkout must not be kept; unchanged layers are cached)."""
-    build_examples(TEST_RELEASE, "--rebuild", "--archive")
+    (--rebuild: a test release left by another checkout must not be kept; unchanged layers are cached), unless
+    ./scripts/test built it from this checkout just before (DEPLOYKIT_TEST_RELEASE_BUILT)."""
+    fresh = os.environ.get("DEPLOYKIT_TEST_RELEASE_BUILT") == TEST_RELEASE
+    build_examples(TEST_RELEASE, *(() if fresh else ("--rebuild",)), "--archive")
     return TEST_RELEASE
 
 

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -369,3 +370,32 @@ def test_a_ports_listeners_are_read_from_ss_and_told_apart_by_container(monkeypa
     assert host.listens(no_ss, 8000, lambda: ["c1"]) is None
     assert host.wait_listening(ss, ["c1"], 8000, 1) is True
     assert host.wait_listening(ss, ["c2"], 8000, 0.2) is False
+
+
+def _hold(path: str, seconds: float, ready) -> None:
+    host = module_utils("deploykit_host")
+    with host.exclusive(path, 5):
+        ready.set()
+        time.sleep(seconds)
+
+
+def test_one_swap_at_a_time_per_app_on_a_host_the_next_waits_or_names_the_holder(tmp_path):
+    """A deploy stopped mid-swap leaves its swap module running on the host: the next swap waits for it (found on
+    the lab: the next deploy's swap inspected a container the first one was removing)."""
+    import multiprocessing
+
+    host = module_utils("deploykit_host")
+    path = str(tmp_path / "run" / "app.swap.lock")
+    context = multiprocessing.get_context("fork")
+    ready = context.Event()
+    holder = context.Process(target=_hold, args=(path, 1.5, ready))
+    holder.start()
+    assert ready.wait(10)
+    busy = rf"another process \(pid {holder.pid}\) held .*app.swap.lock for 0 s"
+    with pytest.raises(host.HostBusy, match=busy), host.exclusive(path, 0.3):
+        pass
+    with host.exclusive(path, 10) as waited:
+        assert 0.5 < waited < 10
+    holder.join(10)
+    with host.exclusive(path, 1) as waited:  # free: at once
+        assert waited < 0.2
