@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -37,6 +38,23 @@ def deploy(*args: str, env: dict[str, str] | None = None, check: bool = True,
         raise AssertionError(f"deploy {' '.join(args)} failed ({result.returncode}):\n"
                              f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
+
+
+# a module file run as Ansible runs it on a host: its module_utils (argv[2], comma-separated, dependencies first)
+# where Ansible's packer puts them, JSON arguments on stdin
+_RUN_MODULE = ("import importlib, runpy, sys; sys.path.insert(0, sys.argv[1]); "
+               "[sys.modules.setdefault('ansible.module_utils.' + n, importlib.import_module(n)) "
+               "for n in sys.argv[2].split(',')]; "
+               "sys.argv = sys.argv[3:]; runpy.run_path(sys.argv[0], run_name='__main__')")
+
+
+def run_module(name: str, args: dict, utils: tuple[str, ...], check_mode: bool = False) -> dict:
+    """library/NAME.py run as Ansible runs a module: JSON arguments in, its JSON result out."""
+    payload = json.dumps({"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check_mode}})
+    result = subprocess.run([sys.executable, "-c", _RUN_MODULE, str(ROOT / "module_utils"), ",".join(utils),
+                             str(ROOT / "library" / f"{name}.py")], input=payload, capture_output=True, text=True,
+                            timeout=120)
+    return json.loads(result.stdout)
 
 
 def ansible_playbook(*args: str) -> subprocess.CompletedProcess[str]:

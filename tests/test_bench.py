@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from conftest import LOAD_CLIENT, ROOT
+from conftest import run_module as run_conftest_module
 from deploy_tool.bench import BenchLoad, Gate, SmokeRecord, SmokeStore, format_table
 from deploy_tool.errors import DeployError
 from deploy_tool.matrix import fleet_totals, parse_entries, progress_bar
@@ -119,19 +120,9 @@ def slow_server():
     server.shutdown()
 
 
-# library/deploykit_bench.py run as a script, its module_utils where Ansible's packer would put them
-RUN_MODULE = ("import runpy, sys; sys.path.insert(0, sys.argv[1]); import deploykit_load; "
-              "sys.modules['ansible.module_utils.deploykit_load'] = deploykit_load; "
-              "sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')")
-
-
 def run_module(args: dict) -> dict:
-    """Run library/deploykit_bench.py as Ansible runs a module: JSON arguments in, JSON result out."""
-    payload = json.dumps({"ANSIBLE_MODULE_ARGS": args})
-    result = subprocess.run([sys.executable, "-c", RUN_MODULE, str(ROOT / "module_utils"),
-                             str(ROOT / "library" / "deploykit_bench.py")], input=payload,
-                            capture_output=True, text=True, timeout=120)
-    return json.loads(result.stdout)
+    """library/deploykit_bench.py, run as Ansible runs it."""
+    return run_conftest_module("deploykit_bench", args, ("deploykit_load",))
 
 
 def test_rate_engine_holds_the_rate_and_counts_from_the_due_time(slow_server):

@@ -3,16 +3,15 @@ on a lab fleet, with deploys, in tests/test_faults_lab.py."""
 
 from __future__ import annotations
 
-import json
 import multiprocessing
 import os
 import stat
-import subprocess
 import sys
 
 import pytest
 
 from conftest import ROOT
+from conftest import run_module as run_conftest_module
 
 sys.path.insert(0, str(ROOT / "module_utils"))
 import deploykit_lock as lock  # noqa: E402 - module_utils, as the module imports it on a host
@@ -84,17 +83,8 @@ def test_of_takers_at_the_same_moment_exactly_one_wins(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["fleet.lock", "fleet.lock.guard"]  # nothing left half-written
 
 
-RUN_MODULE = ("import runpy, sys; sys.path.insert(0, sys.argv[1]); import deploykit_lock; "
-              "sys.modules['ansible.module_utils.deploykit_lock'] = deploykit_lock; "
-              "sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')")
-
-
 def run_module(args: dict, check_mode: bool = False) -> dict:
-    payload = json.dumps({"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check_mode}})
-    result = subprocess.run([sys.executable, "-c", RUN_MODULE, str(ROOT / "module_utils"),
-                             str(ROOT / "library" / "deploykit_lock.py")], input=payload, capture_output=True,
-                            text=True, timeout=60)
-    return json.loads(result.stdout)
+    return run_conftest_module("deploykit_lock", args, ("deploykit_lock",), check_mode)
 
 
 def test_the_module_takes_reads_refuses_and_releases(tmp_path):

@@ -7,27 +7,19 @@ from __future__ import annotations
 import json
 import os
 import stat
-import subprocess
 import sys
 
 import pytest
 
 from conftest import ROOT
+from conftest import run_module as run_conftest_module
 
 sys.path.insert(0, str(ROOT / "module_utils"))
 import deploykit_stage as stage  # noqa: E402 - module_utils, as the module imports it on a host
 
-RUN_MODULE = ("import runpy, sys; sys.path.insert(0, sys.argv[1]); import deploykit_stage; "
-              "sys.modules['ansible.module_utils.deploykit_stage'] = deploykit_stage; "
-              "sys.argv = sys.argv[2:]; runpy.run_path(sys.argv[0], run_name='__main__')")
-
 
 def run_module(args: dict, check_mode: bool = False) -> dict:
-    payload = json.dumps({"ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check_mode}})
-    result = subprocess.run([sys.executable, "-c", RUN_MODULE, str(ROOT / "module_utils"),
-                             str(ROOT / "library" / "deploykit_stage.py")], input=payload, capture_output=True,
-                            text=True, timeout=120)
-    return json.loads(result.stdout)
+    return run_conftest_module("deploykit_stage", args, ("deploykit_stage",), check_mode)
 
 
 @pytest.fixture(scope="module")
