@@ -303,20 +303,22 @@ def test_maintenance_mode_answers_503_with_its_page_while_health_probes_and_a_de
         head, _, body = out.replace("\r\n", "\n").partition("\n\n")
         return head, body
 
-    result = deploy("maintenance", "on", "-i", str(fleet.inventory), "--message", "Back at 10:00 UTC <soon>")
-    assert "maintenance mode is on on 3 host(s)" in result.stdout
-    for each in fleet.hosts:
-        head, body = page("/", each)
-        assert head.startswith("HTTP/1.1 503") and "Retry-After: 300" in head, (each["name"], head)
-        assert "Back at 10:00 UTC &lt;soon&gt;" in body
-    head, body = page("/health")
-    assert head.startswith("HTTP/1.1 200") and json.loads(body)["status"] == "ok"
-    serving = health(fleet, host)["release"]
-    other = test_release_b if serving == test_release else test_release
-    release_deploy(fleet, other)  # its last check asks for the health path through nginx
-    assert {health(fleet, each)["release"] for each in fleet.hosts} == {other}
-    assert page("/")[0].startswith("HTTP/1.1 503")
-    deploy("maintenance", "off", "-i", str(fleet.inventory))
+    try:
+        result = deploy("maintenance", "on", "-i", str(fleet.inventory), "--message", "Back at 10:00 UTC <soon>")
+        assert "maintenance mode is on on 3 host(s)" in result.stdout
+        for each in fleet.hosts:
+            head, body = page("/", each)
+            assert head.startswith("HTTP/1.1 503") and "Retry-After: 300" in head, (each["name"], head)
+            assert "Back at 10:00 UTC &lt;soon&gt;" in body
+        head, body = page("/health")
+        assert head.startswith("HTTP/1.1 200") and json.loads(body)["status"] == "ok"
+        serving = health(fleet, host)["release"]
+        other = test_release_b if serving == test_release else test_release
+        release_deploy(fleet, other)  # its last check asks for the health path through nginx
+        assert {health(fleet, each)["release"] for each in fleet.hosts} == {other}
+        assert page("/")[0].startswith("HTTP/1.1 503")
+    finally:  # whatever happened: the fleet serves the next tests
+        deploy("maintenance", "off", "-i", str(fleet.inventory))
     for each in fleet.hosts:
         assert fleet.ssh(each, "curl -s -o /dev/null -w '%{http_code}' -H 'Host: demo.lab' http://127.0.0.1/") == "200"
     audit = [json.loads(line) for line in (ROOT / ".deploykit" / "audit.log").read_text().splitlines()]
