@@ -21,7 +21,6 @@ if TYPE_CHECKING:  # the CLI imports the core lazily, per command (a fast `deplo
     from deploy_tool.playbook import RunOutcome
 
 log = logging.getLogger("deploy_tool")
-MAINTENANCE_MESSAGE = "The site is down for maintenance and will be back shortly."  # the nginx role's default
 
 
 def docker_client() -> Any:
@@ -211,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     maintenance = commands.add_parser(
         "maintenance", help="maintenance mode: nginx answers the app's names with 503 and a page (health paths pass)")
     maintenance.add_argument("state", choices=["on", "off"], metavar="on|off")
-    maintenance.add_argument("--message", default=MAINTENANCE_MESSAGE, help="the page's message (plain text)")
+    maintenance.add_argument("--message", help="the page's message, plain text (default: the nginx role's "
+                                              "nginx_maintenance_message)")
     maintenance.add_argument("-i", "--inventory", default="lab", help="inventory name or path (default lab)")
     maintenance.add_argument("--limit", help="only these hosts (Ansible pattern)")
     return parser
@@ -381,14 +381,16 @@ def cmd_maintenance(args: argparse.Namespace, project: Project) -> int:
     from deploy_tool.journal import audit
     from deploy_tool.playbook import PlaybookFailed, PlaybookRun, run_playbook
 
-    if not args.message.strip() or len(args.message) > 2000:
+    message = args.message
+    if message is not None and (not message.strip() or len(message) > 2000):
         raise DeployError("--message must say something, in at most 2000 characters",
                           hint="e.g. --message 'Back at 10:00 UTC'")
-    if any(mark in args.message for mark in ("{{", "{%", "{#")):  # Ansible would evaluate it as a template
+    if message and any(mark in message for mark in ("{{", "{%", "{#")):  # Ansible would evaluate it as a template
         raise DeployError("--message may not hold {{, {% or {#", hint="write the message as plain text")
     inventory = project.inventory_dir(args.inventory)
+    said = {"nginx_maintenance_message": message} if message is not None else {}  # else the role's default
     run = PlaybookRun("maintenance.yml", inventory, limit=args.limit,
-                      extravars={"nginx_maintenance": args.state, "nginx_maintenance_message": args.message})
+                      extravars={"nginx_maintenance": args.state, **said})
     entry = {"action": f"maintenance {args.state}", "inventory": str(inventory), "limit": args.limit}
     try:
         outcome = run_playbook(run, project, emit)
@@ -396,7 +398,7 @@ def cmd_maintenance(args: argparse.Namespace, project: Project) -> int:
         audit(project, {**entry, "result": "failed", "error": exc.message, "hosts": exc.outcome.recap()})
         raise
     audit(project, {**entry, "result": "ok", "hosts": outcome.recap(),
-                    **({"message": args.message} if args.state == "on" else {})})
+                    **({"message": message} if args.state == "on" and message is not None else {})})
     print_recap(outcome)
     emit(f"maintenance mode is {args.state} on {len(outcome.recap())} host(s)" + (
         ": the app's names get 503 and the page; its health path still reaches it" if args.state == "on" else ""))
