@@ -44,7 +44,8 @@ def playbook_phases(outcome: RunOutcome) -> dict[str, float]:
 
 
 class Stopwatch:
-    """The controller's phases, in the order they ran: `with watch.phase("smoke benchmark"): ...`; `total`."""
+    """The deploy's phases, in the order they ran: the controller's, counted with `since`, and the playbook's,
+    added with `add`; `total` gives them with the whole deploy's time."""
 
     def __init__(self) -> None:
         self.began = time.monotonic()
@@ -53,11 +54,9 @@ class Stopwatch:
     def add(self, name: str, seconds: float) -> None:
         self.phases[name] = round(self.phases.get(name, 0.0) + seconds, 2)
 
-    def since(self, name: str, began: float) -> float:
-        """Count the time from `began` (time.monotonic()) to now as `name`; now."""
-        now = time.monotonic()
-        self.add(name, now - began)
-        return now
+    def since(self, name: str, began: float) -> None:
+        """Count the time from `began` (time.monotonic()) to now as `name`."""
+        self.add(name, time.monotonic() - began)
 
     def total(self) -> dict[str, float]:
         return {**self.phases, "total": round(time.monotonic() - self.began, 2)}
