@@ -8,6 +8,7 @@ before it on the same host, with the same variant, app and load.
 from __future__ import annotations
 
 import json
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -22,6 +23,7 @@ from deploy_tool.playbook import PlaybookRun, RunOutcome
 from deploy_tool.project import Project
 
 ENGINES = ("wrk", "rate", "locust")
+P90_FLOOR_MS = 25  # a canary's p90 above its control hosts' by less than this is not judged
 COLUMNS = ("rps", "failed", "p50_ms", "p90_ms", "p99_ms", "max_ms")
 
 
@@ -100,6 +102,42 @@ class Gate:
             if before.get("p90_ms") and result["p90_ms"] > before["p90_ms"] * (1 + self.threshold / 100):
                 found.append(f"{host}: p90 {result['p90_ms']} ms, above {before['p90_ms']} ms of the previous release "
                              f"by more than {self.threshold:g}%")
+        return found
+
+    def against_control(self, current: dict[str, dict[str, Any]], control: dict[str, dict[str, Any]],
+                        release: str, baseline: dict[str, dict[str, Any]] | None = None) -> list[str]:
+        """A canary batch's judgement against its control hosts (on `release`), measured in the same run and
+        moment, so that both sides share the moment's noise: a host fails when its req/s is below, or its p90
+        above, the control hosts' median by more than `threshold` percent (the p90 also by more than
+        P90_FLOOR_MS: a few ms are the noise of a shared machine); and, against the previous release on the same
+        host (`baseline`), when its req/s changed since then by more than `threshold` percent below what the
+        control hosts' did (their own change is the moment's noise, and the hosts' differences cancel out).
+        Not judged with `failures_only`."""
+        rates = [r["rps"] for r in control.values() if r.get("rps")]
+        if self.failures_only or not rates:
+            return []
+        rps, p90 = statistics.median(rates), statistics.median(r.get("p90_ms") or 0 for r in control.values())
+        names = f"the hosts on {release} ({', '.join(sorted(control))})"
+        moved = [result["rps"] / (baseline or {})[host]["rps"] for host, result in control.items()
+                 if result.get("rps") and ((baseline or {}).get(host) or {}).get("rps")]
+        factor = statistics.median(moved) if moved else None
+        found = []
+        for host, result in sorted(current.items()):
+            drop = 100.0 * (rps - result["rps"]) / rps
+            if drop > self.threshold:
+                found.append(f"{host}: {result['rps']} req/s, {drop:.0f}% below {rps:g} of {names}, measured at the "
+                             "same time")
+            if p90 and result["p90_ms"] > max(p90 * (1 + self.threshold / 100), p90 + P90_FLOOR_MS):
+                found.append(f"{host}: p90 {result['p90_ms']} ms, above {p90:g} ms of {names} by more than "
+                             f"{self.threshold:g}%, measured at the same time")
+            before = ((baseline or {}).get(host) or {}).get("rps")
+            if factor and before:
+                ratio = result["rps"] / before
+                change = 100.0 * (1 - ratio / factor)
+                if change > self.threshold:
+                    found.append(f"{host}: {result['rps']} req/s, {100 * ratio:.0f}% of the previous release's "
+                                 f"{before} there, while {names} went to {100 * factor:.0f}% of theirs: "
+                                 f"{change:.0f}% below")
         return found
 
 

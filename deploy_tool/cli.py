@@ -65,6 +65,11 @@ def build_deploy_parser() -> argparse.ArgumentParser:
     parser.add_argument("--health-timeout", type=int,
                         help="seconds a new container has to pass its health gate (default: server.health_timeout)")
     add_rolling_options(parser)
+    parser.add_argument("--canary", metavar="N|P%",
+                        help="a canary rollout: these first hosts (a number or a percentage) get the release and "
+                             "their smoke benchmark is judged against the hosts still on the old release, in the "
+                             "same run; only then do the others follow, --batch at a time, each batch gated so; a "
+                             "failing batch rolls back the hosts reached, the rest never run it (exit 3)")
     add_check_options(parser)
     return parser
 
@@ -439,7 +444,7 @@ def cmd_deploy(args: argparse.Namespace, project: Project) -> int:
                             max_fail_percent=args.max_fail_percent, processes=args.processes,
                             threads=args.threads, health_timeout=args.health_timeout,
                             vault_password_file=vault_password_file(args) if spec.secrets_path.exists() else None)
-    return run_deploy(request, checks_of(args), project, "deploy", args.json)
+    return run_deploy(request, checks_of(args), project, "deploy", args.json, canary=args.canary)
 
 
 def cmd_rollback(args: argparse.Namespace, project: Project) -> int:
@@ -466,13 +471,18 @@ def progress_sink(as_json: bool) -> Callable[[str], None]:
     return emit
 
 
-def run_deploy(request: DeployRequest, checks: Checks, project: Project, action: str, as_json: bool) -> int:
+def run_deploy(request: DeployRequest, checks: Checks, project: Project, action: str, as_json: bool,
+               canary: str | None = None) -> int:
+    from deploy_tool.canary import run_canary
     from deploy_tool.flow import GateFailed
     from deploy_tool.flow import run_deploy as flow
 
     say = progress_sink(as_json)
     try:
-        report = flow(request, checks, project, say, action, docker_client)
+        if canary:
+            report = run_canary(request, checks, canary, project, say, docker_client)
+        else:
+            report = flow(request, checks, project, say, action, docker_client)
     except GateFailed as exc:
         print_report(exc.report, as_json, say)
         raise
@@ -488,6 +498,8 @@ def print_report(report: DeployReport, as_json: bool, say: Callable[[str], None]
         say("SWAPS")
         for line in _swap_lines(report.swaps):
             say(line)
+    for batch in (report.canary or {}).get("batches", []):
+        say(f"CANARY {batch['name']} ({', '.join(batch['hosts'])}): {batch['verdict']}")
     if report.smoke_table:
         smoke = report.smoke or {}
         say(f"SMOKE BENCHMARK ({smoke.get('verdict', '')}, "
@@ -591,7 +603,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return HANDLERS[args.command](args, project)
     except DeployError as exc:
         print(f"deploy: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print("deploy: interrupted", file=sys.stderr)
         return 130

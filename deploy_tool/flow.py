@@ -41,6 +41,19 @@ class Checks:
 
 
 @dataclass
+class Stage:
+    """One batch of a canary rollout (deploy_tool/canary.py): its name; its control, hosts benchmarked in the same
+    run (those still on the old release; for the last batch, those that passed with the new one) and the release
+    they serve; whether the app's hooks run around it (before_swap before the first batch, after_deploy after the
+    last)."""
+    name: str
+    control: tuple[str, ...] = ()
+    control_release: str = ""
+    first: bool = True
+    last: bool = True
+
+
+@dataclass
 class DeployReport:
     action: str
     version: str
@@ -54,6 +67,7 @@ class DeployReport:
     load: dict[str, Any] | None = None
     rolled_back_to: str | None = None
     phases: dict[str, float] = field(default_factory=dict)  # where the time went, seconds (deploy_tool/phases.py)
+    canary: dict[str, Any] | None = None  # a canary rollout's batches and verdicts (deploy_tool/canary.py)
 
     def as_dict(self) -> dict[str, Any]:
         data = dict(vars(self))
@@ -72,8 +86,9 @@ class GateFailed(DeployError):
 
 def run_deploy(request: DeployRequest, checks: Checks, project: Project, emit: ProgressCallback,
                action: str = "deploy", docker_client: Callable[[], Any] = lambda: None,
-               inside_lock: bool = False) -> DeployReport:
-    """docker_client: called once the request, the checks and the inventory are known to be good."""
+               inside_lock: bool = False, stage: Stage | None = None) -> DeployReport:
+    """docker_client: called once the request, the checks and the inventory are known to be good. stage: this
+    deploy is one batch of a canary rollout (request.limit names its hosts)."""
     clock = Stopwatch()
     request.validate(project)  # before anything else, even before asking Docker
     checks.validate()
@@ -83,7 +98,8 @@ def run_deploy(request: DeployRequest, checks: Checks, project: Project, emit: P
                           + (f" matching --limit {request.limit}" if request.limit else ""),
                           hint="the deploy targets the group web (see inventories/production/hosts.yml)")
     entry = {"action": action, "inventory": str(request.inventory), "version": request.version,
-             "variant": request.variant, "app": request.app, "strategy": request.strategy}
+             "variant": request.variant, "app": request.app, "strategy": request.strategy,
+             **({"limit": request.limit} if request.limit else {}), **({"stage": stage.name} if stage else {})}
     report = DeployReport(action, request.version)
     # the controller's lock first (before an archive is written or an image pushed); the fleet's lock is taken by
     # the deploy playbook's first task with the same token, before any host is changed, and released at the end
@@ -101,7 +117,7 @@ def run_deploy(request: DeployRequest, checks: Checks, project: Project, emit: P
         record = {**entry, "result": "interrupted"}  # what the audit line says if nothing better is known
         try:
             try:
-                swap_and_check(run, report, record, request, checks, project, emit, addresses, clock)
+                swap_and_check(run, report, record, request, checks, project, emit, addresses, clock, stage)
                 released = last  # the playbook got to its end: its last task released the lock
             except BaseException as exc:
                 if not isinstance(exc, PlaybookFailed):  # the swap's own failure is recorded by swap_and_check
@@ -111,7 +127,7 @@ def run_deploy(request: DeployRequest, checks: Checks, project: Project, emit: P
                 audit(project, record)
             if report.findings:
                 gate_failed(report, request, checks, project, emit, docker_client)
-            if action in ("deploy", "rollback"):
+            if action in ("deploy", "rollback") and (stage is None or stage.last):
                 run_hook(request.spec, f"after_{action}", emit, action=action, version=request.version,
                          inventory=str(request.inventory))
         finally:
@@ -135,12 +151,13 @@ LAST_CHECK = "Check the release answers through nginx"  # playbooks/deploy.yml: 
 
 def swap_and_check(run: PlaybookRun, report: DeployReport, record: dict[str, Any], request: DeployRequest,
                    checks: Checks, project: Project, emit: ProgressCallback, addresses: dict[str, str],
-                   clock: Stopwatch) -> None:
+                   clock: Stopwatch, stage: Stage | None = None) -> None:
     """The before_swap hook, the deploy playbook (with the swap-window load), the smoke benchmark and the report.
     `record` (the audit line) says what is known as soon as it is known: failed with the failed hosts, or ok
     with every host's swap once the playbook is done (then the release is live, whatever comes after)."""
-    run_hook(request.spec, "before_swap", emit, action=record["action"], version=request.version,
-             inventory=str(request.inventory))
+    if stage is None or stage.first:
+        run_hook(request.spec, "before_swap", emit, action=record["action"], version=request.version,
+                 inventory=str(request.inventory))
     watch = None
     if checks.report:  # the app is loaded on its health path, with its own host name
         watch = SwapWatch(addresses, host_header=request.spec.server_names[0],
@@ -171,7 +188,7 @@ def swap_and_check(run: PlaybookRun, report: DeployReport, record: dict[str, Any
         clock.add(name, seconds)
     if checks.smoke is not None:
         began = time.monotonic()
-        smoke(report, request, checks, project, emit, gated=record["action"] == "deploy")
+        smoke(report, request, checks, project, emit, gated=record["action"] == "deploy", stage=stage)
         clock.since("smoke benchmark", began)
     report.phases = clock.total()
     if report.load is not None:
@@ -183,35 +200,58 @@ def swap_and_check(run: PlaybookRun, report: DeployReport, record: dict[str, Any
 
 
 def smoke(report: DeployReport, request: DeployRequest, checks: Checks, project: Project, emit: ProgressCallback,
-          gated: bool) -> None:
-    """Benchmark every host of the deploy at once; store the results; judge them against the last release."""
+          gated: bool, stage: Stage | None = None) -> None:
+    """Benchmark every host of the deploy at once (with a canary batch, its control hosts too, in the same run);
+    store the results; judge them against the last release (and the control hosts)."""
     load = checks.smoke
     assert load is not None
-    emit(f"smoke benchmark on every host ({load.label()})")
+    control = stage.control if stage else ()
+    emit(f"smoke benchmark on every host ({load.label()})"
+         + (f", with the hosts on {stage.control_release} as control: {', '.join(control)}" if stage and control
+            else ""))
     names = request.spec.server_names
-    measured = measure(project, request.inventory, load, request.limit, emit=emit, names=names)
-    hosts = {host: targets["nginx"] for host, targets in measured.items() if "nginx" in targets}
+
+    def run(limit: str | None) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
+        """(the deploy's hosts, the control hosts): each host's result through nginx."""
+        measured = measure(project, request.inventory, load, ",".join(filter(None, (limit, *control))) or None,
+                           emit=emit, names=names)
+        through_nginx = {host: targets["nginx"] for host, targets in measured.items() if "nginx" in targets}
+        return ({host: result for host, result in through_nginx.items() if host not in control},
+                {host: result for host, result in through_nginx.items() if host in control})
+
+    hosts, against = run(request.limit)
     record = SmokeRecord(release=request.version, variant=request.variant, app=request.app,
                          load=vars(load).copy(), hosts=hosts)
     store = SmokeStore(project, request.inventory)
     baseline = store.baseline(record)
     if gated:
         before = baseline.hosts if baseline else None
-        record.findings = checks.gate.findings(hosts, before)
+
+        def judge(results: dict[str, dict[str, Any]], others: dict[str, dict[str, Any]]) -> list[str]:
+            """With a control (a canary batch): failed requests, then the comparisons with the control, which
+            correct the one with the previous release for the moment's noise; else the gate against history."""
+            if not (stage and others):
+                return checks.gate.findings(results, before)
+            return (replace(checks.gate, failures_only=True).findings(results, before)
+                    + checks.gate.against_control(results, others, stage.control_release, before))
+
+        record.findings = judge(hosts, against)
         suspects = sorted({line.split(":", 1)[0] for line in record.findings})
         if suspects:  # re-measure before judging: one slow run on a busy machine is not a regression
             emit(f"smoke benchmark again on {', '.join(suspects)} (a regression is confirmed by a second run)")
-            again = measure(project, request.inventory, load, ",".join(suspects), emit=emit, names=names)
-            for host, targets in again.items():
-                if "nginx" in targets and not checks.gate.findings({host: targets["nginx"]}, before):
-                    hosts[host] = targets["nginx"]
-            record.findings = checks.gate.findings(hosts, before)
+            again, again_control = run(",".join(suspects))
+            cleared = {host for host, result in again.items() if not judge({host: result}, again_control)}
+            hosts.update({host: again[host] for host in cleared})
+            record.findings = [line for line in record.findings if line.split(":", 1)[0] not in cleared]
         record.verdict = "regressed" if record.findings else "passed"
     record.baseline_release = baseline.release if baseline else None
     store.save(record)
     report.smoke = {"release": record.release, "verdict": record.verdict, "baseline": record.baseline_release,
-                    "hosts": hosts, "load": record.load}
+                    "hosts": hosts, "load": record.load, **({"control": against} if against else {})}
     report.smoke_table = format_table(sorted(hosts.items()))
+    if against and stage:
+        report.smoke_table += [f"control: hosts on {stage.control_release}, measured at the same time:"]
+        report.smoke_table += format_table(sorted(against.items()))[1:]
     if baseline:
         report.smoke_table += [f"previous release {baseline.release}:"]
         report.smoke_table += format_table(sorted(baseline.hosts.items()))[1:]

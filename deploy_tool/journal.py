@@ -72,8 +72,8 @@ class DeployLock:
             pid = current.get("pid") if current else None
             alive = isinstance(pid, int) and not isinstance(pid, bool) and pid > 0 and process_alive(pid)
             if alive and current is not None:
-                if nested and pid == os.getpid():
-                    return cls(path, current, nested=True)
+                if nested and pid == os.getpid():  # the outer hold's stale token too: its first playbook may be ours
+                    return cls(path, current, nested=True, stale_token=str(current.get("stale_token") or ""))
                 since = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(current.get("since", 0)))
                 raise DeployError(
                     f"another deploy holds the lock of {inventory}: {current.get('user')}@{current.get('host')} "
@@ -82,10 +82,12 @@ class DeployLock:
             if path.exists():
                 log.warning("taking over a stale deploy lock (%s, pid %s no longer runs)",
                             current.get("action") if current else "unreadable", pid)
+            stale_token = str((current or {}).get("token") or "")
+            holder["stale_token"] = stale_token
             partial = path.with_name(f".{path.name}.{os.getpid()}")
             partial.write_text(json.dumps(holder), encoding="utf-8")
             os.replace(partial, path)
-        return cls(path, holder, stale_token=str((current or {}).get("token") or ""))
+        return cls(path, holder, stale_token=stale_token)
 
     @staticmethod
     def _read(path: Path) -> dict[str, Any] | None:
