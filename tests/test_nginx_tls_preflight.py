@@ -53,6 +53,12 @@ def preflight(tmp_path_factory) -> tuple[dict[str, str | None], str, list[str]]:
         "encrypted_key": {"nginx_tls_certificate": certificate, "nginx_tls_key": _key_pem(key, b"secret")},
         "another_key": {"nginx_tls_certificate": certificate, "nginx_tls_key": _key_pem(other_key)},
         "same_port": {"nginx_tls_certificate": certificate, "nginx_tls_key": _key_pem(key), "nginx_tls_port": 80},
+        "files_on_host": {"nginx_tls_certificate_file": "/etc/letsencrypt/live/demo.lab/fullchain.pem",
+                          "nginx_tls_key_file": "/etc/letsencrypt/live/demo.lab/privkey.pem"},
+        "file_without_key": {"nginx_tls_certificate_file": "/etc/letsencrypt/live/demo.lab/fullchain.pem"},
+        "files_and_text": {"nginx_tls_certificate_file": "/etc/letsencrypt/live/demo.lab/fullchain.pem",
+                           "nginx_tls_key_file": "/etc/letsencrypt/live/demo.lab/privkey.pem",
+                           "nginx_tls_certificate": certificate, "nginx_tls_key": _key_pem(key)},
     }
     hosts = {name: {"nginx_tls": name != "tls_off", **settings} for name, settings in cases.items()}
     work = tmp_path_factory.mktemp("nginx-preflight")
@@ -79,6 +85,7 @@ def preflight(tmp_path_factory) -> tuple[dict[str, str | None], str, list[str]]:
 def test_accepts_a_certificate_with_its_key_and_checks_nothing_with_tls_off(preflight):
     failures, _, _ = preflight
     assert failures["good"] is None and failures["tls_off"] is None
+    assert failures["files_on_host"] is None  # read in place by nginx (certbot's), which nginx -t checks
 
 
 @pytest.mark.parametrize(("case", "says"), [
@@ -88,6 +95,8 @@ def test_accepts_a_certificate_with_its_key_and_checks_nothing_with_tls_off(pref
     ("encrypted_key", "nginx_tls_key is encrypted"),
     ("another_key", "nginx_tls_key is not the private key of nginx_tls_certificate"),
     ("same_port", "HTTPS needs a port of its own"),
+    ("file_without_key", "not some of each"),
+    ("files_and_text", "not some of each"),
 ])
 def test_refuses_what_nginx_could_not_serve_saying_why(preflight, case, says):
     failures, _, _ = preflight
