@@ -41,6 +41,7 @@ SECTIONS: dict[str, str] = {
     "build": "How `deploy build --version V` makes the release image (offline: wheels come from the controller).",
     "server": "How the app is served on each host, behind nginx.",
     "runtime": "What the app's container gets on the host.",
+    "tls": "HTTPS at nginx (docs/deploy.md \"HTTPS\"); HTTP then redirects to it.",
     "hooks": "Commands run on the controller, in this directory (sh -c); a failing hook stops the deploy.",
 }
 
@@ -78,6 +79,13 @@ SCHEMA: tuple[Key, ...] = (
         "across deploys and rollbacks) is mounted in its container; DEPLOYKIT_DATA_DIR says it"),
     Key("runtime", "release_command", str, "", "run once per deploy before the swap, in the new release's image (sh "
         "-c), e.g. `python manage.py migrate --noinput`; empty: none"),
+    Key("tls", "source", str, "none", "none (plain HTTP), files (tls.certificate and tls.key: files here, the key "
+        "encrypted with ansible-vault), host (files already on every host, e.g. certbot's) or self-signed (the "
+        "lab: a certificate from deploykit's own CA, .deploykit/tls/ca.pem)", ("none", "files", "host", "self-signed")),
+    Key("tls", "certificate", str, "", "the PEM certificate chain, the server's first: a file here (files) or on the "
+        "hosts (host)"),
+    Key("tls", "key", str, "", "its private key: a vault-encrypted file here (files) or a file on the hosts (host)"),
+    Key("tls", "hsts_max_age", int, 0, "Strict-Transport-Security max-age in seconds (0: none; start with 300)"),
     Key("hooks", "before_build", str, "", "before `deploy build` builds the image"),
     Key("hooks", "before_swap", str, "", "before the deploy touches a host"),
     Key("hooks", "after_deploy", str, "", "after a deploy that succeeded"),
@@ -115,6 +123,11 @@ class AppSpec:
     @property
     def secrets_path(self) -> Path:
         return self.directory / str(self["runtime.secrets_file"])
+
+    @property
+    def needs_vault(self) -> bool:
+        """Whether a deploy decrypts something: the secrets file, or the TLS key (tls.source files)."""
+        return self.secrets_path.exists() or self["tls.source"] == "files"
 
 
 def defaults() -> dict[str, dict[str, Any]]:
@@ -219,6 +232,9 @@ def check(spec: AppSpec, path: Path) -> None:
                               ("server.health_timeout", 1, 3600)):
         if not low <= spec[dotted] <= high:
             raise DeployError(f"{path}: {dotted} must be {low}-{high}, not {spec[dotted]}")
+    if not 0 <= spec["tls.hsts_max_age"] <= 63072000:
+        raise DeployError(f"{path}: tls.hsts_max_age must be 0-63072000 seconds (two years), not "
+                          f"{spec['tls.hsts_max_age']}")
     requirements = spec["build.requirements"]
     if requirements and not (spec.directory / requirements).is_file():
         raise DeployError(f"{path}: build.requirements names {requirements}, which is not in {spec.directory}")

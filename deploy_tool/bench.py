@@ -189,14 +189,17 @@ class SmokeStore:
 
 
 def bench_run(inventory: Path, load: BenchLoad, limit: str | None = None, direct: bool = False,
-              names: list[str] | None = None) -> PlaybookRun:
-    """`names`: the app's host names (its deploykit.yml's), the first sent as Host; default the inventory's."""
-    extravars = {**load.extravars(direct), **({"app_server_names": names} if names else {})}
+              names: list[str] | None = None, tls: bool = False) -> PlaybookRun:
+    """`names`: the app's host names (its deploykit.yml's), the first sent as Host; default the inventory's.
+    `tls`: through nginx over HTTPS."""
+    extravars = {**load.extravars(direct), **({"app_server_names": names} if names else {}),
+                 "deploykit_bench_tls": tls}
     return PlaybookRun("bench.yml", inventory, extravars=extravars, limit=limit)
 
 
 def measure(project: Project, inventory: Path, load: BenchLoad, limit: str | None = None, direct: bool = False,
-            emit: Any = None, names: list[str] | None = None) -> dict[str, dict[str, dict[str, Any]]]:
+            emit: Any = None, names: list[str] | None = None,
+            tls: bool = False) -> dict[str, dict[str, dict[str, Any]]]:
     """{host: {target: summary}}: wrk and rate run on every host (playbooks/bench.yml); locust runs from the
     controller against each host's nginx (the app's own port listens on the host's loopback only)."""
     if load.engine == "locust":
@@ -205,7 +208,7 @@ def measure(project: Project, inventory: Path, load: BenchLoad, limit: str | Non
         return {host: {"nginx": summary} for host, summary in run_locust(web_addresses(inventory, limit), load).items()}
     from deploy_tool.playbook import run_playbook
 
-    outcome = run_playbook(bench_run(inventory, load, limit, direct, names), project, emit or (lambda _: None))
+    outcome = run_playbook(bench_run(inventory, load, limit, direct, names, tls), project, emit or (lambda _: None))
     return results_by_host(outcome)
 
 

@@ -443,7 +443,7 @@ def cmd_deploy(args: argparse.Namespace, project: Project) -> int:
                             image_source=args.image_source, batch=args.batch, pause=args.pause,
                             max_fail_percent=args.max_fail_percent, processes=args.processes,
                             threads=args.threads, health_timeout=args.health_timeout,
-                            vault_password_file=vault_password_file(args) if spec.secrets_path.exists() else None)
+                            vault_password_file=vault_password_file(args) if spec.needs_vault else None)
     return run_deploy(request, checks_of(args), project, "deploy", args.json, canary=args.canary)
 
 
@@ -460,7 +460,7 @@ def cmd_rollback(args: argparse.Namespace, project: Project) -> int:
     request = DeployRequest(inventory=inventory, version=target["version"], spec=spec, variant=target["variant"],
                             strategy="reuse-port", limit=args.limit, batch=args.batch, pause=args.pause,
                             max_fail_percent=args.max_fail_percent,
-                            vault_password_file=vault_password_file(args) if spec.secrets_path.exists() else None)
+                            vault_password_file=vault_password_file(args) if spec.needs_vault else None)
     return run_deploy(request, checks_of(args), project, "rollback", args.json)
 
 
@@ -544,7 +544,8 @@ def cmd_bench(args: argparse.Namespace, project: Project) -> int:
         say(f"benchmark of every host ({load.label()})")
         spec = optional_app_spec(args.project)
         names = spec.server_names if spec else None
-        measured = measure(project, inventory, load, args.limit, direct=args.direct, emit=say, names=names)
+        measured = measure(project, inventory, load, args.limit, direct=args.direct, emit=say, names=names,
+                           tls=bool(spec and spec["tls.source"] != "none"))
         rows = [(f"{host} {target}", result) for host, targets in sorted(measured.items())
                 for target, result in targets.items()]
         if args.json:
@@ -554,7 +555,7 @@ def cmd_bench(args: argparse.Namespace, project: Project) -> int:
                 emit(line)
         return 0
     spec = app_spec(args.project)
-    secrets = vault_password_file(args) if spec.secrets_path.exists() else None
+    secrets = vault_password_file(args) if spec.needs_vault else None
     base = DeployRequest(inventory=inventory, version=args.version or "", spec=spec, limit=args.limit,
                          vault_password_file=secrets)
     matrix = bench_matrix(base, args.version, args.variants, load, project, say, docker_client)

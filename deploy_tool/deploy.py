@@ -7,6 +7,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from deploy_tool import tls
 from deploy_tool.appspec import AppSpec
 from deploy_tool.build import ReleaseBuilder, validate_version
 from deploy_tool.errors import DeployError
@@ -68,6 +69,7 @@ class DeployRequest:
                 raise DeployError(f"{self.spec.secrets_path} holds the app's secrets: its vault password is needed",
                                   hint="give --vault-password-file FILE (or answer the prompt on a terminal)")
             check_secrets(self.spec.secrets_path, self.vault_password_file)  # decrypted in memory, never shown
+        tls.check(self.spec, self.vault_password_file)
         if self.strategy not in STRATEGIES:
             raise DeployError(f"unknown strategy {self.strategy!r}", hint=f"choose one of: {', '.join(STRATEGIES)}")
         if not BATCH.fullmatch(self.batch):
@@ -91,14 +93,15 @@ class DeployRequest:
                 "app_server_processes": self.processes, "app_server_threads": self.threads,
                 "app_health_timeout": self.health_timeout}
 
-    def playbook_run(self, archive_dir: Path, image_id: str) -> PlaybookRun:
-        return replace(self.lock_run(), extravars=self.extravars(archive_dir, image_id), limit=self.limit)
+    def playbook_run(self, archive_dir: Path, image_id: str, project: Project) -> PlaybookRun:
+        return replace(self.lock_run(), limit=self.limit, extravars={
+            **self.extravars(archive_dir, image_id), **tls.extravars(project, self.spec)})
 
     def lock_run(self) -> PlaybookRun:
         """A run of the app's inventory with its vault settings (the app's secrets file and password), no more."""
         secrets = self.spec.secrets_path if self.spec.secrets_path.exists() else None
         return PlaybookRun("deploy.yml", self.inventory, vars_files=(secrets,) if secrets else (),
-                           vault_password_file=self.vault_password_file if secrets else None)
+                           vault_password_file=self.vault_password_file if self.spec.needs_vault else None)
 
 
 def app_extravars(spec: AppSpec) -> dict[str, Any]:
@@ -120,6 +123,6 @@ def prepare(request: DeployRequest, project: Project, builder: ReleaseBuilder) -
                           hint=f"build it first: deploy build --version {request.version}")
     if request.image_source == "registry":
         LabRegistry(project, builder.client, fleet_of(request.inventory)).push(request.version, request.repository)
-        return request.playbook_run(builder.archive_path(request.version).parent, image_id)
+        return request.playbook_run(builder.archive_path(request.version).parent, image_id, project)
     archive = builder.save_archive(request.version)
-    return request.playbook_run(archive.parent, image_id)
+    return request.playbook_run(archive.parent, image_id, project)

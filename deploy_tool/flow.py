@@ -161,7 +161,7 @@ def swap_and_check(run: PlaybookRun, report: DeployReport, record: dict[str, Any
     watch = None
     if checks.report:  # the app is loaded on its health path, with its own host name
         watch = SwapWatch(addresses, host_header=request.spec.server_names[0],
-                          path=request.spec["server.health_path"])
+                          path=request.spec["server.health_path"], tls=request.spec["tls.source"] != "none")
         watch.start()
     try:
         outcome = run_playbook(run, project, emit)
@@ -214,7 +214,7 @@ def smoke(report: DeployReport, request: DeployRequest, checks: Checks, project:
     def run(limit: str | None) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
         """(the deploy's hosts, the control hosts): each host's result through nginx."""
         measured = measure(project, request.inventory, load, ",".join(filter(None, (limit, *control))) or None,
-                           emit=emit, names=names)
+                           emit=emit, names=names, tls=request.spec["tls.source"] != "none")
         through_nginx = {host: targets["nginx"] for host, targets in measured.items() if "nginx" in targets}
         return ({host: result for host, result in through_nginx.items() if host not in control},
                 {host: result for host, result in through_nginx.items() if host in control})

@@ -30,10 +30,12 @@ class SwapWatch:
     path: str = "/health"
     concurrency: int = 8
     rate: float = 50.0
+    tls: bool = False  # over HTTPS, to nginx's TLS port (the app's tls)
     process: subprocess.Popen[str] | None = None
 
     def start(self) -> None:
-        urls = [arg for address in self.addresses.values() for arg in ("--url", f"http://{address}{self.path}")]
+        scheme = "https" if self.tls else "http"
+        urls = [arg for address in self.addresses.values() for arg in ("--url", f"{scheme}://{address}{self.path}")]
         self.process = subprocess.Popen(
             [sys.executable, str(Project.locate().load_client), *urls, "--host-header", self.host_header,
              "--concurrency", str(self.concurrency), "--rate", str(self.rate), "--duration", "600", "--json",

@@ -70,6 +70,11 @@ containers:
     health_path:
       description: The app's health path (empty for a container of an older deploykit).
       type: str
+    tls:
+      description:
+        - Where nginx reads the app's TLS files, C(certificate) and C(key) (paths on the host), and
+          C(hsts_max_age); empty when the app is served over plain HTTP.
+      type: dict
     restart_policy:
       description: Its restart policy (C(no) while a swap has not yet passed its gate).
       type: str
@@ -79,17 +84,29 @@ serving:
   returned: always
 """
 
+import json  # noqa: E402
+
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 from ansible.module_utils.deploykit_containers import (  # noqa: E402
     LABEL_HEALTH_PATH,
     LABEL_SERVER_NAMES,
     LABEL_STATIC,
+    LABEL_TLS,
     LABEL_VARIANT,
     Docker,
     SwapError,
 )
 
 ARGUMENT_SPEC = dict(app=dict(type="str", required=True))
+
+
+def tls_of(labels: dict[str, str]) -> dict[str, object]:
+    """Where nginx reads the app's TLS certificate and key, as its deploy labelled them ({}: plain HTTP)."""
+    try:
+        value = json.loads(labels.get(LABEL_TLS, "") or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
 
 
 def main() -> None:
@@ -103,7 +120,7 @@ def main() -> None:
                        variant=c.labels.get(LABEL_VARIANT, ""), protocol=c.protocol or "", port=c.port,
                        static_url=c.labels.get(LABEL_STATIC, ""), restart_policy=c.restart,
                        server_names=[n for n in c.labels.get(LABEL_SERVER_NAMES, "").split(",") if n],
-                       health_path=c.labels.get(LABEL_HEALTH_PATH, ""))
+                       health_path=c.labels.get(LABEL_HEALTH_PATH, ""), tls=tls_of(c.labels))
                   for c in found]
     running = [c for c in containers if c["running"]]
     module.exit_json(changed=False, containers=containers, serving=running[-1] if running else {})

@@ -138,8 +138,8 @@ class BenchError(Exception):
 
 def validate(params):
     parts = urlsplit(params["url"])
-    if parts.scheme != "http" or not parts.hostname:
-        raise BenchError("url must be an http:// URL with a host, not {!r}".format(params["url"]))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise BenchError("url must be an http:// or https:// URL with a host, not {!r}".format(params["url"]))
     for name, low, high in (("duration", 1, 600), ("connections", 1, 4096), ("threads", 1, 64),
                             ("rate", 1, 100000), ("timeout", 1, 300)):
         if not low <= params[name] <= high:

@@ -15,9 +15,11 @@ version_added: "0.1.0"
 author: deploykit
 options:
   protocol:
-    description: What the server speaks.
+    description:
+      - What the server speaks. V(https) is nginx terminating TLS (the Host header's name is sent as SNI; the
+        certificate is not verified).
     type: str
-    choices: [http, uwsgi, fastcgi]
+    choices: [http, uwsgi, fastcgi, https]
     default: http
   address:
     description: Address to connect to.
@@ -104,10 +106,11 @@ elapsed:
 import time
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible.module_utils.deploykit_probe import PROBE_OPTIONS, ProbeError, probe, until_streak
+from ansible.module_utils.deploykit_probe import PROBE_OPTIONS, PROTOCOLS, ProbeError, probe, until_streak
 
 ARGUMENT_SPEC = dict(
     PROBE_OPTIONS,
+    protocol=dict(type="str", choices=list(PROTOCOLS), default="http"),  # https too: nginx's TLS
     expect_status=dict(type="int", default=200),
     expect_body=dict(type="str"),
     expect_header=dict(type="str"),

@@ -17,6 +17,7 @@ LABEL_VARIANT = "io.deploykit.variant"  # set by the app role (its labels), as L
 LABEL_STATIC = "io.deploykit.static"
 LABEL_SERVER_NAMES = "io.deploykit.server_names"  # comma-separated
 LABEL_HEALTH_PATH = "io.deploykit.health_path"
+LABEL_TLS = "io.deploykit.tls"  # JSON: where nginx reads the app's certificate and key (playbooks/deploy.yml)
 DOCKER_BOUND = 120  # seconds any docker call of the swap may take (a stop: plus its stop_timeout)
 
 Params = dict[str, Any]  # the swap module's parameters (its ARGUMENT_SPEC)

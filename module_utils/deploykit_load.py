@@ -25,6 +25,8 @@ import http.client
 import json
 import os
 import signal
+import socket
+import ssl
 import sys
 import threading
 import time
@@ -45,14 +47,40 @@ class Target:
     port: int
     path: str
     host_header: str
+    tls: bool = False  # https://: the Host header's name sent as SNI; the certificate is not verified (this load
+    # measures whether and how fast requests are answered; clients verify it, the lab's tests with its CA)
 
     @classmethod
     def parse(cls, url: str, host_header: str | None) -> Target:
         parsed = urllib.parse.urlsplit(url)
-        if parsed.scheme != "http" or not parsed.hostname:
-            raise ValueError(f"only http:// URLs are supported, not {url!r}")
+        if parsed.scheme not in ("http", "https") or not parsed.hostname:
+            raise ValueError(f"only http:// and https:// URLs are supported, not {url!r}")
         path = (parsed.path or "/") + (f"?{parsed.query}" if parsed.query else "")
-        return cls(parsed.hostname, parsed.port or 80, path, host_header or parsed.netloc)
+        tls = parsed.scheme == "https"
+        return cls(parsed.hostname, parsed.port or (443 if tls else 80), path, host_header or parsed.netloc, tls)
+
+    def connection(self, timeout: float) -> http.client.HTTPConnection:
+        if not self.tls:
+            return http.client.HTTPConnection(self.address, self.port, timeout=timeout)
+        return _TLSConnection(self, timeout)
+
+
+_UNVERIFIED = ssl.create_default_context()
+_UNVERIFIED.check_hostname = False
+_UNVERIFIED.verify_mode = ssl.CERT_NONE
+
+
+class _TLSConnection(http.client.HTTPSConnection):
+    """HTTPS to the target's address, with its Host header's name as SNI (http.client would send the address)."""
+
+    def __init__(self, target: Target, timeout: float) -> None:
+        super().__init__(target.address, target.port, timeout=timeout, context=_UNVERIFIED)
+        self._server_name = target.host_header.rsplit(":", 1)[0] if target.host_header.count(":") == 1 \
+            else target.host_header
+
+    def connect(self) -> None:
+        sock = socket.create_connection((self.host, self.port), self.timeout)
+        self.sock = _UNVERIFIED.wrap_socket(sock, server_hostname=self._server_name)
 
 
 @dataclass
@@ -170,7 +198,7 @@ class LoadRun:
             try:
                 reused = connection is not None
                 if connection is None:
-                    connection = http.client.HTTPConnection(target.address, target.port, timeout=self.timeout)
+                    connection = target.connection(self.timeout)
                 try:
                     response = self._send(connection, target, headers)
                 except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
@@ -179,7 +207,7 @@ class LoadRun:
                     connection.close()  # closed by the server as we sent: once more, on a new connection
                     with self.lock:
                         self.retried += 1
-                    connection = http.client.HTTPConnection(target.address, target.port, timeout=self.timeout)
+                    connection = target.connection(self.timeout)
                     response = self._send(connection, target, headers)
                 response.read()
                 ok = 200 <= response.status < 400

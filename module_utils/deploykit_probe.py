@@ -1,5 +1,5 @@
-"""One GET request to an app server, in the protocol it speaks: HTTP, uwsgi or FastCGI; and the loop of a health
-check, until a streak of successes (until_streak).
+"""One GET request to an app server, in the protocol it speaks: HTTP, uwsgi or FastCGI (or to nginx over HTTPS); and
+the loop of a health check, until a streak of successes (until_streak).
 
 Used by deploykit's modules on the hosts (health gates) and by its tests on the controller.
 Standard library only: it runs on the hosts' python3.
@@ -8,15 +8,17 @@ Standard library only: it runs on the hosts' python3.
 from __future__ import annotations
 
 import socket
+import ssl
 import struct
 import time
 from collections.abc import Callable
 
-PROTOCOLS = ("http", "uwsgi", "fastcgi")
+APP_PROTOCOLS = ("http", "uwsgi", "fastcgi")  # what an app container speaks
+PROTOCOLS = APP_PROTOCOLS + ("https",)  # and nginx, when it terminates TLS
 
 # Argument spec of "where and how to probe", shared by the modules that probe (deploykit_probe, deploykit_swap).
 PROBE_OPTIONS = dict(
-    protocol=dict(type="str", choices=list(PROTOCOLS), default="http"),
+    protocol=dict(type="str", choices=list(APP_PROTOCOLS), default="http"),
     address=dict(type="str", default="127.0.0.1"),
     port=dict(type="int", required=True),
     path=dict(type="str", default="/health"),
@@ -74,6 +76,25 @@ def http_get(address, port, path, host, timeout):
         return _parse_http(_recv_all(sock))
 
 
+def https_get(address, port, path, host, timeout):
+    """HTTP over TLS, the Host header's name sent as SNI. The certificate is not verified: this asks whether the
+    host's own nginx answers over TLS (clients verify it; the lab's tests do with its CA)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nUser-Agent: deploykit-probe\r\n\r\n"
+    chunks: list[bytes] = []
+    with socket.create_connection((address, port), timeout=timeout) as raw, \
+            context.wrap_socket(raw, server_hostname=host) as sock:
+        sock.sendall(request.encode("latin-1"))
+        try:
+            while chunk := sock.recv(65536):
+                chunks.append(chunk)
+        except ssl.SSLEOFError:  # closed without TLS's close_notify: the answer is what came
+            pass
+    return _parse_http(b"".join(chunks))
+
+
 def uwsgi_get(address, port, path, host, timeout):
     payload = b""
     for key, value in _cgi_params(path, host, port).items():
@@ -118,7 +139,7 @@ def fastcgi_get(address, port, path, host, timeout):
 def probe(protocol, address, port, path="/health", host="localhost", timeout=5.0):
     """(status, body, headers) of one GET, header names in lower case; raises OSError when the connection
     fails, ProbeError on a garbled answer."""
-    getters = {"http": http_get, "uwsgi": uwsgi_get, "fastcgi": fastcgi_get}
+    getters = {"http": http_get, "uwsgi": uwsgi_get, "fastcgi": fastcgi_get, "https": https_get}
     if protocol not in getters:
         raise ProbeError("unknown protocol {!r} (one of {})".format(protocol, ", ".join(PROTOCOLS)))
     return getters[protocol](address, port, path, host, timeout)

@@ -9,6 +9,10 @@
   process.
 - When the Docker engine restarts on a host, then the app keeps serving (live-restore); when the host itself
   restarts, the app container comes back by its restart policy and serves.
+- When the app's tls is on (the lab's own CA), then nginx answers its names over HTTPS with HTTP/2 and HSTS,
+  redirects plain HTTP but for the health path, refuses the handshake for other names, a swap under HTTPS load
+  fails no request, its smoke benchmark runs over HTTPS, a provision keeps HTTPS on, and a deploy without tls
+  turns it off.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import hashlib
 import http.client
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -25,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import FLASK, NO_CHECKS, ROOT, VENV_BIN, deploy
+from conftest import FLASK, FLASK_DIR, NO_CHECKS, ROOT, VENV_BIN, deploy
 from weblab import HOST_HEADER, Load, describe, dropped
 
 pytestmark = pytest.mark.lab
@@ -325,3 +330,53 @@ def test_maintenance_mode_answers_503_with_its_page_while_health_probes_and_a_de
     switches = [e for e in audit if e["inventory"] == str(fleet.inventory) and e["action"].startswith("maintenance")]
     assert [(e["action"], e["result"]) for e in switches[-2:]] == [("maintenance on", "ok"), ("maintenance off", "ok")]
     assert switches[-2]["message"] == "Back at 10:00 UTC <soon>"
+
+
+def test_https_at_nginx_swaps_without_a_failed_request_and_a_provision_keeps_it(fleet, test_release,
+                                                                                  test_release_b, tmp_path):
+    """The Flask example with `tls.source: self-signed`: a certificate for its names from the lab's own CA
+    (.deploykit/tls/ca.pem), which curl is given to verify it."""
+    app = tmp_path / "flask-tls"
+    shutil.copytree(FLASK_DIR, app, ignore=shutil.ignore_patterns("__pycache__"))
+    with (app / "deploykit.yml").open("a") as spec:
+        spec.write("tls:\n  source: self-signed\n  hsts_max_age: 300\n")
+    ca = ROOT / ".deploykit" / "tls" / "ca.pem"
+
+    def tls_deploy(release: str, *extra: str) -> dict:
+        result = deploy("-i", str(fleet.inventory), "--version", release, "--variant", "gunicorn-gthread",
+                        "--project", str(app), "--gate-failures-only", "--smoke-duration", "2", "--json", *extra)
+        return json.loads(result.stdout)
+
+    def curl(host: dict[str, str], url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        name = url.split("/")[2].split(":")[0]
+        port = 443 if url.startswith("https") else 80
+        return subprocess.run(["curl", "-sS", "-m", "10", "--cacert", str(ca), "--resolve",
+                               f"{name}:{port}:{host['address']}", "-o", "/dev/null", "-D", "-", "-w",
+                               "%{http_code} HTTP/%{http_version}", *extra, url], capture_output=True, text=True)
+
+    serving = health(fleet, fleet.hosts[0])["release"]
+    other = test_release_b if serving == test_release else test_release
+    tls_deploy(other, "--no-swap-report")  # turns HTTPS on: a load over HTTPS would find nothing on 443 before
+    for host in fleet.hosts:
+        page = curl(host, "https://demo.lab/", "--http2")
+        assert page.returncode == 0 and page.stdout.endswith("200 HTTP/2"), (host["name"], page.stdout, page.stderr)
+        assert "strict-transport-security: max-age=300" in page.stdout.lower()
+        moved = curl(host, "http://demo.lab/notes?x=1")
+        assert moved.stdout.endswith("301 HTTP/1.1") and "location: https://demo.lab/notes?x=1" in moved.stdout.lower()
+        assert curl(host, "http://demo.lab/health").stdout.endswith("200 HTTP/1.1")  # probes over HTTP go on
+        stranger = curl(host, "https://other.lab/", "--insecure")
+        assert stranger.returncode == 35, stranger  # the handshake is refused: no certificate shown
+    # a swap under HTTPS load (the deploy's own swap-window load, over HTTPS to every host), smoke over HTTPS
+    report = tls_deploy(serving)
+    assert report["load"]["failures"] == 0 and report["load"]["requests"] > 100, report["load"]
+    for host, result in report["smoke"]["hosts"].items():
+        assert result["failed"] == 0 and result["rps"] > 0, (host, result)
+    assert {health(fleet, host)["release"] for host in fleet.hosts} == {serving}
+    # a provision re-renders nginx.conf: HTTPS stays on, with the files the deploy wrote
+    deploy("provision", "-i", str(fleet.inventory))
+    assert all(curl(host, "https://demo.lab/health").stdout.endswith("200 HTTP/2") for host in fleet.hosts)
+    # a deploy of the app without tls turns HTTPS off
+    release_deploy(fleet, other)
+    for host in fleet.hosts:
+        assert curl(host, "https://demo.lab/").returncode == 7  # nothing listens on 443
+        assert curl(host, "http://demo.lab/").stdout.endswith("200 HTTP/1.1")
