@@ -149,7 +149,7 @@ def test_wrk_engine_reports_its_summary(slow_server):
 
 def test_bench_module_refuses_bad_arguments():
     out = run_module({"url": "ftp://x/", "engine": "rate"})
-    assert out["failed"] is True and "http:// URL" in out["msg"]
+    assert out["failed"] is True and "http:// or https:// URL" in out["msg"]
     out = run_module({"url": "http://127.0.0.1:1/", "connections": 1, "threads": 4})
     assert out["failed"] is True and "threads" in out["msg"]
 
