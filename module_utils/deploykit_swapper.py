@@ -83,22 +83,24 @@ class Swapper:
         return attempts, restarts, held
 
     def record(self, name: str) -> list[dict[str, Any]]:
-        """Add the release to the host's state file (params["state_file"]), in place of an earlier record of it:
-        the history of releases, oldest first."""
-        path = self.params["state_file"]
+        """Add the release to the host's state file (params["state_file"]), in place of an earlier record of it by
+        this app: this app's history of releases, oldest first (a host may run several apps; a record without an
+        app, from before, counts as this app's)."""
+        path, app = self.params["state_file"], self.params["app"]
         history = []
         if os.path.exists(path):
             with open(path) as handle:
                 history = json.load(handle)
-        history = [h for h in history if h.get("release") != self.params["release"]]
-        history.append({"release": self.params["release"], "image": self.params["image"], "container": name,
-                        "variant": self.params["env"].get("DEPLOYKIT_VARIANT", ""), "at": int(time.time())})
+        history = [h for h in history if h.get("release") != self.params["release"] or h.get("app", app) != app]
+        history.append({"app": app, "release": self.params["release"], "image": self.params["image"],
+                        "container": name, "variant": self.params["env"].get("DEPLOYKIT_VARIANT", ""),
+                        "at": int(time.time())})
         os.makedirs(os.path.dirname(path), exist_ok=True)
         temporary = path + ".tmp"
         with open(temporary, "w") as handle:
             json.dump(history, handle, indent=1)
         os.rename(temporary, path)
-        return history
+        return [h for h in history if h.get("app", app) == app]
 
     def prune_images(self, history: list[dict[str, Any]]) -> list[str]:
         """Remove the app's images but those of the last keep_releases releases."""
