@@ -208,7 +208,8 @@ def listening_ports(fleet) -> set[str]:
         labels = fleet.ssh(host, "sudo docker ps --filter label=io.deploykit.app=deploykit-app "
                                  "--format '{{.Label \"io.deploykit.port\"}}'").split()
         assert len(labels) == 1, labels
-        upstream = fleet.ssh(host, "grep -o 'server 127.0.0.1:[0-9]*' /etc/nginx/nginx.conf").split(":")[-1].strip()
+        upstream = fleet.ssh(host, "grep -o 'server 127.0.0.1:[0-9]*' /etc/nginx/deploykit.d/deploykit-app.conf"
+                             ).split(":")[-1].strip()
         assert upstream == labels[0], f"{host['name']}: nginx sends to {upstream}, the app listens on {labels[0]}"
         ports.add(labels[0])
     return ports

@@ -6,7 +6,7 @@ import time
 CA = "/usr/local/share/molecule-ca.pem"  # prepare.yml's throwaway CA, which signed the certificate for both names
 # curl for the app's names on this host over HTTPS, verifying the chain against the CA
 HTTPS = f"curl -s --cacert {CA} --resolve demo.lab:443:127.0.0.1 --resolve www.demo.lab:443:127.0.0.1"
-TLS_DIR = "/etc/nginx/deploykit-tls"
+TLS_DIR = "/etc/nginx/deploykit-tls/deploykit-app"
 
 
 def app(host, args):
@@ -147,7 +147,7 @@ def test_logs_upstream_timing(host):
 
 
 def test_upstream_keepalive_and_limits_configured(host):
-    conf = host.file("/etc/nginx/nginx.conf").content_string
+    conf = host.file("/etc/nginx/deploykit.d/deploykit-app.conf").content_string
     assert "keepalive 32;" in conf
     assert "server_tokens off;" in conf
     assert "limit_conn per_ip 50;" in conf
@@ -180,4 +180,14 @@ def test_maintenance_mode_answers_503_with_its_page_and_lets_health_probes_throu
         assert app(host, "https://demo.lab/nginx-health").stdout.strip() == "ok"
     finally:
         host.check_output(f"rm -f {folder}/on")
+    assert app(host, "https://demo.lab/index.html").stdout.strip() == "stand-in app"
+    # the app's own flag (deploy maintenance --project): that app only, with its own page
+    own = f"{folder}/deploykit-app"
+    host.check_output(f"mkdir -p {own} && echo '<p>this app only</p>' > {own}/page.html && touch {own}/on")
+    try:
+        time.sleep(0.4)
+        answer = app(host, "-i https://demo.lab/index.html").stdout
+        assert answer.startswith("HTTP/2 503") and "this app only" in answer
+    finally:
+        host.check_output(f"rm -f {own}/on")
     assert app(host, "https://demo.lab/index.html").stdout.strip() == "stand-in app"
