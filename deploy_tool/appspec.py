@@ -65,6 +65,9 @@ SCHEMA: tuple[Key, ...] = (
     Key("server", "processes", int, 4, "server processes (workers)"),
     Key("server", "threads", int, 1, "threads per process, for variants with threads"),
     Key("server", "names", list, [], "host names: nginx's server_name (the first) and Django's ALLOWED_HOSTS"),
+    Key("server", "port", int, 0, "0: the host's one app slot (container deploykit-app, port 8000); a port of its "
+        "own (1024-16382; blue-green takes the next one too): a slot of its own (container deploykit-NAME), so that "
+        "several apps share the hosts"),
     Key("server", "health_path", str, "/", "a path the app answers with 2xx when it is well: the swap's health gate "
         "asks the new container for it"),
     Key("server", "health_timeout", int, 60, "seconds a new container has to pass its health gate"),
@@ -114,6 +117,12 @@ class AppSpec:
         """The app's host names (server.names; unset: NAME.lab, localhost, 127.0.0.1): the first is nginx's
         server_name and the Host that benchmarks and the swap-window load send."""
         return list(self["server.names"]) or [f"{self.name}.lab", "localhost", "127.0.0.1"]
+
+    @property
+    def slot(self) -> str:
+        """The app's container name on each host: deploykit-app (the one slot), or deploykit-NAME with a port of its
+        own (server.port)."""
+        return f"deploykit-{self.name}" if self["server.port"] else "deploykit-app"
 
     @property
     def image_repository(self) -> str:
@@ -232,6 +241,9 @@ def check(spec: AppSpec, path: Path) -> None:
                               ("server.health_timeout", 1, 3600)):
         if not low <= spec[dotted] <= high:
             raise DeployError(f"{path}: {dotted} must be {low}-{high}, not {spec[dotted]}")
+    if spec["server.port"] and not 1024 <= spec["server.port"] <= 16382:
+        raise DeployError(f"{path}: server.port must be 0 (the host's one app slot) or 1024-16382 (below the "
+                          f"ephemeral ports; blue-green takes the next one too), not {spec['server.port']}")
     if not 0 <= spec["tls.hsts_max_age"] <= 63072000:
         raise DeployError(f"{path}: tls.hsts_max_age must be 0-63072000 seconds (two years), not "
                           f"{spec['tls.hsts_max_age']}")

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from deploy_tool.appspec import URL_PATH
+from deploy_tool.appspec import URL_PATH, AppSpec
 from deploy_tool.errors import DeployError
 from deploy_tool.inventory import inventory_slug, web_addresses
 from deploy_tool.journal import json_lines
@@ -158,17 +158,18 @@ class SmokeRecord:
 
 
 class SmokeStore:
-    """.deploykit/bench/<inventory>/smoke/<release>.json (the latest smoke of each release), and history.jsonl."""
+    """.deploykit/bench/<inventory>/smoke/<app>-<release>.json (the latest smoke of each app's release: several apps
+    may share the hosts), and history.jsonl."""
 
     def __init__(self, project: Project, inventory: Path) -> None:
         self.folder = project.state_dir / "bench" / inventory_slug(inventory) / "smoke"
 
-    def path(self, release: str) -> Path:
-        return self.folder / f"{release.replace('/', '_')}.json"
+    def path(self, app: str, release: str) -> Path:
+        return self.folder / f"{app}-{release.replace('/', '_')}.json"
 
     def save(self, record: SmokeRecord) -> Path:
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.path(record.release)
+        path = self.path(record.app, record.release)
         path.write_text(json.dumps(asdict(record), indent=2) + "\n", encoding="utf-8")
         with (self.folder / "history.jsonl").open("a", encoding="utf-8") as history:
             history.write(json.dumps(asdict(record)) + "\n")
@@ -189,17 +190,17 @@ class SmokeStore:
 
 
 def bench_run(inventory: Path, load: BenchLoad, limit: str | None = None, direct: bool = False,
-              names: list[str] | None = None, tls: bool = False) -> PlaybookRun:
-    """`names`: the app's host names (its deploykit.yml's), the first sent as Host; default the inventory's.
-    `tls`: through nginx over HTTPS."""
-    extravars = {**load.extravars(direct), **({"app_server_names": names} if names else {}),
-                 "deploykit_bench_tls": tls}
+              spec: AppSpec | None = None) -> PlaybookRun:
+    """`spec`: the app benchmarked (its deploykit.yml): its first name sent as Host, over HTTPS when it has tls, its
+    own port for `direct`; none: the inventory's names."""
+    extravars = {**load.extravars(direct), **({
+        "app_server_names": spec.server_names, "deploykit_bench_tls": spec["tls.source"] != "none",
+        **({"app_port": spec["server.port"]} if spec["server.port"] else {})} if spec else {})}
     return PlaybookRun("bench.yml", inventory, extravars=extravars, limit=limit)
 
 
 def measure(project: Project, inventory: Path, load: BenchLoad, limit: str | None = None, direct: bool = False,
-            emit: Any = None, names: list[str] | None = None,
-            tls: bool = False) -> dict[str, dict[str, dict[str, Any]]]:
+            emit: Any = None, spec: AppSpec | None = None) -> dict[str, dict[str, dict[str, Any]]]:
     """{host: {target: summary}}: wrk and rate run on every host (playbooks/bench.yml); locust runs from the
     controller against each host's nginx (the app's own port listens on the host's loopback only)."""
     if load.engine == "locust":
@@ -208,7 +209,7 @@ def measure(project: Project, inventory: Path, load: BenchLoad, limit: str | Non
         return {host: {"nginx": summary} for host, summary in run_locust(web_addresses(inventory, limit), load).items()}
     from deploy_tool.playbook import run_playbook
 
-    outcome = run_playbook(bench_run(inventory, load, limit, direct, names, tls), project, emit or (lambda _: None))
+    outcome = run_playbook(bench_run(inventory, load, limit, direct, spec), project, emit or (lambda _: None))
     return results_by_host(outcome)
 
 

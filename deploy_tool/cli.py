@@ -219,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
                                               "nginx_maintenance_message)")
     maintenance.add_argument("-i", "--inventory", default="lab", help="inventory name or path (default lab)")
     maintenance.add_argument("--limit", help="only these hosts (Ansible pattern)")
+    maintenance.add_argument("--project", metavar="DIR",
+                             help="only this app (its deploykit.yml); default: every app of the hosts")
     return parser
 
 
@@ -393,10 +395,13 @@ def cmd_maintenance(args: argparse.Namespace, project: Project) -> int:
     if message and any(mark in message for mark in ("{{", "{%", "{#")):  # Ansible would evaluate it as a template
         raise DeployError("--message may not hold {{, {% or {#", hint="write the message as plain text")
     inventory = project.inventory_dir(args.inventory)
+    spec = app_spec(args.project) if args.project else None
     said = {"nginx_maintenance_message": message} if message is not None else {}  # else the role's default
     run = PlaybookRun("maintenance.yml", inventory, limit=args.limit,
-                      extravars={"nginx_maintenance": args.state, **said})
-    entry = {"action": f"maintenance {args.state}", "inventory": str(inventory), "limit": args.limit}
+                      extravars={"nginx_maintenance": args.state, **said,
+                                 "nginx_maintenance_app": spec.slot if spec else ""})
+    entry = {"action": f"maintenance {args.state}", "inventory": str(inventory), "limit": args.limit,
+             **({"app": spec.name} if spec else {})}
     try:
         outcome = run_playbook(run, project, emit)
     except PlaybookFailed as exc:
@@ -405,8 +410,9 @@ def cmd_maintenance(args: argparse.Namespace, project: Project) -> int:
     audit(project, {**entry, "result": "ok", "hosts": outcome.recap(),
                     **({"message": message} if args.state == "on" and message is not None else {})})
     print_recap(outcome)
+    which = f"{spec.name}'s" if spec else "every app's"
     emit(f"maintenance mode is {args.state} on {len(outcome.recap())} host(s)" + (
-        ": the app's names get 503 and the page; its health path still reaches it" if args.state == "on" else ""))
+        f": {which} names get 503 and the page; the health path still reaches the app" if args.state == "on" else ""))
     return 0
 
 
@@ -543,9 +549,7 @@ def cmd_bench(args: argparse.Namespace, project: Project) -> int:
     if not args.matrix:
         say(f"benchmark of every host ({load.label()})")
         spec = optional_app_spec(args.project)
-        names = spec.server_names if spec else None
-        measured = measure(project, inventory, load, args.limit, direct=args.direct, emit=say, names=names,
-                           tls=bool(spec and spec["tls.source"] != "none"))
+        measured = measure(project, inventory, load, args.limit, direct=args.direct, emit=say, spec=spec)
         rows = [(f"{host} {target}", result) for host, targets in sorted(measured.items())
                 for target, result in targets.items()]
         if args.json:

@@ -111,7 +111,8 @@ def app_extravars(spec: AppSpec) -> dict[str, Any]:
             "app_health_path": spec["server.health_path"], "app_warmup_paths": spec["server.warmup"],
             "app_extra_env": spec["runtime.env"],
             "app_database": spec["runtime.database"], "app_release_command": spec["runtime.release_command"],
-            "app_data_dir": spec["runtime.data_dir"], "app_static_files": True}
+            "app_data_dir": spec["runtime.data_dir"], "app_static_files": True,
+            **({"app_container_name": spec.slot, "app_port": spec["server.port"]} if spec["server.port"] else {})}
 
 
 def prepare(request: DeployRequest, project: Project, builder: ReleaseBuilder) -> PlaybookRun:

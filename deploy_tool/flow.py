@@ -209,12 +209,11 @@ def smoke(report: DeployReport, request: DeployRequest, checks: Checks, project:
     emit(f"smoke benchmark on every host ({load.label()})"
          + (f", with the hosts on {stage.control_release} as control: {', '.join(control)}" if stage and control
             else ""))
-    names = request.spec.server_names
 
     def run(limit: str | None) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
         """(the deploy's hosts, the control hosts): each host's result through nginx."""
         measured = measure(project, request.inventory, load, ",".join(filter(None, (limit, *control))) or None,
-                           emit=emit, names=names, tls=request.spec["tls.source"] != "none")
+                           emit=emit, spec=request.spec)
         through_nginx = {host: targets["nginx"] for host, targets in measured.items() if "nginx" in targets}
         return ({host: result for host, result in through_nginx.items() if host not in control},
                 {host: result for host, result in through_nginx.items() if host in control})

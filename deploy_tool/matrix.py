@@ -91,7 +91,7 @@ def run_matrix(base: DeployRequest, entries: list[MatrixEntry], load: BenchLoad,
         direct = variants[entry.variant]["protocol"] == "http"
         emit(f"{progress_bar(index, len(entries))} {entry.label}: benchmarking ({load.label()})")
         per_host = measure(project, base.inventory, load, base.limit, direct=direct,
-                           names=base.spec.server_names, tls=base.spec["tls.source"] != "none")
+                           spec=base.spec)
         for target in ("nginx", "direct"):
             hosts = {h: t[target] for h, t in per_host.items() if target in t}
             rows.append({"setup": entry.label, "variant": entry.variant, "processes": entry.processes,

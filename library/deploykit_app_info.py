@@ -13,14 +13,16 @@ description:
     serves (the newest that runs).
   - It finds them as deploykit_swap does (the same lookup, module_utils/deploykit_containers.py), so the label
     names stay in one place. Provisioning uses it to keep nginx pointing where the deployed app listens.
+  - Without O(app), every app the host runs (RV(apps)): a host may run several, each in its own slot.
   - Read-only, so it also reads in check mode.
 version_added: "0.1.0"
 author: deploykit
 options:
   app:
-    description: The app's container name (deploykit_swap's O(app); the app role's C(app_container_name)).
+    description:
+      - The app's container name (deploykit_swap's O(app); the app role's C(app_container_name)).
+      - Omitted, every app of the host is read (RV(apps)).
     type: str
-    required: true
 """
 
 EXAMPLES = r"""
@@ -29,6 +31,10 @@ EXAMPLES = r"""
     app: deploykit-app
   register: deployed
 
+- name: Read every app the host runs
+  deploykit_app_info:
+  register: deployed_apps
+
 - name: Say where nginx must send the app's requests
   ansible.builtin.debug:
     msg: "{{ deployed.serving.protocol }} on port {{ deployed.serving.port }}"
@@ -36,6 +42,13 @@ EXAMPLES = r"""
 """
 
 RETURN = r"""
+apps:
+  description:
+    - Without O(app), each app that has a running container on the host, by name: its RV(serving), with C(app),
+      its name; the one slot's (C(deploykit-app)) first, then by name.
+  type: list
+  elements: dict
+  returned: when O(app) is omitted
 containers:
   description: The app's containers, oldest first.
   type: list
@@ -97,7 +110,8 @@ from ansible.module_utils.deploykit_containers import (  # noqa: E402
     SwapError,
 )
 
-ARGUMENT_SPEC = dict(app=dict(type="str", required=True))
+ARGUMENT_SPEC = dict(app=dict(type="str"))
+LEGACY_SLOT = "deploykit-app"  # the one app slot of a host (deploykit.yml server.port 0)
 
 
 def tls_of(labels: dict[str, str]) -> dict[str, object]:
@@ -109,13 +123,10 @@ def tls_of(labels: dict[str, str]) -> dict[str, object]:
     return value if isinstance(value, dict) else {}
 
 
-def main() -> None:
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    try:
-        # stop_timeout: Docker's bound for a `docker stop`, which this module never runs
-        found = Docker(module, dict(module.params, stop_timeout=0)).app_containers()
-    except SwapError as exc:
-        module.fail_json(msg=str(exc))
+def describe(module: AnsibleModule, app: str) -> tuple[list[dict[str, object]], dict[str, object]]:
+    """(the app's containers, the one that serves or {})."""
+    # stop_timeout: Docker's bound for a `docker stop`, which this module never runs
+    found = Docker(module, dict(module.params, app=app, stop_timeout=0)).app_containers()
     containers = [dict(name=c.name, running=c.running, release=c.release or "",
                        variant=c.labels.get(LABEL_VARIANT, ""), protocol=c.protocol or "", port=c.port,
                        static_url=c.labels.get(LABEL_STATIC, ""), restart_policy=c.restart,
@@ -123,7 +134,24 @@ def main() -> None:
                        health_path=c.labels.get(LABEL_HEALTH_PATH, ""), tls=tls_of(c.labels))
                   for c in found]
     running = [c for c in containers if c["running"]]
-    module.exit_json(changed=False, containers=containers, serving=running[-1] if running else {})
+    return containers, (running[-1] if running else {})
+
+
+def main() -> None:
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    try:
+        if module.params["app"]:
+            containers, serving = describe(module, module.params["app"])
+            module.exit_json(changed=False, containers=containers, serving=serving)
+        names = set(Docker(module, dict(module.params, app="", stop_timeout=0)).apps()) | {LEGACY_SLOT}
+        apps = []
+        for name in sorted(names, key=lambda n: (n != LEGACY_SLOT, n)):
+            _, serving = describe(module, name)
+            if serving:
+                apps.append(dict(serving, app=name))
+    except SwapError as exc:
+        module.fail_json(msg=str(exc))
+    module.exit_json(changed=False, apps=apps)
 
 
 if __name__ == "__main__":

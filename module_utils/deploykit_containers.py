@@ -144,6 +144,11 @@ class Docker:
                 labels.get(LABEL_PROTOCOL), int(port) if port else None, restart, labels)))
         return [container for _, container in sorted(found, key=lambda pair: pair[0])]
 
+    def apps(self) -> list[str]:
+        """The apps whose containers run on the host (their label's values)."""
+        _, out, _ = self("ps", "--filter", f"label={LABEL_APP}", "--format", f'{{{{.Label "{LABEL_APP}"}}}}')
+        return sorted(set(out.split()))
+
     def container_ids(self, names: list[str] | None = None) -> list[str]:
         """Full ids of this app's containers, or of the containers `names`."""
         if names:

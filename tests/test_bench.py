@@ -78,7 +78,7 @@ def test_smoke_baseline_is_the_last_passed_comparable_release(tmp_path):
     store.save(SmokeRecord("1.4", "uwsgi", "django", load, {}))  # a smoke that measured nothing
     new = SmokeRecord("1.5", "uwsgi", "django", load, {"h1": result(95)})
     assert store.baseline(new).release == "1.1"
-    assert json.loads(store.path("1.1").read_text())["hosts"]["h1"]["rps"] == 90
+    assert json.loads(store.path("django", "1.1").read_text())["hosts"]["h1"]["rps"] == 90
     other_load = SmokeRecord("1.5", "uwsgi", "django", vars(BenchLoad(connections=64)).copy(), {})
     assert store.baseline(other_load) is None
     with (store.folder / "history.jsonl").open("a") as history:  # damaged lines are skipped, not a traceback

@@ -76,7 +76,7 @@ def test_each_deploy_is_benchmarked_and_its_swap_window_reported(fleet, test_rel
     for host in names:
         assert smoke["hosts"][host]["failed"] == 0 and smoke["hosts"][host]["rps"] > 0
     stored = json.loads((ROOT / ".deploykit" / "bench" / inventory_slug(fleet.inventory) / "smoke"
-                         / f"{test_release_b}.json").read_text())
+                         / f"django-demo-{test_release_b}.json").read_text())
     assert stored["hosts"] == smoke["hosts"]
     assert any(line.split()[:1] == [names[0]] for line in second["smoke_table"])
 
