@@ -44,8 +44,8 @@ EXAMPLES = r"""
 RETURN = r"""
 apps:
   description:
-    - Without O(app), each app that has a running container on the host, by name: its RV(serving), with C(app),
-      its name; the one slot's (C(deploykit-app)) first, then by name.
+    - Without O(app), each app that has a running container on the host, as its RV(serving) with C(app) (its
+      name), the one slot's (C(deploykit-app)) first, then by name.
   type: list
   elements: dict
   returned: when O(app) is omitted
