@@ -147,11 +147,12 @@ def test_logs_upstream_timing(host):
 
 
 def test_upstream_keepalive_and_limits_configured(host):
-    conf = host.file("/etc/nginx/deploykit.d/deploykit-app.conf").content_string
-    assert "keepalive 32;" in conf
-    assert "server_tokens off;" in conf
-    assert "limit_conn per_ip 50;" in conf
-    assert "ssl_protocols TLSv1.2 TLSv1.3;" in conf and "ssl_session_tickets off;" in conf
+    shared = host.file("/etc/nginx/nginx.conf").content_string  # what the apps of the host share
+    assert "server_tokens off;" in shared and "include /etc/nginx/deploykit.d/*.conf;" in shared
+    assert "ssl_protocols TLSv1.2 TLSv1.3;" in shared and "ssl_session_tickets off;" in shared
+    conf = host.file("/etc/nginx/deploykit.d/deploykit-app.conf").content_string  # the app's own
+    assert "upstream deploykit_app {" in conf and "keepalive 32;" in conf
+    assert "limit_conn per_ip_deploykit_app 50;" in conf
 
 
 def test_default_site_removed(host):
