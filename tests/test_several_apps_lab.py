@@ -79,6 +79,8 @@ def test_deploying_and_rolling_back_one_app_never_touches_the_other(apps, test_r
         deploy("rollback", *NO_CHECKS, "-i", str(fleet.inventory), "--project", str(folders["flask"]))
     finally:
         flask_counts, django_counts = flask_load.finish(), django_load.finish()
+    print(f"flask.lab (deployed, rolled back): {describe(flask_counts)}")
+    print(f"django.lab (untouched): {describe(django_counts)}")
     assert dropped(flask_counts) == 0, describe(flask_counts)  # the swapped app's own swaps: 0 failed
     assert django_counts["failures"] == 0 and django_counts["requests"] > 100, describe(django_counts)
     for host in fleet.hosts:
