@@ -2,8 +2,9 @@
 
 - When the Flask and the Django examples are deployed with ports and names of their own, then both answer through
   the one nginx of each host, each by its names, from containers deploykit-flask-demo and deploykit-django-demo.
-- When one is deployed again and rolled back while both are under load, then the other fails no request and its
-  container is the same one; maintenance mode for one leaves the other serving; a provision keeps both.
+- When one is deployed again (with its smoke benchmark) and rolled back while both are under load, then the other
+  fails no request and its container is the same one; maintenance mode for one leaves the other serving; a
+  provision keeps both.
 """
 
 from __future__ import annotations
@@ -75,7 +76,11 @@ def test_deploying_and_rolling_back_one_app_never_touches_the_other(apps, test_r
     flask_load = Load(fleet.hosts, host_header="flask.lab")
     django_load = Load(fleet.hosts, host_header="django.lab")
     try:
-        deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--project", str(folders["flask"]), "--version", test_release_b)
+        # with its smoke benchmark (wrk on every host, through nginx, for flask.lab): benchmarking one app is part
+        # of what must leave the other alone
+        report = json.loads(deploy("-i", str(fleet.inventory), "--project", str(folders["flask"]), "--version",
+                                   test_release_b, "--no-swap-report", "--gate-failures-only", "--smoke-duration", "2",
+                                   "--json").stdout)
         deploy("rollback", *NO_CHECKS, "-i", str(fleet.inventory), "--project", str(folders["flask"]))
     finally:
         flask_counts, django_counts = flask_load.finish(), django_load.finish()
@@ -83,6 +88,8 @@ def test_deploying_and_rolling_back_one_app_never_touches_the_other(apps, test_r
     print(f"django.lab (untouched): {describe(django_counts)}")
     assert dropped(flask_counts) == 0, describe(flask_counts)  # the swapped app's own swaps: 0 failed
     assert django_counts["failures"] == 0 and django_counts["requests"] > 100, describe(django_counts)
+    assert sorted(report["smoke"]["hosts"]) == sorted(host["name"] for host in fleet.hosts)
+    assert all(result["failed"] == 0 and result["rps"] > 0 for result in report["smoke"]["hosts"].values())
     for host in fleet.hosts:
         assert containers(fleet, host, "deploykit-django-demo") == before[host["name"]]  # the same container
         assert answer(fleet, host, "flask.lab")[1]["release"] == test_release  # rolled back
