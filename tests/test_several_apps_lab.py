@@ -73,8 +73,10 @@ def test_each_app_answers_its_own_names_from_its_own_slot(apps, test_release):
 def test_deploying_and_rolling_back_one_app_never_touches_the_other(apps, test_release, test_release_b):
     fleet, folders = apps
     before = {host["name"]: containers(fleet, host, "deploykit-django-demo") for host in fleet.hosts}
-    flask_load = Load(fleet.hosts, host_header="flask.lab")
-    django_load = Load(fleet.hosts, host_header="django.lab")
+    # 40 req/s per host and app: both loaded through the swap, without the two loads alone taking this machine's
+    # two cores from the six containers (at the other tests' 150 the test took 145 s)
+    flask_load = Load(fleet.hosts, host_header="flask.lab", rate=40)
+    django_load = Load(fleet.hosts, host_header="django.lab", rate=40)
     try:
         # with its smoke benchmark (wrk on every host, through nginx, for flask.lab): benchmarking one app is part
         # of what must leave the other alone
@@ -87,7 +89,7 @@ def test_deploying_and_rolling_back_one_app_never_touches_the_other(apps, test_r
     print(f"flask.lab (deployed, rolled back): {describe(flask_counts)}")
     print(f"django.lab (untouched): {describe(django_counts)}")
     assert dropped(flask_counts) == 0, describe(flask_counts)  # the swapped app's own swaps: 0 failed
-    assert django_counts["failures"] == 0 and django_counts["requests"] > 100, describe(django_counts)
+    assert django_counts["failures"] == 0 and django_counts["requests"] > 1000, describe(django_counts)
     assert sorted(report["smoke"]["hosts"]) == sorted(host["name"] for host in fleet.hosts)
     assert all(result["failed"] == 0 and result["rps"] > 0 for result in report["smoke"]["hosts"].values())
     for host in fleet.hosts:

@@ -67,11 +67,12 @@ def browse_and_post_django(host: dict[str, str], variant: str, release: str) -> 
 class Load:
     """The load client in its own process, stopped (SIGINT) when the deploy is done."""
 
-    def __init__(self, hosts: list[dict[str, str]], path: str = "/health", host_header: str = HOST_HEADER) -> None:
+    def __init__(self, hosts: list[dict[str, str]], path: str = "/health", host_header: str = HOST_HEADER,
+                 rate: int = RATE_PER_HOST) -> None:
         urls = [arg for host in hosts for arg in ("--url", f"http://{host['address']}{path}")]
         self.process = subprocess.Popen(
             [sys.executable, str(LOAD_CLIENT), *urls, "--host-header", host_header,
-             "--concurrency", str(CONCURRENCY_PER_HOST), "--rate", str(RATE_PER_HOST), "--duration", "300", "--json"],
+             "--concurrency", str(CONCURRENCY_PER_HOST), "--rate", str(rate), "--duration", "300", "--json"],
             cwd=ROOT, stdout=subprocess.PIPE, text=True)
 
     def finish(self) -> dict[str, object]:
