@@ -61,19 +61,23 @@ def _asked_password() -> Path:
     return path
 
 
-def decrypt(path: Path, password: Path) -> Any:
-    """The secrets file's content, decrypted in memory."""
+def decrypt_bytes(path: Path, password: Path, hint: str) -> bytes:
+    """A vault-encrypted file's plain bytes, decrypted in memory (the secrets file, a TLS key)."""
     from ansible.errors import AnsibleError
     from ansible.parsing.vault import VaultLib, VaultSecret
 
     secret = VaultSecret(password.read_bytes().strip())
     try:
-        plain = VaultLib([("default", secret)]).decrypt(path.read_bytes())
+        plain: bytes = VaultLib([("default", secret)]).decrypt(path.read_bytes())
     except AnsibleError as exc:
-        raise DeployError(f"{path} cannot be decrypted: {str(exc).splitlines()[0]}",
-                          hint="check the vault password (and that the file was made by `deploy secrets edit`)") \
-            from exc
-    return yaml.safe_load(plain)
+        raise DeployError(f"{path} cannot be decrypted: {str(exc).splitlines()[0]}", hint=hint) from exc
+    return plain
+
+
+def decrypt(path: Path, password: Path) -> Any:
+    """The secrets file's content, decrypted in memory."""
+    return yaml.safe_load(decrypt_bytes(
+        path, password, hint="check the vault password (and that the file was made by `deploy secrets edit`)"))
 
 
 def check_secrets(path: Path, password: Path) -> dict[str, str]:

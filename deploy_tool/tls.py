@@ -70,16 +70,12 @@ def check(spec: AppSpec, password: Path | None = None) -> None:
 
 def matching(chain: Path, secret: Path, password: Path) -> None:
     """The vault-encrypted key decrypts, is an unencrypted PEM private key, and is the chain's first certificate's."""
-    from ansible.errors import AnsibleError
-    from ansible.parsing.vault import VaultLib, VaultSecret
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
-    try:
-        plain = VaultLib([("default", VaultSecret(password.read_bytes().strip()))]).decrypt(secret.read_bytes())
-    except AnsibleError as exc:
-        raise DeployError(f"{secret} (tls.key) cannot be decrypted: {str(exc).splitlines()[0]}",
-                          hint="check the vault password: the app's secrets and its key share it") from exc
+    from deploy_tool.secrets import decrypt_bytes
+
+    plain = decrypt_bytes(secret, password, hint="check the vault password: tls.key and the app's secrets share it")
     try:
         key = serialization.load_pem_private_key(plain, password=None)
         certificate = x509.load_pem_x509_certificate(chain.read_bytes())
