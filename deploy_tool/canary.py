@@ -20,8 +20,7 @@ from typing import Any
 from deploy_tool.bench import SmokeRecord, SmokeStore
 from deploy_tool.deploy import BATCH, DeployRequest
 from deploy_tool.errors import DeployError
-from deploy_tool.flow import Checks, DeployReport, GateFailed, Stage, release_fleet_lock, run_deploy
-from deploy_tool.inventory import web_addresses
+from deploy_tool.flow import Checks, DeployReport, GateFailed, Stage, release_fleet_lock, run_deploy, web_hosts
 from deploy_tool.journal import DeployLock, audit, audited_releases
 from deploy_tool.playbook import ProgressCallback
 from deploy_tool.project import Project
@@ -78,10 +77,7 @@ def run_canary(request: DeployRequest, checks: Checks, canary: str, project: Pro
     checks.validate()
     if checks.smoke is None:
         raise DeployError("a canary is judged by its smoke benchmark: --canary cannot run with --no-smoke")
-    hosts = list(web_addresses(request.inventory, request.limit))
-    if not hosts:
-        raise DeployError(f"inventory {request.inventory} has no hosts in the group web"
-                          + (f" matching --limit {request.limit}" if request.limit else ""))
+    hosts = list(web_hosts(request))
     batches = plan(hosts, canary, request.batch)
     old = serving_release(project, request)
     report = DeployReport("deploy", request.version)

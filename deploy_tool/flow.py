@@ -92,11 +92,7 @@ def run_deploy(request: DeployRequest, checks: Checks, project: Project, emit: P
     clock = Stopwatch()
     request.validate(project)  # before anything else, even before asking Docker
     checks.validate()
-    addresses = web_addresses(request.inventory, request.limit)  # the inventory parses, and names web hosts
-    if not addresses:
-        raise DeployError(f"inventory {request.inventory} has no hosts in the group web"
-                          + (f" matching --limit {request.limit}" if request.limit else ""),
-                          hint="the deploy targets the group web (see inventories/production/hosts.yml)")
+    addresses = web_hosts(request)
     entry = {"action": action, "inventory": str(request.inventory), "version": request.version,
              "variant": request.variant, "app": request.app, "strategy": request.strategy,
              **({"limit": request.limit} if request.limit else {}), **({"stage": stage.name} if stage else {})}
@@ -134,6 +130,16 @@ def run_deploy(request: DeployRequest, checks: Checks, project: Project, emit: P
             if not lock.nested and not released:
                 release_fleet_lock(project, run, lock.token, emit)
     return report
+
+
+def web_hosts(request: DeployRequest) -> dict[str, str]:
+    """{host: address} of the deploy's web hosts: the inventory parses, and names some (within --limit)."""
+    addresses = web_addresses(request.inventory, request.limit)
+    if not addresses:
+        raise DeployError(f"inventory {request.inventory} has no hosts in the group web"
+                          + (f" matching --limit {request.limit}" if request.limit else ""),
+                          hint="the deploy targets the group web (see inventories/production/hosts.yml)")
+    return addresses
 
 
 def release_fleet_lock(project: Project, run: PlaybookRun, token: str, emit: ProgressCallback) -> None:
