@@ -120,8 +120,7 @@ def run_canary(request: DeployRequest, checks: Checks, canary: str, project: Pro
             summary["result"] = "ok"
         finally:
             audit(project, summary)
-            if not lock.nested:
-                release_fleet_lock(project, request.lock_run(), lock.token, emit)
+            release_fleet_lock(project, request.lock_run(), lock.token, emit)  # its lock is never a nested one
     return report
 
 
