@@ -42,6 +42,16 @@ class BenchLoad:
     path: str = "/"
     workers: int = 0  # locust: worker processes per host's master (distributed mode); 0: one process
 
+    @classmethod
+    def from_options(cls, given: dict[str, Any]) -> BenchLoad:
+        """`deploy bench`'s load from the options given (by BenchLoad's field names), the others at their defaults:
+        a rate with the default engine asks for the open loop; locust's rate is 20 req/s per user unless given."""
+        engine = pick_engine(given.get("engine", cls.engine), given.get("rate") or 0)
+        connections = given.get("connections", cls.connections)
+        rate = given.get("rate") or (20 * connections if engine == "locust" else cls.rate)
+        return cls(engine=engine, duration=given.get("duration", cls.duration), connections=connections, rate=rate,
+                   path=given.get("path", cls.path), workers=given.get("workers", cls.workers))
+
     def validate(self) -> None:
         if self.engine not in ENGINES:
             raise DeployError(f"unknown benchmark engine {self.engine!r}", hint=f"choose one of: {', '.join(ENGINES)}")
@@ -226,13 +236,147 @@ def results_by_host(outcome: RunOutcome) -> dict[str, dict[str, dict[str, Any]]]
     return table
 
 
-def format_table(rows: Sequence[tuple[str, dict[str, Any] | None]], first: str = "host") -> list[str]:
-    """Lines of a fixed-width table: one row per label, the COLUMNS of its result (or n/a)."""
+# -- repeated measurements: the median of the rounds, and their spread ----------------------------------------
+# Rounds of one host and target (or of the fleet) are summed up by their median; their spread is
+# (max - min) / median, in percent: the width of what the same setup measured from round to round. A change is
+# told from noise when it is larger than the noise band: the larger spread of the two sides, at least NOISE_FLOOR.
+SPREAD = "(max - min) / median of the rounds, in percent"
+NOISE_FLOOR = 5.0  # percent: no band is narrower (two or three rounds can agree by chance)
+MAX_REPEATS = 20
+LATENCIES = ("p50_ms", "p90_ms", "p99_ms", "max_ms")
+
+
+def check_repeats(repeats: int) -> None:
+    if not 1 <= repeats <= MAX_REPEATS:
+        raise DeployError(f"--repeats must be 1-{MAX_REPEATS}, not {repeats}",
+                          hint="3 rounds give a median and a spread; more rounds, a steadier median")
+
+
+def spread(values: Sequence[float]) -> float | None:
+    """(max - min) / median in percent, rounded to 0.1; None for fewer than two values (no spread measured), 0
+    when the median is 0."""
+    if len(values) < 2:
+        return None
+    middle = statistics.median(values)
+    return round(100.0 * (max(values) - min(values)) / middle, 1) if middle else 0.0
+
+
+def noise_band(*spreads: float | None) -> float:
+    """The larger of the spreads measured, never below NOISE_FLOOR."""
+    return max([NOISE_FLOOR] + [s for s in spreads if s is not None])
+
+
+def summarize(rounds: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """One host's (and target's) rounds as one result: the median of each figure, the failed requests summed (a
+    failure in any round counts), the spreads of req/s and p90, and how many rounds."""
+    errors: dict[str, int] = {}
+    for result in rounds:
+        for kind, count in (result.get("errors") or {}).items():
+            errors[kind] = errors.get(kind, 0) + count
+    rps = [float(r.get("rps") or 0) for r in rounds]
+    p90 = [float(r.get("p90_ms") or 0) for r in rounds]
+    return {"rounds": len(rounds), "rps": round(statistics.median(rps), 1),
+            "failed": sum(r.get("failed") or 0 for r in rounds), "errors": errors,
+            **{k: round(statistics.median(float(r.get(k) or 0) for r in rounds), 2) for k in LATENCIES},
+            "rps_spread": spread(rps), "p90_spread": spread(p90)}
+
+
+def fleet_totals(per_host: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """The fleet as one: requests per second summed, failures summed, the worst host's latencies."""
+    if not per_host:
+        return {}
+    results = list(per_host.values())
+    return {"hosts": len(results), "rps": round(sum(r["rps"] for r in results), 1),
+            "failed": sum(r["failed"] for r in results),
+            **{k: max(r[k] for r in results) for k in LATENCIES}}
+
+
+def by_host(rounds: Sequence[dict[str, dict[str, dict[str, Any]]]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """Rounds of {host: {target: result}} as {host: {target: [its result in each round it answered]}}."""
+    table: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for measured in rounds:
+        for host, targets in measured.items():
+            for target, result in targets.items():
+                table.setdefault(host, {}).setdefault(target, []).append(result)
+    return table
+
+
+def fleet_summary(rounds: Sequence[dict[str, dict[str, Any]]]) -> dict[str, Any] | None:
+    """Rounds of {host: result} (one target) as the fleet's figures: the fleet_totals of the hosts' medians (req/s:
+    the sum of the hosts' medians; latencies: the worst host's median), and the spreads of the fleet_totals of
+    each round. None when no host answered."""
+    hosts: dict[str, list[dict[str, Any]]] = {}
+    for measured in rounds:
+        for host, result in measured.items():
+            hosts.setdefault(host, []).append(result)
+    if not hosts:
+        return None
+    each = [fleet_totals(measured) for measured in rounds if measured]
+    return {**fleet_totals({host: summarize(results) for host, results in hosts.items()}), "rounds": len(each),
+            "rps_spread": spread([t["rps"] for t in each]), "p90_spread": spread([t["p90_ms"] for t in each])}
+
+
+def summary_table(rounds: Sequence[dict[str, dict[str, dict[str, Any]]]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{host: {target: summarize(its rounds)}}."""
+    return {host: {target: summarize(results) for target, results in targets.items()}
+            for host, targets in sorted(by_host(rounds).items())}
+
+
+def measure_rounds(project: Project, inventory: Path, load: BenchLoad, repeats: int, limit: str | None = None,
+                   direct: bool = False, emit: Any = None, spec: AppSpec | None = None
+                   ) -> list[dict[str, dict[str, dict[str, Any]]]]:
+    """`measure` `repeats` times, one round after the other, each round every host at once."""
+    say = emit or (lambda _: None)
+    rounds = []
+    for number in range(1, repeats + 1):
+        if repeats > 1:
+            say(f"round {number}/{repeats}")
+        rounds.append(measure(project, inventory, load, limit, direct=direct, emit=say, spec=spec))
+    return rounds
+
+
+def pyplot() -> Any:
+    """matplotlib's pyplot, drawing to files (no display)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def bars_with_rounds(axis: Any, positions: Sequence[float], medians: Sequence[float],
+                     rounds: Sequence[Sequence[float]], width: float, color: str, label: str) -> None:
+    """Bars at the medians, each round's figure as a dot on its bar: the spread as measured."""
+    axis.bar(positions, medians, width, color=color, label=label)
+    xs = [x for x, values in zip(positions, rounds, strict=True) for _ in values]
+    ys = [value for values in rounds for value in values]
+    if any(len(values) > 1 for values in rounds):
+        axis.scatter(xs, ys, s=12, color="black", zorder=3, label=f"{label}: each round")
+
+
+HEADERS = {"rps_spread": "rps spread", "p90_spread": "p90 spread"}  # the other columns: their name, `_ms` as ` ms`
+
+
+def cell(column: str, value: Any) -> str:
+    """A table's cell: a spread as a percentage, nothing measured as -, any other value as it is."""
+    if value is None:
+        return "-"
+    if column.endswith("_spread") and isinstance(value, (int, float)):
+        return f"{value:g}%"
+    return str(value)
+
+
+def format_table(rows: Sequence[tuple[str, dict[str, Any] | None]], first: str = "host",
+                 columns: Sequence[str] = COLUMNS) -> list[str]:
+    """Lines of a fixed-width table: one row per label, the `columns` of its result (or n/a); a column is 11
+    characters wide, or its header's or longest cell's width and two."""
     width = max([len(first)] + [len(label) for label, _ in rows]) + 2
-    lines = [f"{first:<{width}}" + "".join(f"{c.replace('_ms', ' ms'):>11}" for c in COLUMNS)]
-    for label, result in rows:
-        if result is None:
-            lines.append(f"{label:<{width}}" + f"{'n/a':>11}" * len(COLUMNS))
-            continue
-        lines.append(f"{label:<{width}}" + "".join(f"{result.get(c, 0):>11}" for c in COLUMNS))
+    headers = [HEADERS.get(c, c.replace("_ms", " ms")) for c in columns]
+    cells = [[cell(c, result.get(c, 0)) for c in columns] if result is not None else ["n/a"] * len(columns)
+             for _, result in rows]
+    widths = [max([11, len(header) + 2] + [len(line[i]) + 2 for line in cells]) for i, header in enumerate(headers)]
+    lines = [f"{first:<{width}}" + "".join(f"{h:>{w}}" for h, w in zip(headers, widths, strict=True))]
+    for (label, _), line in zip(rows, cells, strict=True):
+        lines.append(f"{label:<{width}}" + "".join(f"{v:>{w}}" for v, w in zip(line, widths, strict=True)))
     return lines

@@ -191,6 +191,17 @@ def current_release(project: Project, inventory: Path, app: str | None = None) -
     return deployed[-1] if deployed else None
 
 
+def host_releases(project: Project, inventory: Path, app: str | None = None) -> dict[str, dict[str, Any]]:
+    """{host: {release, variant, app, at}}: what each host runs by the audit log, the last successful deploy or
+    rollback (of `app`, when given) that reached it (a --limit deploy or a canary batch reaches some hosts only)."""
+    serving: dict[str, dict[str, Any]] = {}
+    for entry in deployed_releases(project, inventory, app):
+        for host in entry.get("hosts") or {}:
+            serving[host] = {"release": entry["version"], "variant": entry["variant"], "app": entry["app"],
+                             "at": entry.get("at")}
+    return serving
+
+
 def previous_release(project: Project, inventory: Path, to: str | None = None,
                      app: str | None = None) -> dict[str, Any]:
     """The release a rollback returns to (of `app`, when given), from the audit log: `to`'s last successful
