@@ -15,7 +15,20 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from deploy_tool.bench import BenchLoad, format_table, measure
+from deploy_tool.bench import (
+    COLUMNS,
+    NOISE_FLOOR,
+    SPREAD,
+    BenchLoad,
+    bars_with_rounds,
+    fleet_summary,
+    fleet_totals,
+    format_table,
+    measure,
+    noise_band,
+    pyplot,
+    summary_table,
+)
 from deploy_tool.deploy import DeployRequest
 from deploy_tool.errors import DeployError
 from deploy_tool.inventory import inventory_slug
@@ -67,43 +80,72 @@ def progress_bar(done: int, total: int, width: int = 24) -> str:
     return f"[{'#' * filled}{'.' * (width - filled)}] {done}/{total}"
 
 
-def fleet_totals(per_host: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """The fleet as one: requests per second summed, failures summed, the worst host's latencies."""
-    if not per_host:
-        return {}
-    results = list(per_host.values())
-    return {"hosts": len(results), "rps": round(sum(r["rps"] for r in results), 1),
-            "failed": sum(r["failed"] for r in results),
-            **{k: max(r[k] for r in results) for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms")}}
+def interleaved(entries: list[MatrixEntry], repeats: int) -> list[tuple[int, int]]:
+    """(round, entry index) in the order they run: every setup once per round, rounds one after the other (A B C A
+    B C ...), so that a slow minute of the machine falls on every setup alike, not on one setup's rounds."""
+    return [(number, index) for number in range(repeats) for index in range(len(entries))]
 
 
 def run_matrix(base: DeployRequest, entries: list[MatrixEntry], load: BenchLoad, project: Project,
-               emit: ProgressCallback, deploy: Any) -> dict[str, Any]:
-    """`deploy(request)` deploys one setup (the caller's deploy flow, without smoke or report)."""
+               emit: ProgressCallback, deploy: Any, repeats: int = 1) -> dict[str, Any]:
+    """`deploy(request)` deploys one setup (the caller's deploy flow, without smoke or report). Each of the
+    `repeats` rounds deploys and measures every setup in turn; every round's figures are kept."""
     variants = load_variants(project)
-    rows: list[dict[str, Any]] = []
+    measured: list[list[dict[str, dict[str, dict[str, Any]]]]] = [[] for _ in entries]
+    steps = interleaved(entries, repeats)
     started = time.time()
-    for index, entry in enumerate(entries):
-        emit(f"{progress_bar(index, len(entries))} {entry.label}: deploying")
-        request = replace(base, variant=entry.variant, strategy="recreate", processes=entry.processes,
-                          threads=entry.threads)
-        deploy(request)
-        direct = variants[entry.variant]["protocol"] == "http"
-        emit(f"{progress_bar(index, len(entries))} {entry.label}: benchmarking ({load.label()})")
-        per_host = measure(project, base.inventory, load, base.limit, direct=direct,
-                           spec=base.spec)
-        for target in ("nginx", "direct"):
-            hosts = {h: t[target] for h, t in per_host.items() if target in t}
-            rows.append({"setup": entry.label, "variant": entry.variant, "processes": entry.processes,
-                         "threads": entry.threads, "target": target, "protocol": variants[entry.variant]["protocol"],
-                         "fleet": fleet_totals(hosts) or None, "hosts": hosts})
-    emit(f"{progress_bar(len(entries), len(entries))} done in {time.time() - started:.0f} s")
-    return {"release": base.version, "app": base.app, "load": vars(load).copy(), "rows": rows,
-            "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.time() - started, 1)}
+    for step, (number, index) in enumerate(steps):
+        entry = entries[index]
+        label = entry.label + (f" (round {number + 1} of {repeats})" if repeats > 1 else "")
+        emit(f"{progress_bar(step, len(steps))} {label}: deploying")
+        deploy(replace(base, variant=entry.variant, strategy="recreate", processes=entry.processes,
+                       threads=entry.threads))
+        emit(f"{progress_bar(step, len(steps))} {label}: benchmarking ({load.label()})")
+        measured[index].append(measure(project, base.inventory, load, base.limit,
+                                       direct=variants[entry.variant]["protocol"] == "http", spec=base.spec))
+    emit(f"{progress_bar(len(steps), len(steps))} done in {time.time() - started:.0f} s")
+    rows = [matrix_row(entry, target, variants[entry.variant]["protocol"], rounds)
+            for entry, rounds in zip(entries, measured, strict=True) for target in ("nginx", "direct")]
+    matrix = {"release": base.version, "app": base.app, "load": vars(load).copy(), "repeats": repeats,
+              "spread": SPREAD, "order": [entries[index].label for _, index in steps], "rows": rows,
+              "at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "seconds": round(time.time() - started, 1)}
+    matrix["result"] = stated_result(matrix)
+    return matrix
+
+
+def matrix_row(entry: MatrixEntry, target: str, protocol: str,
+               rounds: list[dict[str, dict[str, dict[str, Any]]]]) -> dict[str, Any]:
+    """One setup and target: the fleet's median and spread, each host's, and every round's figures."""
+    per_round = [{host: targets[target] for host, targets in measured.items() if target in targets}
+                 for measured in rounds]
+    hosts = {host: found[target] for host, found in summary_table(rounds).items() if target in found}
+    return {"setup": entry.label, "variant": entry.variant, "processes": entry.processes, "threads": entry.threads,
+            "target": target, "protocol": protocol, "fleet": fleet_summary(per_round), "hosts": hosts,
+            "rounds": [{"fleet": fleet_totals(hosts_of) or None, "hosts": hosts_of} for hosts_of in per_round]}
+
+
+def stated_result(matrix: dict[str, Any]) -> str:
+    """The best setup through nginx against the runner-up, by the fleet's median req/s: how much more it serves,
+    or no clear winner when the difference is within the noise band (the larger of their spreads, at least
+    NOISE_FLOOR percent)."""
+    ranked = sorted((row for row in matrix["rows"] if row["target"] == "nginx" and row["fleet"]),
+                    key=lambda row: row["fleet"]["rps"], reverse=True)
+    if len(ranked) < 2:
+        return "one setup measured: nothing to compare it with"
+    (best, first), (second, runner_up) = ((row["fleet"], row["setup"]) for row in ranked[:2])
+    if not second["rps"]:
+        return f"{first} serves {best['rps']} req/s, {runner_up} served none"
+    more = 100.0 * (best["rps"] - second["rps"]) / second["rps"]
+    measured = [s for s in (best.get("rps_spread"), second.get("rps_spread")) if s is not None]
+    spreads = (f"spread {measured[0]:g}% and {measured[1]:g}%" if len(measured) == 2 else
+               f"spread not measured: one round each, --repeats 3 measures it; the band is {NOISE_FLOOR:g}%")
+    said = f"{first} serves {more:.0f}% more than {runner_up} ({spreads})"
+    return said if more > noise_band(*measured) else f"no clear winner: {said}, within the noise"
 
 
 def bench_matrix(base: DeployRequest, version: str | None, variants: str | None, load: BenchLoad,
-                 project: Project, emit: ProgressCallback, docker_client: Callable[[], Any]) -> dict[str, Any]:
+                 project: Project, emit: ProgressCallback, docker_client: Callable[[], Any],
+                 repeats: int = 1) -> dict[str, Any]:
     """`deploy bench --matrix`: every entry checked first; the inventory's lock held from the first deploy to the
     restore, so no deploy slips in between; the setup deployed before restored in a finally, whatever stopped the
     matrix (a failed entry, an interrupt)."""
@@ -126,7 +168,7 @@ def bench_matrix(base: DeployRequest, version: str | None, variants: str | None,
 
     with DeployLock.acquire(project, base.inventory, "bench --matrix", version) as lock:
         try:
-            return run_matrix(base, entries, load, project, emit, deploy)
+            return run_matrix(base, entries, load, project, emit, deploy, repeats)
         finally:
             try:
                 if current:
@@ -137,8 +179,10 @@ def bench_matrix(base: DeployRequest, version: str | None, variants: str | None,
 
 
 def matrix_table(matrix: dict[str, Any]) -> list[str]:
+    """One row per setup and target: the fleet's medians (req/s summed over the hosts' medians, the worst host's
+    latencies) and the spread of its req/s over the rounds (- with one round)."""
     rows = [(f"{row['setup']} ({row['target']})", row["fleet"]) for row in matrix["rows"]]
-    return format_table(rows, first="setup (fleet)")
+    return format_table(rows, first="setup (fleet)", columns=(*COLUMNS, "rps_spread"))
 
 
 def save_matrix(project: Project, inventory: Path, matrix: dict[str, Any]) -> Path:
@@ -152,23 +196,24 @@ def save_matrix(project: Project, inventory: Path, matrix: dict[str, Any]) -> Pa
 
 
 def plot_matrix(matrix: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Per setup, the fleet's req/s and worst host's p99: bars at the medians, a dot for each round."""
+    plt = pyplot()
     setups = list(dict.fromkeys(row["setup"] for row in matrix["rows"]))
     figure, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(12, 7), dpi=100)
     width = 0.4
     for offset, target, color in ((-width / 2, "nginx", "#4c8bbf"), (width / 2, "direct", "#ff7f0e")):
-        values = {row["setup"]: row["fleet"] for row in matrix["rows"] if row["target"] == target and row["fleet"]}
-        xs = [i + offset for i, s in enumerate(setups) if s in values]
-        top.bar(xs, [values[s]["rps"] for s in setups if s in values], width, color=color, label=target)
-        bottom.bar(xs, [values[s]["p99_ms"] for s in setups if s in values], width, color=color, label=target)
+        rows = {row["setup"]: row for row in matrix["rows"] if row["target"] == target and row["fleet"]}
+        shown = [s for s in setups if s in rows]
+        xs = [setups.index(s) + offset for s in shown]
+        for axis, figure_name in ((top, "rps"), (bottom, "p99_ms")):
+            rounds = [[r["fleet"][figure_name] for r in rows[s].get("rounds", []) if r["fleet"]] for s in shown]
+            bars_with_rounds(axis, xs, [rows[s]["fleet"][figure_name] for s in shown], rounds, width, color, target)
     top.set_ylabel("fleet req/s")
     bottom.set_ylabel("worst host p99 (ms)")
     bottom.set_xticks(range(len(setups)), setups, rotation=30, ha="right")
-    top.set_title(f"deploy bench --matrix: {matrix['app']} {matrix['release']}, {BenchLoad(**matrix['load']).label()}")
+    rounds = matrix.get("repeats", 1)
+    top.set_title(f"deploy bench --matrix: {matrix['app']} {matrix['release']}, {BenchLoad(**matrix['load']).label()}"
+                  + (f", median of {rounds} rounds" if rounds > 1 else ""))
     for axis in (top, bottom):
         axis.legend(fontsize="small")
         axis.grid(axis="y", alpha=0.3)

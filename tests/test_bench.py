@@ -16,9 +16,9 @@ import pytest
 
 from conftest import LOAD_CLIENT, ROOT
 from conftest import run_module as run_conftest_module
-from deploy_tool.bench import BenchLoad, Gate, SmokeRecord, SmokeStore, format_table
+from deploy_tool.bench import BenchLoad, Gate, SmokeRecord, SmokeStore, fleet_totals, format_table
 from deploy_tool.errors import DeployError
-from deploy_tool.matrix import fleet_totals, parse_entries, progress_bar
+from deploy_tool.matrix import parse_entries, progress_bar
 from deploy_tool.project import Project
 from deploy_tool.report import swap_marks, write_report
 

@@ -9,6 +9,8 @@ import json
 
 import pytest
 
+from conftest import DJANGO_DIR
+from deploy_tool import matrix as matrix_module
 from deploy_tool.bench import (
     NOISE_FLOOR,
     BenchLoad,
@@ -22,6 +24,7 @@ from deploy_tool.bench import (
 )
 from deploy_tool.errors import DeployError
 from deploy_tool.journal import host_releases
+from deploy_tool.matrix import MatrixEntry, interleaved, matrix_table, run_matrix, stated_result
 from deploy_tool.project import Project
 
 
@@ -108,5 +111,63 @@ def test_what_each_host_runs_comes_from_the_audit_logs_last_deploy_that_reached_
     serving = host_releases(project, inventory, "demo")
     assert {host: runs["release"] for host, runs in serving.items()} == {"h1": "1.1", "h2": "1.0"}
     assert host_releases(project, inventory, "other") == {}
+
+
+# -- the matrix's rounds ---------------------------------------------------------------------------------------
+def test_matrix_rounds_are_interleaved():
+    entries = [MatrixEntry("uwsgi"), MatrixEntry("gunicorn-sync"), MatrixEntry("uwsgi", 3, 3)]
+    assert interleaved(entries, 2) == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1), (1, 2)]
+    assert interleaved(entries, 1) == [(0, 0), (0, 1), (0, 2)]
+
+
+def test_run_matrix_deploys_and_measures_a_b_a_b_and_keeps_every_round(monkeypatch, tmp_path):
+    """run_matrix's loop with the deploy and the measurement recorded (their own work is the lab's)."""
+    from deploy_tool.appspec import load
+    from deploy_tool.deploy import DeployRequest
+
+    done: list[str] = []
+    figures = {"uwsgi": iter([100, 110, 90]), "gunicorn-sync": iter([50, 55, 45])}
+
+    def measure(project, inventory, load, limit, direct=False, spec=None):
+        done.append(f"measure {done[-1].split()[-1]} direct={direct}")
+        return {"h1": {"nginx": result(next(figures[done[-2].split()[-1]]))}}
+
+    monkeypatch.setattr(matrix_module, "measure", measure)
+    base = DeployRequest(inventory=tmp_path, version="1.0", spec=load(DJANGO_DIR))
+    entries = [MatrixEntry("uwsgi"), MatrixEntry("gunicorn-sync")]
+    matrix = run_matrix(base, entries, BenchLoad(), Project.locate(), lambda _: None,
+                        lambda request: done.append(f"deploy {request.variant}"), repeats=3)
+    assert done == ["deploy uwsgi", "measure uwsgi direct=False", "deploy gunicorn-sync",
+                    "measure gunicorn-sync direct=True"] * 3
+    assert matrix["order"] == ["uwsgi", "gunicorn-sync"] * 3 and matrix["repeats"] == 3
+    rows = {(row["setup"], row["target"]): row for row in matrix["rows"]}
+    uwsgi = rows[("uwsgi", "nginx")]
+    assert [r["fleet"]["rps"] for r in uwsgi["rounds"]] == [100, 110, 90]
+    assert (uwsgi["fleet"]["rps"], uwsgi["fleet"]["rps_spread"]) == (100.0, 20.0)
+    assert rows[("uwsgi", "direct")]["fleet"] is None  # nothing measured directly: no row figures
+    assert matrix["result"] == "uwsgi serves 100% more than gunicorn-sync (spread 20% and 20%)"
+    assert matrix_table(matrix)[0].split()[-2:] == ["rps", "spread"]
+    assert matrix_table(matrix)[1].split()[-1] == "20%"
+
+
+def matrix_of(*setups: tuple[str, list[float]]) -> dict:
+    rows = []
+    for setup, rps in setups:
+        rounds = [{"h1": result(r)} for r in rps]
+        rows.append({"setup": setup, "target": "nginx", "fleet": fleet_summary(rounds)})
+        rows.append({"setup": setup, "target": "direct", "fleet": None})
+    return {"rows": rows}
+
+
+def test_the_stated_result_names_a_winner_only_beyond_the_spread():
+    clear = matrix_of(("gunicorn-sync", [100, 104, 98]), ("uwsgi 3x3", [112, 115, 110]))
+    assert stated_result(clear) == "uwsgi 3x3 serves 12% more than gunicorn-sync (spread 4.5% and 6%)"
+    close = matrix_of(("gunicorn-sync", [100, 120, 90]), ("uwsgi 3x3", [112, 115, 110]))
+    assert stated_result(close) == ("no clear winner: uwsgi 3x3 serves 12% more than gunicorn-sync (spread 4.5% and "
+                                    "30%), within the noise")
+    once = matrix_of(("gunicorn-sync", [100]), ("uwsgi 3x3", [103]))
+    assert stated_result(once).startswith("no clear winner: uwsgi 3x3 serves 3% more than gunicorn-sync (spread not "
+                                          "measured: one round each")
+    assert stated_result(matrix_of(("uwsgi", [100]))) == "one setup measured: nothing to compare it with"
 
 
