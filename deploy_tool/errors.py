@@ -6,7 +6,8 @@ from __future__ import annotations
 class DeployError(Exception):
     """A failure the user can act on. The CLI prints it as two lines and exits with `exit_code`."""
 
-    exit_code = 2  # 3: a canary rollout stopped by its gate (deploy_tool/canary.py)
+    exit_code = 2  # 3: a canary rollout stopped by its gate (deploy_tool/canary.py), a regression found by
+    # `deploy bench --compare` (deploy_tool/benchcompare.py)
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)

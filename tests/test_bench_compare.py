@@ -6,6 +6,7 @@ refusals that come before any host is asked (the real CLI, in a subprocess)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -22,6 +23,7 @@ from deploy_tool.bench import (
     summarize,
     summary_table,
 )
+from deploy_tool.benchcompare import Baseline, BaselineStore, BenchRegressed, compare, comparison_lines, judge
 from deploy_tool.errors import DeployError
 from deploy_tool.journal import host_releases
 from deploy_tool.matrix import MatrixEntry, interleaved, matrix_table, run_matrix, stated_result
@@ -95,6 +97,113 @@ def test_load_from_options_keeps_the_defaults_of_a_plain_bench():
     assert BenchLoad.from_options({"duration": 9, "path": "/health"}) == BenchLoad(duration=9, path="/health")
 
 
+# -- the verdict -----------------------------------------------------------------------------------------------
+def before_after(before_rps: list[float], after_rps: list[float], before_p90: float = 10.0,
+                 after_p90: float = 10.0):
+    return (summarize([result(r, before_p90) for r in before_rps]),
+            summarize([result(r, after_p90) for r in after_rps]))
+
+
+def test_a_drop_beyond_the_band_is_a_regression_within_it_is_not():
+    row = judge("h1", "nginx", *before_after([100, 102, 98], [80, 81, 79]))  # -20%, band 5% (the floor)
+    assert row.verdict == "regression" and row.rps_change == -20.0 and row.rps_band == NOISE_FLOOR
+    assert row.reasons == ["req/s -20%, beyond the band of 5%"]
+    row = judge("h1", "nginx", *before_after([100, 130, 90], [80, 85, 75]))  # -20%, but the rounds spread 40%
+    assert (row.verdict, row.rps_band) == ("within noise", 40.0)
+    assert judge("h1", "nginx", *before_after([100, 101, 99], [97, 98, 96])).verdict == "within noise"  # -3%
+
+
+def test_faster_beyond_the_band_and_p90_or_failures_make_a_regression():
+    assert judge("h1", "nginx", *before_after([100, 101, 99], [130, 131, 129])).verdict == "faster"
+    row = judge("h1", "nginx", *before_after([100, 101, 99], [100, 101, 99], after_p90=20.0))
+    assert row.verdict == "regression" and row.p90_change == 100.0 and "p90 +100%" in row.reasons[0]
+    assert judge("h1", "nginx", *before_after([100] * 3, [100] * 3, after_p90=5.0)).verdict == "faster"
+    before = summarize([result(100)] * 3)
+    after = summarize([result(100), result(100, failed=1), result(100)])
+    row = judge("h1", "nginx", before, after)
+    assert row.verdict == "regression" and row.reasons == ["1 failed requests, none in the baseline"]
+
+
+def baseline_of(rounds: list[dict], name: str = "before", serving: dict | None = None) -> Baseline:
+    return Baseline.measured(name, Path("/inv"), None, BenchLoad(duration=3), False, rounds, serving or {})
+
+
+def test_hosts_replaced_in_an_upgrade_are_new_and_gone_and_the_fleet_is_still_judged():
+    baseline = baseline_of(rounds_of({"h1": 100, "h2": 50}, {"h1": 102, "h2": 51}, {"h1": 98, "h2": 49}),
+                           serving={"h1": {"release": "1.0", "variant": "uwsgi"}})
+    now = rounds_of({"h1": 101, "h3": 49}, {"h1": 100, "h3": 50}, {"h1": 99, "h3": 51})
+    comparison = compare(baseline, now, {"h1": {"release": "1.1", "variant": "uwsgi"}})
+    verdicts = {row.label: row.verdict for row in comparison.rows}
+    assert verdicts == {"h1 nginx": "within noise", "h2 nginx": "gone", "h3 nginx": "new",
+                        "fleet nginx": "within noise"}
+    assert comparison.regressed == []
+    fleet = comparison.rows[-1]
+    assert (fleet.before["rps"], fleet.after["rps"]) == (150.0, 150.0)  # type: ignore[index]
+    lines = comparison_lines(comparison)
+    assert "  h1: 1.0 (uwsgi) -> 1.1 (uwsgi)" in lines
+    assert any(line.startswith("  h2: ") and line.endswith("gone: in the baseline, not measured now") for line in lines)
+    assert any(line.startswith("  h3: ") and line.endswith("new: not in the baseline") for line in lines)
+
+
+def test_a_slower_host_makes_the_comparison_regressed_with_exit_code_3():
+    baseline = baseline_of(rounds_of({"h1": 100, "h2": 100}, {"h1": 101, "h2": 99}, {"h1": 99, "h2": 100}))
+    now = rounds_of({"h1": 70, "h2": 100}, {"h1": 71, "h2": 101}, {"h1": 69, "h2": 99})
+    comparison = compare(baseline, now, {})
+    assert [row.label for row in comparison.regressed] == ["h1 nginx", "fleet nginx"]  # fleet: 200 -> 170
+    document = comparison.as_dict()
+    assert document["regressed"] == ["h1 nginx", "fleet nginx"] and document["repeats"] == {"baseline": 3, "now": 3}
+    assert len(document["rows"][0]["rounds_after"]) == 3
+    table = [line for line in comparison_lines(comparison) if line.startswith("h1 nginx")]
+    assert table[0].split()[-1] == "regression" and "-30%" in table[0]
+    assert BenchRegressed("x").exit_code == 3
+
+
+# -- the baseline store ----------------------------------------------------------------------------------------
+def test_a_baseline_round_trips_with_its_rounds_and_what_each_host_ran(tmp_path):
+    store = BaselineStore(Project(root=tmp_path), tmp_path / "inventory")
+    rounds = rounds_of({"h1": 100, "h2": 50}, {"h1": 104}, {"h1": 98, "h2": 52})  # h2 missed the second round
+    serving = {"h1": {"release": "1.0", "variant": "uwsgi", "app": "demo", "at": "t"}}
+    path = store.save(baseline_of(rounds, serving=serving))
+    assert path == tmp_path / ".deploykit" / "bench" / path.parent.parent.name / "baselines" / "before.json"
+    assert path.parent.parent.name.startswith("inventory-")
+    loaded = store.load("before")
+    assert loaded.rounds() == rounds and loaded.repeats == 3
+    assert loaded.hosts["h2"]["rounds"][1] is None and loaded.hosts["h1"]["runs"]["release"] == "1.0"
+    assert loaded.load == vars(BenchLoad(duration=3)) and store.names() == ["before"]
+    assert json.loads(path.read_text())["spread"].startswith("(max - min) / median")
+
+
+def test_bad_names_missing_and_damaged_baselines_are_refused(tmp_path):
+    store = BaselineStore(Project(root=tmp_path), tmp_path / "inventory")
+    for bad in ("../x", "a/b", "", ".hidden", "a b", "x" * 65, "before\n"):
+        with pytest.raises(DeployError) as caught:
+            store.path(bad)
+        assert caught.value.hint and "no path" in caught.value.hint
+    with pytest.raises(DeployError) as caught:
+        store.load("nope")
+    assert "deploy bench --baseline NAME" in str(caught.value.hint)
+    store.save(baseline_of(rounds_of({"h1": 100})))
+    store.save(baseline_of(rounds_of({"h1": 100}), name="v1.4"))
+    with pytest.raises(DeployError) as caught:
+        store.load("nope")
+    assert caught.value.hint == "baselines kept: before, v1.4"
+    (store.folder / "broken.json").write_text("{", encoding="utf-8")
+    with pytest.raises(DeployError, match="is damaged"):
+        store.load("broken")
+
+
+def test_a_comparison_takes_the_baselines_load_and_refuses_another():
+    baseline = baseline_of(rounds_of({"h1": 100}))
+    assert baseline.load_for({}) == (BenchLoad(duration=3), False)
+    assert baseline.load_for({"duration": 3, "connections": 16}) == (BenchLoad(duration=3), False)
+    with pytest.raises(DeployError) as caught:
+        baseline.load_for({"duration": 5, "direct": True})
+    assert str(caught.value).startswith("baseline before was measured under another load: direct True (the "
+                                        "baseline's: False), duration 5 (the baseline's: 3)")
+    assert "wrk, 16 connections, 3 s, /" in str(caught.value.hint)
+    baseline.check_app(None)
+    with pytest.raises(DeployError, match="would load django-demo"):
+        baseline.check_app("django-demo")
 
 
 def test_what_each_host_runs_comes_from_the_audit_logs_last_deploy_that_reached_it(tmp_path):
