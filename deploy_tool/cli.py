@@ -177,16 +177,27 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--variants", help="matrix entries, e.g. uwsgi,uwsgi:3x3,gunicorn-gevent (default: all, "
                                           "and uWSGI 3x3 on both protocols)")
     bench.add_argument("--version", help="release for the matrix (default: the app's deployed one)")
-    bench.add_argument("--direct", action="store_true", help="also benchmark the app server directly (HTTP variants)")
-    bench.add_argument("--duration", type=int, default=5, help="seconds of load per host and target (default 5)")
-    bench.add_argument("--connections", type=int, default=16, help="wrk connections per host (default 16)")
-    bench.add_argument("--rate", type=int, default=0, help="fixed rate in req/s per host (open loop) instead of wrk")
-    bench.add_argument("--engine", choices=["wrk", "rate", "locust"], default="wrk",
+    bench.add_argument("--direct", action="store_true", default=None,
+                       help="also benchmark the app server directly (HTTP variants)")
+    bench.add_argument("--duration", type=int, help="seconds of load per host and target (default 5)")
+    bench.add_argument("--connections", type=int, help="wrk connections per host (default 16)")
+    bench.add_argument("--rate", type=int, help="fixed rate in req/s per host (open loop) instead of wrk")
+    bench.add_argument("--engine", choices=["wrk", "rate", "locust"],
                        help="wrk (default), rate (open loop), or locust (Django browse-form-POST, from the controller)")
-    bench.add_argument("--users", type=int, default=0, help="locust users per host (default: --connections)")
-    bench.add_argument("--locust-workers", type=int, default=0,
+    bench.add_argument("--users", type=int, help="locust users per host (default: --connections)")
+    bench.add_argument("--locust-workers", type=int,
                        help="locust distributed mode: a master and this many worker processes per host")
-    bench.add_argument("--path", default="/", help="path to load (default /)")
+    bench.add_argument("--path", help="path to load (default /)")
+    bench.add_argument("--repeats", type=int,
+                       help="rounds: the fleet (or, with --matrix, every setup in turn: A B C A B C ...) is measured "
+                            "this many times; the median and the spread, (max-min)/median, are reported (default 1; "
+                            "3 with --baseline or --compare)")
+    kept = bench.add_mutually_exclusive_group()
+    kept.add_argument("--baseline", metavar="NAME",
+                      help="measure and keep the figures as baseline NAME (.deploykit/bench/<inventory>/baselines/)")
+    kept.add_argument("--compare", metavar="NAME",
+                      help="measure under baseline NAME's load and compare: per host and for the fleet, before, "
+                           "after, change, noise band, verdict; exit 3 on a regression")
     add_project_options(bench)  # its host name is sent; the matrix deploys it
     bench.add_argument("--json", action="store_true", help="print the results as JSON (progress to stderr)")
 
@@ -534,41 +545,115 @@ def _swap_lines(results: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
+def load_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The load options given on `deploy bench`'s command line, by BenchLoad's field names (and `direct`)."""
+    from deploy_tool.bench import pick_engine
+
+    given = {"duration": args.duration, "connections": args.users or args.connections, "rate": args.rate,
+             "path": args.path, "workers": args.locust_workers, "direct": args.direct,
+             "engine": pick_engine(args.engine, args.rate or 0) if args.engine else None}
+    return {name: value for name, value in given.items() if value is not None}
+
+
 def cmd_bench(args: argparse.Namespace, project: Project) -> int:
-    from deploy_tool.bench import BenchLoad, format_table, measure, pick_engine
+    from deploy_tool.bench import COLUMNS, SPREAD, BenchLoad, check_repeats, format_table, measure_rounds, summary_table
+    from deploy_tool.benchcompare import Baseline, BaselineStore
+    from deploy_tool.journal import host_releases
+
+    inventory = project.inventory_dir(args.inventory)
+    given = load_options(args)
+    if args.matrix and (args.baseline or args.compare):
+        raise DeployError("--matrix measures setups: it takes no --baseline or --compare",
+                          hint="deploy bench --baseline NAME (before the upgrade), --compare NAME (after it)")
+    repeats = args.repeats if args.repeats is not None else 3 if args.baseline or args.compare else 1
+    check_repeats(repeats)
+    if args.compare:
+        return bench_compare(args, project, inventory, given, repeats)
+    load = BenchLoad.from_options(given)
+    load.validate()
+    if args.matrix:
+        return run_bench_matrix(args, project, inventory, load, repeats)
+    say = progress_sink(args.json)
+    store = None
+    if args.baseline:  # its name checked before any host is asked
+        store = BaselineStore(project, inventory)
+        store.check_name(args.baseline)
+    spec = optional_app_spec(args.project)
+    direct = bool(given.get("direct"))
+    say(f"benchmark of every host ({load.label()}" + (f", {repeats} rounds)" if repeats > 1 else ")"))
+    rounds = measure_rounds(project, inventory, load, repeats, args.limit, direct=direct, emit=say, spec=spec)
+    if store is not None:
+        baseline = Baseline.measured(args.baseline, inventory, spec.name if spec else None, load, direct, rounds,
+                                     host_releases(project, inventory, spec.name if spec else None), args.limit)
+        replaced = " (replaced)" if store.path(args.baseline).exists() else ""
+        say(f"baseline {args.baseline}{replaced}: {store.save(baseline)}")
+    if repeats == 1:  # one round: the figures as measured
+        results = rounds[0]
+        columns: tuple[str, ...] = ()
+    else:
+        results = summary_table(rounds)
+        columns = ("rps_spread", "p90_spread")
+    if args.json:
+        print(json.dumps({"load": vars(load), "results": results,
+                          **({"repeats": repeats, "rounds": rounds} if repeats > 1 else {})}, indent=2))
+        return 0
+    rows = [(f"{host} {target}", result) for host, targets in sorted(results.items())
+            for target, result in targets.items()]
+    for line in format_table(rows, columns=(*COLUMNS, *columns)):
+        emit(line)
+    if repeats > 1:
+        emit(f"median of {repeats} rounds (failed: their sum); spread: {SPREAD}")
+    return 0
+
+
+def bench_compare(args: argparse.Namespace, project: Project, inventory: Path, given: dict[str, Any],
+                  repeats: int) -> int:
+    """`deploy bench --compare NAME`: the baseline, its load and the app checked before any host is asked."""
+    from deploy_tool.bench import measure_rounds
+    from deploy_tool.benchcompare import BaselineStore, compare, comparison_lines, regression_error
+    from deploy_tool.journal import host_releases
+
+    store = BaselineStore(project, inventory)
+    baseline = store.load(args.compare)
+    load, direct = baseline.load_for(given)
+    load.validate()
+    spec = optional_app_spec(args.project)
+    app = spec.name if spec else None
+    baseline.check_app(app)
+    say = progress_sink(args.json)
+    say(f"benchmark of every host against baseline {baseline.name} ({load.label()}, {repeats} rounds)")
+    rounds = measure_rounds(project, inventory, load, repeats, args.limit, direct=direct, emit=say, spec=spec)
+    comparison = compare(baseline, rounds, host_releases(project, inventory, app))
+    path = store.save_comparison(comparison)
+    if args.json:
+        print(json.dumps({**comparison.as_dict(), "path": str(path), "plot": str(path.with_suffix(".png"))},
+                         indent=2))
+    else:
+        for line in comparison_lines(comparison):
+            emit(line)
+        emit(f"comparison: {path}; plot: {path.with_suffix('.png')}")
+    if comparison.regressed:
+        raise regression_error(comparison, path)
+    return 0
+
+
+def run_bench_matrix(args: argparse.Namespace, project: Project, inventory: Path, load: Any, repeats: int) -> int:
     from deploy_tool.deploy import DeployRequest
     from deploy_tool.matrix import bench_matrix, matrix_table, save_matrix
 
-    say = progress_sink(args.json)
-    inventory = project.inventory_dir(args.inventory)
-    engine = pick_engine(args.engine, args.rate)
-    load = BenchLoad(engine=engine, duration=args.duration, connections=args.users or args.connections,
-                     rate=args.rate or (20 * (args.users or args.connections) if engine == "locust" else 100),
-                     path=args.path, workers=args.locust_workers)
-    load.validate()
-    if not args.matrix:
-        say(f"benchmark of every host ({load.label()})")
-        spec = optional_app_spec(args.project)
-        measured = measure(project, inventory, load, args.limit, direct=args.direct, emit=say, spec=spec)
-        rows = [(f"{host} {target}", result) for host, targets in sorted(measured.items())
-                for target, result in targets.items()]
-        if args.json:
-            print(json.dumps({"load": vars(load), "results": measured}, indent=2))
-        else:
-            for line in format_table(rows):
-                emit(line)
-        return 0
     spec = app_spec(args.project)
     secrets = vault_password_file(args) if spec.needs_vault else None
     base = DeployRequest(inventory=inventory, version=args.version or "", spec=spec, limit=args.limit,
                          vault_password_file=secrets)
-    matrix = bench_matrix(base, args.version, args.variants, load, project, say, docker_client)
+    matrix = bench_matrix(base, args.version, args.variants, load, project, progress_sink(args.json), docker_client,
+                          repeats)
     path = save_matrix(project, inventory, matrix)
     if args.json:
         print(json.dumps(matrix, indent=2))
     else:
         for line in matrix_table(matrix):
             emit(line)
+        emit(matrix["result"])
         emit(f"matrix: {path} and {path.with_suffix('.png')} ({matrix['seconds']} s)")
     return 0
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DJANGO_DIR
+from conftest import DJANGO_DIR, deploy
 from deploy_tool import matrix as matrix_module
 from deploy_tool.bench import (
     NOISE_FLOOR,
@@ -280,3 +280,35 @@ def test_the_stated_result_names_a_winner_only_beyond_the_spread():
     assert stated_result(matrix_of(("uwsgi", [100]))) == "one setup measured: nothing to compare it with"
 
 
+# -- the CLI's refusals, before any host is asked ----------------------------------------------------------------
+@pytest.fixture()
+def nowhere(tmp_path) -> tuple[Path, dict[str, str]]:
+    """A project root of its own (DEPLOYKIT_ROOT) and an inventory whose web group is empty: had the command gone
+    as far as a benchmark, ansible-runner would have left its folder under .deploykit/runner."""
+    inventory = tmp_path / "inventory" / "hosts.yml"
+    inventory.parent.mkdir()
+    inventory.write_text("all:\n  children:\n    web:\n      hosts: {}\n", encoding="utf-8")
+    return inventory, {"DEPLOYKIT_ROOT": str(tmp_path)}
+
+
+def refused(inventory: Path, env: dict[str, str], *args: str) -> str:
+    run = deploy("bench", "-i", str(inventory), *args, env=env, check=False)
+    assert run.returncode == 2, run.stdout + run.stderr
+    assert not (Path(env["DEPLOYKIT_ROOT"]) / ".deploykit" / "runner").exists(), "a playbook ran"
+    return run.stderr
+
+
+def test_the_cli_refuses_bad_baselines_and_comparisons_before_any_host_is_asked(nowhere):
+    inventory, env = nowhere
+    assert "bad baseline name '../up'" in refused(inventory, env, "--baseline", "../up")
+    assert "no baseline 'before'" in refused(inventory, env, "--compare", "before")
+    assert "--repeats must be 1-20, not 0" in refused(inventory, env, "--repeats", "0")
+    assert "takes no --baseline" in refused(inventory, env, "--matrix", "--baseline", "b")
+    store = BaselineStore(Project(root=Path(env["DEPLOYKIT_ROOT"])), inventory)
+    store.save(Baseline.measured("before", inventory, None, BenchLoad(duration=3), False, rounds_of({"h1": 100}), {}))
+    err = refused(inventory, env, "--compare", "after")
+    assert "no baseline 'after'" in err and "hint: baselines kept: before" in err
+    err = refused(inventory, env, "--compare", "before", "--duration", "9")
+    assert "measured under another load: duration 9 (the baseline's: 3)" in err
+    err = refused(inventory, env, "--compare", "before", "--project", str(DJANGO_DIR))
+    assert "would load django-demo" in err
