@@ -148,10 +148,11 @@ class BaselineStore:
     def save_comparison(self, comparison: Comparison) -> Path:
         """compare/<time>-NAME.json and its plot, <time>-NAME.png, beside it; returns the JSON's path."""
         self.compare_folder.mkdir(parents=True, exist_ok=True)
-        stem = self.compare_folder / f"{time.strftime('%Y%m%d-%H%M%S')}-{comparison.baseline}"
-        stem.with_suffix(".json").write_text(json.dumps(comparison.as_dict(), indent=2) + "\n", encoding="utf-8")
-        plot_comparison(comparison, stem.with_suffix(".png"))
-        return stem.with_suffix(".json")
+        stem = f"{time.strftime('%Y%m%d-%H%M%S')}-{comparison.baseline}"  # a name may have dots: no with_suffix
+        path = self.compare_folder / f"{stem}.json"
+        path.write_text(json.dumps(comparison.as_dict(), indent=2) + "\n", encoding="utf-8")
+        plot_comparison(comparison, self.compare_folder / f"{stem}.png")
+        return path
 
 
 def change(before: float, after: float) -> float | None:
@@ -275,12 +276,13 @@ def compare(baseline: Baseline, rounds: Rounds, serving: dict[str, dict[str, Any
 
 def ran(runs: dict[str, Any] | None) -> str:
     if not runs:
-        return "unknown (no deploy of it in the audit log)"
+        return "unknown"
     return f"{runs.get('release', '?')} ({runs.get('variant', '?')})"
 
 
 def comparison_lines(comparison: Comparison) -> list[str]:
-    """What was compared, what each host ran before and now, the table, and what spread and band mean."""
+    """What was compared, what each host ran before and now (by the audit log: unknown when no deploy from this
+    controller reached it), the table, and what spread and band mean."""
     before, after = comparison.repeats
     lines = [f"compared with baseline {comparison.baseline} ({comparison.baseline_at}, {before} rounds) in "
              f"{after} rounds now: {BenchLoad(**comparison.load).label()}"]

@@ -312,3 +312,35 @@ def test_the_cli_refuses_bad_baselines_and_comparisons_before_any_host_is_asked(
     assert "measured under another load: duration 9 (the baseline's: 3)" in err
     err = refused(inventory, env, "--compare", "before", "--project", str(DJANGO_DIR))
     assert "would load django-demo" in err
+
+
+def test_baseline_then_compare_through_the_cli_exits_3_on_a_regression(nowhere, monkeypatch, capsys):
+    """`deploy bench --baseline` then `--compare`, in this process, with each round's measurement given (the
+    measuring itself is the lab's): the baseline's file, the table, the JSON, the plot and the exit codes."""
+    from deploy_tool import bench
+    from deploy_tool.cli import main
+
+    inventory, env = nowhere
+    monkeypatch.setenv("DEPLOYKIT_ROOT", env["DEPLOYKIT_ROOT"])
+    figures = iter([100, 104, 98, 101, 99, 100, 70, 71, 69])  # the baseline, a comparison within noise, a slower
+    asked = []
+
+    def measure(project, inventory, load, limit=None, direct=False, emit=None, spec=None):
+        asked.append(load)
+        return {"h1": {"nginx": result(next(figures))}}
+
+    monkeypatch.setattr(bench, "measure", measure)
+    assert main(["bench", "-i", str(inventory), "--baseline", "v1.1", "--duration", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "3 rounds" in out and "rps spread" in out.splitlines()[-3] and "baselines/v1.1.json" in out
+    assert main(["bench", "-i", str(inventory), "--compare", "v1.1", "--json"]) == 0  # 101 against 100
+    document = json.loads(capsys.readouterr().out)
+    assert [row["verdict"] for row in document["rows"]] == ["within noise", "within noise"]
+    assert document["path"].endswith("-v1.1.json") and document["plot"] == document["path"][:-5] + ".png"
+    assert Path(document["plot"]).read_bytes()[:4] == b"\x89PNG" and asked[-1] == BenchLoad(duration=2)
+    assert json.loads(Path(document["path"]).read_text())["baseline"] == "v1.1"
+    assert main(["bench", "-i", str(inventory), "--compare", "v1.1"]) == 3  # 70 against 100
+    captured = capsys.readouterr()
+    assert any(line.startswith("h1 nginx") and line.endswith("regression") for line in captured.out.splitlines())
+    assert "regression against baseline v1.1: h1 nginx: req/s -30%, beyond the band of 6%" in captured.err
+    assert len(asked) == 9
