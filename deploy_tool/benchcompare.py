@@ -267,9 +267,9 @@ def compare(baseline: Baseline, rounds: Rounds, serving: dict[str, dict[str, Any
         row.rounds_before = [fleet_totals(measured) for measured in before if measured]
         row.rounds_after = [fleet_totals(measured) for measured in after if measured]
         rows.append(row)
-    hosts = sorted(set(baseline.hosts) | {host for measured in rounds for host in measured})
-    runs = {host: {"before": (baseline.hosts.get(host) or {}).get("runs"), "after": serving.get(host)}
-            for host in hosts}
+    now = {host for measured in rounds for host in measured}
+    runs = {host: {"before": (baseline.hosts.get(host) or {}).get("runs"),
+                   "after": serving.get(host) if host in now else None} for host in sorted(set(baseline.hosts) | now)}
     return Comparison(baseline.name, baseline.at, vars(baseline.bench_load()).copy(), baseline.direct, rows, runs,
                       (baseline.repeats, len(rounds)))
 
@@ -288,10 +288,12 @@ def comparison_lines(comparison: Comparison) -> list[str]:
              f"{after} rounds now: {BenchLoad(**comparison.load).label()}"]
     for host, runs in comparison.runs.items():
         mine = [row for row in comparison.rows if row.host == host]
-        state = ("; new: not in the baseline" if not any(row.before for row in mine) else
-                 "; gone: in the baseline, not measured now" if not any(row.after for row in mine) else "")
-        if runs["before"] or runs["after"] or state:
-            lines.append(f"  {host}: {ran(runs['before'])} -> {ran(runs['after'])}{state}")
+        if not any(row.before for row in mine):
+            lines.append(f"  {host}: now {ran(runs['after'])}; new: not in the baseline")
+        elif not any(row.after for row in mine):
+            lines.append(f"  {host}: {ran(runs['before'])}; gone: in the baseline, not measured now")
+        elif runs["before"] or runs["after"]:
+            lines.append(f"  {host}: {ran(runs['before'])} -> {ran(runs['after'])}")
     lines += format_table([(row.label, row.cells()) for row in comparison.rows], first="host target",
                           columns=COMPARE_COLUMNS)
     lines.append(f"median of the rounds; spread: {SPREAD}; band: the larger spread of the two sides, at least "
