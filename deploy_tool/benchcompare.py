@@ -35,7 +35,6 @@ from deploy_tool.project import Project
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 Rounds = list[dict[str, dict[str, dict[str, Any]]]]  # each round: {host: {target: result}}
-VERDICTS = ("regression", "faster", "within noise", "new", "gone")
 COMPARE_COLUMNS = ("rps before", "rps after", "rps change", "p90 before", "p90 after", "p90 change", "rps band",
                    "p90 band", "verdict")
 
