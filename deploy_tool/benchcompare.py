@@ -19,6 +19,7 @@ from typing import Any
 
 from deploy_tool.bench import (
     NOISE_FLOOR,
+    P90_FLOOR_MS,
     SPREAD,
     BenchLoad,
     bars_with_rounds,
@@ -193,7 +194,8 @@ class Row:
 
 def judge(host: str, target: str, before: dict[str, Any] | None, after: dict[str, Any] | None) -> Row:
     """The verdict of one host (or the fleet) and target, from its two summaries (bench.summarize or
-    bench.fleet_summary): `regression` when req/s fell or p90 rose by more than its noise band, or requests failed
+    bench.fleet_summary): `regression` when req/s fell or p90 rose by more than its noise band (and p90 by more than
+    P90_FLOOR_MS), or requests failed
     that did not in the baseline; else `faster` when req/s rose or p90 fell by more than its band; else `within
     noise`. A host on one side only is `new` or `gone`: not judged."""
     row = Row(host, target, before, after)
@@ -205,9 +207,11 @@ def judge(host: str, target: str, before: dict[str, Any] | None, after: dict[str
     row.rps_change = change(before["rps"], after["rps"])
     row.p90_change = change(before["p90_ms"], after["p90_ms"])
     rps, p90 = row.rps_change, row.p90_change
+    # a few ms of p90 are this machine's noise at any percentage (bench.P90_FLOOR_MS, as the canary's gate)
+    moved = p90 is not None and abs(after["p90_ms"] - before["p90_ms"]) > P90_FLOOR_MS
     if rps is not None and rps < -row.rps_band:
         row.reasons.append(f"req/s {rps:+g}%, beyond the band of {row.rps_band:g}%")
-    if p90 is not None and p90 > row.p90_band:
+    if p90 is not None and moved and p90 > row.p90_band:
         row.reasons.append(f"p90 {p90:+g}%, beyond the band of {row.p90_band:g}%")
     if after.get("failed") and not before.get("failed"):
         row.reasons.append(f"{after['failed']} failed requests, none in the baseline")
@@ -216,7 +220,7 @@ def judge(host: str, target: str, before: dict[str, Any] | None, after: dict[str
         return row
     if rps is not None and rps > row.rps_band:
         row.reasons.append(f"req/s {rps:+g}%, beyond the band of {row.rps_band:g}%")
-    if p90 is not None and p90 < -row.p90_band:
+    if p90 is not None and moved and p90 < -row.p90_band:
         row.reasons.append(f"p90 {p90:+g}%, beyond the band of {row.p90_band:g}%")
     row.verdict = "faster" if row.reasons else "within noise"
     return row

@@ -115,9 +115,13 @@ def test_a_drop_beyond_the_band_is_a_regression_within_it_is_not():
 
 def test_faster_beyond_the_band_and_p90_or_failures_make_a_regression():
     assert judge("h1", "nginx", *before_after([100, 101, 99], [130, 131, 129])).verdict == "faster"
-    row = judge("h1", "nginx", *before_after([100, 101, 99], [100, 101, 99], after_p90=20.0))
+    row = judge("h1", "nginx", *before_after([100, 101, 99], [100, 101, 99], before_p90=40.0, after_p90=80.0))
     assert row.verdict == "regression" and row.p90_change == 100.0 and "p90 +100%" in row.reasons[0]
-    assert judge("h1", "nginx", *before_after([100] * 3, [100] * 3, after_p90=5.0)).verdict == "faster"
+    assert judge("h1", "nginx", *before_after([100] * 3, [100] * 3, before_p90=60.0,
+                                              after_p90=30.0)).verdict == "faster"
+    # a few ms are noise at any percentage: 10 -> 30 ms is +200% but 20 ms (P90_FLOOR_MS: 25)
+    row = judge("h1", "nginx", *before_after([100] * 3, [100] * 3, after_p90=30.0))
+    assert (row.verdict, row.p90_change) == ("within noise", 200.0)
     before = summarize([result(100)] * 3)
     after = summarize([result(100), result(100, failed=1), result(100)])
     row = judge("h1", "nginx", before, after)
