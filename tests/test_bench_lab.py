@@ -115,16 +115,20 @@ def test_a_slow_release_fails_the_gate_and_is_rolled_back(fleet, test_release_b)
 
 def test_bench_matrix_compares_setups_and_restores_the_deployed_one(fleet, test_release_b):
     result = deploy("bench", "-i", str(fleet.inventory), *DJANGO, "--matrix", "--variants",
-                    "uwsgi:3x3,uwsgi-http:2x2", "--duration", "2", "--json")
+                    "uwsgi:3x3,uwsgi-http:2x2", "--duration", "2", "--repeats", "2", "--json")
     matrix = json.loads(result.stdout)
+    assert matrix["order"] == ["uwsgi 3x3", "uwsgi-http 2x2"] * 2  # interleaved: A B A B
+    assert "serves" in matrix["result"] or "no clear winner" in matrix["result"], matrix["result"]
     rows = {(row["setup"], row["target"]): row for row in matrix["rows"]}
+    for key in (("uwsgi 3x3", "nginx"), ("uwsgi-http 2x2", "nginx")):
+        assert len(rows[key]["rounds"]) == 2 and rows[key]["fleet"]["rps_spread"] is not None, rows[key]
     assert set(rows) == {("uwsgi 3x3", "nginx"), ("uwsgi 3x3", "direct"),
                          ("uwsgi-http 2x2", "nginx"), ("uwsgi-http 2x2", "direct")}
     for key in (("uwsgi 3x3", "nginx"), ("uwsgi-http 2x2", "nginx"), ("uwsgi-http 2x2", "direct")):
         assert rows[key]["fleet"]["hosts"] == len(fleet.hosts) and rows[key]["fleet"]["rps"] > 0, key
         assert rows[key]["fleet"]["failed"] == 0, rows[key]
     assert rows[("uwsgi 3x3", "direct")]["fleet"] is None  # uwsgi protocol: no HTTP to load directly
-    assert "1/2" in result.stderr and "restoring" in result.stderr
+    assert "1/4" in result.stderr and "restoring" in result.stderr
     assert serving(fleet) == {(test_release_b, "gunicorn-sync")}
 
 
@@ -189,3 +193,30 @@ def test_a_release_200ms_slower_per_page_stops_after_its_canary(fleet, test_rele
         ("deploy", SLOWER, "canary", "regressed"), ("rollback", test_release, None, "ok"),
         ("canary", SLOWER, None, "rolled-back")]
     assert lines[2]["never"] == others and lines[2]["reached"] == canary
+
+
+def test_a_baseline_compared_after_a_change_tells_a_regression_from_noise(fleet, test_release):
+    """The fleet serves test_release (the canary tests left it so): its baseline, compared again unchanged, is
+    within noise; after the release 200 ms slower per page is deployed, every host and the fleet regressed."""
+    bench = ("bench", "-i", str(fleet.inventory), *DJANGO)
+    kept = deploy(*bench, "--baseline", "ci-before", "--rate", "40", "--duration", "2", "--json")
+    assert json.loads(kept.stdout)["repeats"] == 3
+    baseline = json.loads((ROOT / ".deploykit" / "bench" / inventory_slug(fleet.inventory) / "baselines"
+                           / "ci-before.json").read_text())
+    names = sorted(h["name"] for h in fleet.hosts)
+    assert sorted(baseline["hosts"]) == names
+    for kept_host in (baseline["hosts"][name] for name in names):
+        assert len(kept_host["rounds"]) == 3 and kept_host["runs"]["release"] == test_release
+
+    same = deploy(*bench, "--compare", "ci-before", "--json", check=False)  # the baseline's load, 3 rounds
+    assert same.returncode == 0, same.stdout[-3000:] + same.stderr[-3000:]
+    assert not json.loads(same.stdout)["regressed"]
+
+    deploy("-i", str(fleet.inventory), *DJANGO, "--variant", "gunicorn-sync", "--version", SLOWER, "--no-smoke",
+           "--no-swap-report")
+    slower = deploy(*bench, "--compare", "ci-before", "--json", check=False)
+    assert slower.returncode == 3, slower.stdout[-3000:] + slower.stderr[-3000:]
+    compared = json.loads(slower.stdout)
+    assert sorted(compared["regressed"]) == sorted([f"{h} nginx" for h in names] + ["fleet nginx"]), compared
+    assert Path(compared["plot"]).stat().st_size > 0
+    assert "regression against baseline ci-before" in slower.stderr
