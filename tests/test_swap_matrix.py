@@ -2,9 +2,10 @@
 
 Variants are grouped by the protocol nginx speaks to them. A group's first deploy may change the protocol,
 so it uses strategy recreate, without load. Then every further deploy of the group is a reuse-port swap to
-the other release (and the next variant) while a separate load process keeps 22 connections per host (66 on the fleet)
-busy (half keep-alive, half a new connection per request): in its own count no request may be dropped
-(refused, reset, HTTP error); requests slower than its 10 s timeout are reported (see `dropped`).
+the other release (and the next variant) while a separate load process keeps 22 connections per host (66 on the
+fleet) busy at 150 requests per second per host (half keep-alive, half a new connection per request): in its own
+count no request may be dropped (refused, reset, HTTP error); requests slower than its 10 s timeout are reported
+(see `dropped`).
 The last swap returns to the group's first variant, so each variant is swapped in and swapped out under load.
 After each deploy, on every host, through nginx: GET the page, POST the form, follow the redirect.
 """
@@ -19,7 +20,7 @@ import pytest
 from conftest import DJANGO, DJANGO_IMAGE, FLASK, NO_CHECKS, ROOT, deploy
 from deploy_tool.variants import VARIANTS_FILE
 from deploykit_serve import load_variants
-from weblab import Load, browse_and_post_django, describe, dropped
+from weblab import SOAK_RATE_PER_HOST, Load, browse_and_post_django, describe, dropped
 
 # A soak test, in the default run since the greenlet variants got their database pool (about 6 minutes; alone with
 # `pytest -m soak`). It prints each swap's figures, which docs/deploy.md keeps; among them the seconds from the
@@ -85,7 +86,7 @@ def test_django_variant(fleet, test_release, test_release_b, report, protocol, v
     if not loaded:
         deploy(*args, "--strategy", "recreate")
     else:
-        load = Load(fleet.hosts)
+        load = Load(fleet.hosts, rate=SOAK_RATE_PER_HOST)
         try:
             result = deploy(*args, "--strategy", "reuse-port", check=False)
         finally:
