@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="up, down or status")
     registry.add_argument("--fleet", default="lab", help="fleet name (default lab)")
 
-    commands.add_parser("images", help="build the base and lab host images (cached)")
+    commands.add_parser("images", help="build the base and lab host images of Debian 12 and 13 (cached)")
 
     init = commands.add_parser("init", help="write deploykit.yml for the app in this directory (detected)")
     init.add_argument("directory", nargs="?", default=".", help="the app's directory (default: this one)")
@@ -276,10 +276,11 @@ def cmd_registry(args: argparse.Namespace, project: Project) -> int:
 
 
 def cmd_images(args: argparse.Namespace, project: Project) -> int:
-    from deploy_tool.images import ImageBuilder
+    from deploy_tool.images import DEBIAN_RELEASES, ImageBuilder
 
-    tag = ImageBuilder(project, docker_client()).ensure_host_image()
-    emit(f"lab host image: {tag}")
+    builder = ImageBuilder(project, docker_client())
+    for release, suite in DEBIAN_RELEASES.items():
+        emit(f"lab host image, Debian {release} ({suite}): {builder.ensure_host_image(suite)}")
     return 0
 
 
