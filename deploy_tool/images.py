@@ -39,8 +39,10 @@ def base_image(suite: str = SUITE) -> str:
 
 
 # Packages the roles install on hosts, downloaded (not installed) into the host image's apt cache:
-# Debian 12 and 13 both have each of them (by these names; their versions differ, docs/lab.md).
+# Debian 12 and 13 both have each of them (by these names; their versions differ, docs/lab.md), and Debian 13
+# splits the docker command line out of docker.io (the docker role installs it there).
 HOST_PREFETCH = ("docker.io", "python3-requests", "nginx", "postgresql", "python3-psycopg2")
+HOST_PREFETCH_OF_SUITE = {"bookworm": (), "trixie": ("docker-cli",)}
 
 
 def apt_mirror(sources_glob: str = "/etc/apt/sources.list.d/*.sources",
@@ -130,8 +132,9 @@ class ImageBuilder:
 
     def ensure_host_image(self, suite: str = SUITE) -> str:
         """The lab host image (lab/host-image) of Debian `suite`, built when its tag is not in Docker yet."""
+        prefetch = HOST_PREFETCH + HOST_PREFETCH_OF_SUITE.get(suite, ())
         return self.ensure_context_image(HOST_IMAGE_REPO, self.project.host_image_dir,
-                                         {"PREFETCH_PACKAGES": " ".join(HOST_PREFETCH)}, suite)
+                                         {"PREFETCH_PACKAGES": " ".join(prefetch)}, suite)
 
     def ensure_context_image(self, repository: str, context: Path, buildargs: dict[str, str],
                              suite: str = SUITE) -> str:
