@@ -133,6 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     lab_commands = lab.add_subparsers(dest="lab_command", metavar="ACTION", required=True)
     lab_up = lab_commands.add_parser("up", help="start (or grow/shrink to) N lab hosts reachable over SSH")
     lab_up.add_argument("--hosts", type=int, default=3, help="number of hosts (default 3)")
+    lab_up.add_argument("--debian", default="12", metavar="RELEASE[,RELEASE...]",
+                        help="the hosts' Debian release: 12 (bookworm, the default) or 13 (trixie) for every host, "
+                             "or a comma list with one per host for a mixed fleet (--hosts 3 --debian 12,12,13); "
+                             "a running host of another release is replaced")
     for sub in (lab_up, lab_commands.add_parser("down", help="remove the lab hosts and their volumes"),
                 lab_commands.add_parser("status", help="list the lab hosts")):
         sub.add_argument("--fleet", default="lab", help="fleet name (default lab: inventories/lab)")
@@ -143,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="up, down or status")
     registry.add_argument("--fleet", default="lab", help="fleet name (default lab)")
 
-    commands.add_parser("images", help="build the base and lab host images (cached)")
+    commands.add_parser("images", help="build the base and lab host images of Debian 12 and 13 (cached)")
 
     init = commands.add_parser("init", help="write deploykit.yml for the app in this directory (detected)")
     init.add_argument("directory", nargs="?", default=".", help="the app's directory (default: this one)")
@@ -236,14 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_lab(args: argparse.Namespace, project: Project) -> int:
-    from deploy_tool.lab import LabFleet, validate_fleet_name, validate_host_count
+    from deploy_tool.lab import LabFleet, host_releases, validate_fleet_name, validate_host_count
 
     validate_fleet_name(args.fleet)
     if args.lab_command == "up":
-        validate_host_count(args.hosts)
+        host_releases(args.debian, validate_host_count(args.hosts))
     fleet = LabFleet(project, docker_client(), args.fleet)
     if args.lab_command == "up":
-        hosts = fleet.up(args.hosts)
+        hosts = fleet.up(args.hosts, args.debian)
     elif args.lab_command == "down":
         removed = fleet.down()
         if args.json:
@@ -261,7 +265,7 @@ def cmd_lab(args: argparse.Namespace, project: Project) -> int:
         if not hosts:
             emit(f"lab fleet {args.fleet}: no hosts (start them with `deploy lab up --hosts 3`)")
         for host in hosts:
-            emit(f"{host.name:12} {host.state:10} {host.address:16} {host.container}")
+            emit(f"{host.name:12} {host.state:10} {host.address:16} debian {host.debian:<3} {host.container}")
     return 0
 
 
@@ -287,10 +291,11 @@ def cmd_registry(args: argparse.Namespace, project: Project) -> int:
 
 
 def cmd_images(args: argparse.Namespace, project: Project) -> int:
-    from deploy_tool.images import ImageBuilder
+    from deploy_tool.images import DEBIAN_RELEASES, ImageBuilder
 
-    tag = ImageBuilder(project, docker_client()).ensure_host_image()
-    emit(f"lab host image: {tag}")
+    builder = ImageBuilder(project, docker_client())
+    for release, suite in DEBIAN_RELEASES.items():
+        emit(f"lab host image, Debian {release} ({suite}): {builder.ensure_host_image(suite)}")
     return 0
 
 

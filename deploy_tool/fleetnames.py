@@ -7,6 +7,7 @@ DEFAULT_FLEET = "lab"
 LABEL_FLEET = "io.deploykit.fleet"
 LABEL_INDEX = "io.deploykit.index"
 LABEL_ROLE = "io.deploykit.role"
+LABEL_DEBIAN = "io.deploykit.debian"  # a lab host's Debian release (12, 13)
 
 
 def network_name(fleet: str) -> str:

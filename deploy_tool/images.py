@@ -1,8 +1,8 @@
 """Images built on the controller, with no registry to pull from.
 
 The base image is a Debian minbase root filesystem made by debootstrap and imported into Docker.
-The lab host image is built on it from lab/host-image and tagged by a hash of its inputs,
-so a changed Dockerfile gives a new tag and an unchanged one is never rebuilt.
+The lab host image is built on it from lab/host-image, one per Debian release, and tagged by a hash of its
+inputs (the base image among them), so a changed Dockerfile gives a new tag and an unchanged one is never rebuilt.
 """
 
 from __future__ import annotations
@@ -27,8 +27,9 @@ from deploy_tool.project import Project
 log = logging.getLogger(__name__)
 
 # minbase plus python3 and python3-venv: app images then build venvs with no apt and no network.
-SUITE = "bookworm"  # the lab hosts' Debian release, and the example apps' base
-SUITES = ("bookworm", "trixie")  # Debian 12 (Python 3.11) and 13 (Python 3.13): app images build on either
+SUITE = "bookworm"  # the lab hosts' default Debian release
+SUITES = ("bookworm", "trixie")  # Debian 12 (Python 3.11) and 13 (Python 3.13): app images and lab hosts on either
+DEBIAN_RELEASES = {12: "bookworm", 13: "trixie"}  # the version number of each of SUITES
 BASE_PACKAGES = ("python3", "python3-venv")
 HOST_IMAGE_REPO = "deploykit/lab-host"
 
@@ -37,9 +38,11 @@ def base_image(suite: str = SUITE) -> str:
     return f"deploykit/debian:{suite}-minbase-py3"
 
 
-BASE_IMAGE = base_image()
-# Packages the roles install on hosts, downloaded (not installed) into the host image's apt cache.
+# Packages the roles install on hosts, downloaded (not installed) into the host image's apt cache:
+# Debian 12 and 13 both have each of them (by these names; their versions differ, docs/lab.md), and Debian 13
+# splits the docker command line out of docker.io (the docker role installs it there).
 HOST_PREFETCH = ("docker.io", "python3-requests", "nginx", "postgresql", "python3-psycopg2")
+HOST_PREFETCH_OF_SUITE = {"bookworm": (), "trixie": ("docker-cli",)}
 
 
 def apt_mirror(sources_glob: str = "/etc/apt/sources.list.d/*.sources",
@@ -127,21 +130,24 @@ class ImageBuilder:
                          check=True)
             partial.rename(tarball)
 
-    def ensure_host_image(self) -> str:
-        """The lab host image (lab/host-image), built when its tag is not in Docker yet."""
+    def ensure_host_image(self, suite: str = SUITE) -> str:
+        """The lab host image (lab/host-image) of Debian `suite`, built when its tag is not in Docker yet."""
+        prefetch = HOST_PREFETCH + HOST_PREFETCH_OF_SUITE.get(suite, ())
         return self.ensure_context_image(HOST_IMAGE_REPO, self.project.host_image_dir,
-                                         {"PREFETCH_PACKAGES": " ".join(HOST_PREFETCH)})
+                                         {"PREFETCH_PACKAGES": " ".join(prefetch)}, suite)
 
-    def ensure_context_image(self, repository: str, context: Path, buildargs: dict[str, str]) -> str:
-        """Build an image of a folder on the base image, tagged by a hash of its inputs, unless present."""
-        base_id = self.ensure_base_image()
+    def ensure_context_image(self, repository: str, context: Path, buildargs: dict[str, str],
+                             suite: str = SUITE) -> str:
+        """Build an image of a folder on the base image of `suite`, tagged by a hash of its inputs, unless
+        present."""
+        base_id = self.ensure_base_image(suite)
         tag = context_image_tag(repository, context, base_id, buildargs)
         if self.image_id(tag):
             return tag
-        log.info("building %s (packages from Debian, about a minute)", tag)
+        log.info("building %s on Debian %s (packages from Debian, about a minute)", tag, suite)
         try:
             self.client.images.build(path=str(context), tag=tag, rm=True, forcerm=True,
-                                     buildargs={"BASE_IMAGE": BASE_IMAGE, **buildargs})
+                                     buildargs={"BASE_IMAGE": base_image(suite), **buildargs})
         except docker.errors.BuildError as exc:
             tail = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log)
             raise DeployError(f"building {tag} failed:\n{tail[-2000:]}",

@@ -25,8 +25,15 @@ from docker.types import Mount
 
 from deploy_tool import external
 from deploy_tool.errors import DeployError
-from deploy_tool.fleetnames import DEFAULT_FLEET, LABEL_FLEET, LABEL_INDEX, host_container_name, network_name
-from deploy_tool.images import ImageBuilder
+from deploy_tool.fleetnames import (
+    DEFAULT_FLEET,
+    LABEL_DEBIAN,
+    LABEL_FLEET,
+    LABEL_INDEX,
+    host_container_name,
+    network_name,
+)
+from deploy_tool.images import DEBIAN_RELEASES, ImageBuilder
 from deploy_tool.project import Project
 from deploy_tool.registry import LabRegistry
 
@@ -36,6 +43,10 @@ SSH_USER = "deploykit"
 FLEET_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 MAX_HOSTS = 40
 BOOT_TIMEOUT = 60.0
+DEFAULT_DEBIAN = 12  # the hosts' Debian release when `lab up` is given none (and of hosts labelled with none)
+# What --debian takes for a release: its number or its code name.
+DEBIAN_NAMES = {**{str(number): number for number in DEBIAN_RELEASES},
+                **{suite: number for number, suite in DEBIAN_RELEASES.items()}}
 
 # How a lab host container is started: the measured replacement for --privileged
 # (`--cap-add ALL --cap-drop SYS_RESOURCE --security-opt seccomp=unconfined,apparmor=unconfined,
@@ -59,6 +70,7 @@ class LabHost:
     container: str
     address: str
     state: str
+    debian: int  # the Debian release it runs (12, 13)
 
 
 def validate_fleet_name(fleet: str) -> str:
@@ -75,12 +87,33 @@ def validate_host_count(count: int) -> int:
     return count
 
 
+def host_releases(spec: str, count: int) -> list[int]:
+    """Each host's Debian release from `lab up --debian`: one release for every host, or a comma list with one
+    release per host (a mixed fleet). A release is its number or its code name (12 or bookworm, 13 or trixie)."""
+    releases = []
+    for word in spec.split(","):
+        number = DEBIAN_NAMES.get(word.strip().lower())
+        if number is None:
+            raise DeployError(f"--debian: unknown Debian release {word.strip()!r}",
+                              hint=f"one of {', '.join(DEBIAN_NAMES)}; a comma list gives each host its own "
+                                   "(e.g. --hosts 3 --debian 12,12,13)")
+        releases.append(number)
+    if len(releases) == 1:
+        return releases * count
+    if len(releases) != count:
+        raise DeployError(f"--debian lists {len(releases)} releases for {count} hosts",
+                          hint="give one release for every host (--debian 13), or one per host in the order of "
+                               f"the hosts (--hosts {count} --debian {','.join(['12'] * (count - 1) + ['13'])})")
+    return releases
+
+
 def inventory_document(hosts: list[LabHost], key: Path, known_hosts: Path, fleet: str) -> dict[str, Any]:
     """The Ansible inventory of a fleet: every lab host is a web host, the first also the db host."""
     return {
         "all": {
             "children": {
-                "web": {"hosts": {host.name: {"ansible_host": host.address} for host in hosts}},
+                "web": {"hosts": {host.name: {"ansible_host": host.address, "deploykit_lab_debian": host.debian}
+                                  for host in hosts}},
                 "db": {"hosts": {host.name: {} for host in hosts[:1]}},
             },
             "vars": {
@@ -140,16 +173,25 @@ class LabFleet:
         networks = container.attrs["NetworkSettings"]["Networks"]
         address = networks.get(self.network_name, {}).get("IPAddress", "")
         return LabHost(name=container.attrs["Config"]["Hostname"], container=container.name,
-                       address=address, state=container.status)
+                       address=address, state=container.status, debian=self._release(container))
+
+    @staticmethod
+    def _release(container: Any) -> int:
+        """The Debian release a host runs, from its label (a host started before hosts had one runs 12)."""
+        return int(container.labels.get(LABEL_DEBIAN, DEFAULT_DEBIAN))
 
     def hosts(self) -> list[LabHost]:
         return [self._as_host(c) for c in self._containers()]
 
     # -- up --------------------------------------------------------------------------------------
-    def up(self, count: int) -> list[LabHost]:
+    def up(self, count: int, debian: str = str(DEFAULT_DEBIAN)) -> list[LabHost]:
+        """Hosts 1..count on the Debian releases `debian` names (see host_releases): a host of another release,
+        or of an older host image, is replaced; the others are kept."""
         validate_host_count(count)
+        releases = host_releases(debian, count)
         self._ensure_ssh_key()
-        image = ImageBuilder(self.project, self.client).ensure_host_image()
+        builder = ImageBuilder(self.project, self.client)
+        images = {release: builder.ensure_host_image(DEBIAN_RELEASES[release]) for release in sorted(set(releases))}
         self._ensure_network()
         existing = {int(c.labels[LABEL_INDEX]): c for c in self._containers()}
         for index, container in existing.items():
@@ -157,15 +199,20 @@ class LabFleet:
                 log.info("removing %s (fleet shrinks to %d hosts)", container.name, count)
                 container.remove(v=True, force=True)
         started = []
-        for index in range(1, count + 1):
+        for index, release in enumerate(releases, start=1):
+            image = images[release]
             container = existing.get(index)
-            if container is not None and container.attrs["Config"]["Image"] != image:
+            if container is not None and self._release(container) != release:
+                log.info("replacing %s: Debian %d, not %d", container.name, self._release(container), release)
+                container.remove(v=True, force=True)
+                container = None
+            elif container is not None and container.attrs["Config"]["Image"] != image:
                 log.info("replacing %s: built from an older host image", container.name)
                 container.remove(v=True, force=True)
                 container = None
             if container is None:
-                log.info("starting lab host %s", self.host_name(index))
-                container = self._run_host(image, index)
+                log.info("starting lab host %s (Debian %d)", self.host_name(index), release)
+                container = self._run_host(image, index, release)
             elif container.status != "running":
                 log.info("starting stopped lab host %s", self.host_name(index))
                 container.start()
@@ -206,7 +253,7 @@ class LabFleet:
             self.client.networks.create(self.network_name, driver="bridge",
                                         labels={LABEL_FLEET: self.fleet})
 
-    def _run_host(self, image: str, index: int) -> Any:
+    def _run_host(self, image: str, index: int, release: int) -> Any:
         api = self.client.api
         host_config = api.create_host_config(
             network_mode=self.network_name,
@@ -217,7 +264,8 @@ class LabFleet:
         try:
             created = api.create_container(
                 image, name=self.container_name(index), hostname=self.host_name(index),
-                labels={LABEL_FLEET: self.fleet, LABEL_INDEX: str(index)}, host_config=host_config,
+                labels={LABEL_FLEET: self.fleet, LABEL_INDEX: str(index), LABEL_DEBIAN: str(release)},
+                host_config=host_config,
                 networking_config=api.create_networking_config({self.network_name: api.create_endpoint_config()}),
             )
             api.start(created["Id"])

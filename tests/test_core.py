@@ -112,9 +112,10 @@ def test_outcome_recap_names_unreachable_hosts():
 
 
 def test_inventory_document_pins_key_and_known_hosts():
-    hosts = [LabHost("lab-1", "deploykit-lab-1", "10.0.0.2", "running")]
+    hosts = [LabHost("lab-1", "deploykit-lab-1", "10.0.0.2", "running", 12)]
     document = inventory_document(hosts, Path("/k/id"), Path("/k/known"), "lab")
-    assert document["all"]["children"]["web"]["hosts"] == {"lab-1": {"ansible_host": "10.0.0.2"}}
+    assert document["all"]["children"]["web"]["hosts"] == {"lab-1": {"ansible_host": "10.0.0.2",
+                                                                      "deploykit_lab_debian": 12}}
     assert document["all"]["children"]["db"]["hosts"] == {"lab-1": {}}
     variables = document["all"]["vars"]
     assert variables["ansible_ssh_private_key_file"] == "/k/id"

@@ -155,6 +155,10 @@ def test_upstream_keepalive_and_limits_configured(host):
     assert "limit_conn per_ip_deploykit_app 50;" in conf
 
 
+def test_the_benchmark_tool_is_installed(host):
+    assert host.package("wrk").is_installed  # the bench role, after nginx (converge.yml)
+
+
 def test_default_site_removed(host):
     assert not host.file("/etc/nginx/sites-enabled/default").exists
 
