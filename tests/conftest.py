@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -24,6 +25,10 @@ FLASK = ("--project", str(FLASK_DIR))
 DJANGO = ("--project", str(DJANGO_DIR))
 FLASK_IMAGE = "deploykit/flask-demo"
 DJANGO_IMAGE = "deploykit/django-demo"
+# The tests' own lab fleet, named after this checkout: two checkouts' suites on one machine (one Docker engine)
+# each get their own hosts, network and lock instead of deploying over each other.
+CHECKOUT_TAG = hashlib.sha1(str(ROOT).encode()).hexdigest()[:6]
+TEST_FLEET = f"citest-{CHECKOUT_TAG}"
 sys.path.insert(0, str(ROOT / "module_utils"))
 sys.path.insert(0, str(ROOT / "apps" / "launcher"))
 
@@ -133,10 +138,8 @@ class Fleet:
 
 @pytest.fixture(scope="session")
 def lab_fleet(docker_client) -> Iterator[Fleet]:
-    """Three lab hosts of a fleet of the tests' own (`citest`), removed at the end."""
-    import json
-
-    name = "citest"
+    """Three lab hosts of a fleet of the tests' own (`citest-<checkout>`), removed at the end."""
+    name = TEST_FLEET
     up = deploy("lab", "up", "--fleet", name, "--hosts", "3", "--json")
     document = json.loads(up.stdout)
     yield Fleet(name, document["hosts"], Path(document["inventory"]))

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, ansible_playbook, deploy
+from conftest import CHECKOUT_TAG, ROOT, ansible_playbook, deploy
+
+DOWN_FLEET = f"citest-down-{CHECKOUT_TAG}"  # a fleet of its own, up and down in one test
 
 pytestmark = pytest.mark.lab
 
@@ -28,9 +30,10 @@ def test_hosts_are_distinct_machines_reached_over_ssh(lab_fleet):
 
 
 def test_lab_up_again_keeps_the_same_hosts(lab_fleet, docker_client):
-    before = {c.name: c.id for c in docker_client.containers.list(filters={"label": "io.deploykit.fleet=citest"})}
-    deploy("lab", "up", "--fleet", "citest", "--hosts", "3")
-    after = {c.name: c.id for c in docker_client.containers.list(filters={"label": "io.deploykit.fleet=citest"})}
+    label = {"label": f"io.deploykit.fleet={lab_fleet.name}"}
+    before = {c.name: c.id for c in docker_client.containers.list(filters=label)}
+    deploy("lab", "up", "--fleet", lab_fleet.name, "--hosts", "3")
+    after = {c.name: c.id for c in docker_client.containers.list(filters=label)}
     assert before == after and len(after) == 3
 
 
@@ -94,15 +97,15 @@ def test_every_host_runs_its_own_docker_engine(provisioned):
 def test_lab_down_removes_hosts_network_and_volumes(docker_client):
     import json
 
-    up = json.loads(deploy("lab", "up", "--fleet", "citest-down", "--hosts", "1", "--json").stdout)
+    up = json.loads(deploy("lab", "up", "--fleet", DOWN_FLEET, "--hosts", "1", "--json").stdout)
     container = docker_client.containers.get(up["hosts"][0]["container"])
     volumes = [m["Name"] for m in container.attrs["Mounts"] if m["Type"] == "volume"]
     assert volumes, "the host's /var/lib/docker must be on a volume"
-    deploy("lab", "down", "--fleet", "citest-down")
-    assert not docker_client.containers.list(all=True, filters={"label": "io.deploykit.fleet=citest-down"})
-    assert not docker_client.networks.list(names=["deploykit-citest-down"])
+    deploy("lab", "down", "--fleet", DOWN_FLEET)
+    assert not docker_client.containers.list(all=True, filters={"label": f"io.deploykit.fleet={DOWN_FLEET}"})
+    assert not docker_client.networks.list(names=[f"deploykit-{DOWN_FLEET}"])
     names = {v.name for v in docker_client.volumes.list()}
     assert not names & set(volumes)
     assert not Path(up["inventory"]).exists()
-    status = deploy("lab", "status", "--fleet", "citest-down")
+    status = deploy("lab", "status", "--fleet", DOWN_FLEET)
     assert "no hosts" in status.stdout
