@@ -19,6 +19,9 @@ from deploy_tool.variants import VARIANTS_FILE
 from deploykit_probe import probe
 from deploykit_serve import load_variants
 
+# with the lab tests (not beside molecule's hosts): the in-flight request's 1.5 s and the stop's grace are timings
+pytestmark = pytest.mark.lab
+
 VARIANTS = load_variants(ROOT / VARIANTS_FILE)
 BASE_PORT = 18600
 SLOW_MS = 1500
