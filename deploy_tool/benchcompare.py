@@ -30,7 +30,7 @@ from deploy_tool.bench import (
     pyplot,
     summarize,
 )
-from deploy_tool.errors import DeployError
+from deploy_tool.errors import DeployError, GateStopped
 from deploy_tool.inventory import inventory_slug
 from deploy_tool.project import Project
 
@@ -40,9 +40,8 @@ COMPARE_COLUMNS = ("rps before", "rps after", "rps change", "p90 before", "p90 a
                    "p90 band", "verdict")
 
 
-class BenchRegressed(DeployError):
-    """`deploy bench --compare`: a host or the fleet is slower than its baseline beyond the noise."""
-    exit_code = 3  # as a canary rollout stopped by its gate
+class BenchRegressed(GateStopped):
+    """`deploy bench --compare`: a host or the fleet is slower than its baseline beyond the noise (exit 3)."""
 
 
 def now() -> str:
