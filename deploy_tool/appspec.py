@@ -193,6 +193,18 @@ def load(directory: Path) -> AppSpec:
     return spec
 
 
+def load_given(directory: str | None) -> AppSpec:
+    """The app's checked deploykit.yml: in DIRECTORY (--project DIR), else in the working directory."""
+    return load(Path(directory or ".").resolve())
+
+
+def load_optional(directory: str | None) -> AppSpec | None:
+    """The app's deploykit.yml when DIRECTORY is given or the working directory has one; else None."""
+    if directory is None and not (Path.cwd() / FILE_NAME).is_file():
+        return None
+    return load_given(directory)
+
+
 def _value(path: Path, key: Key, node: yaml.Node) -> Any:
     value = yaml.SafeLoader("").construct_document(node)
     if value is None:  # `key:` with nothing after it

@@ -1,4 +1,5 @@
-"""Benchmarks on the fleet: the smoke benchmark after each deploy, its performance gate, and the matrix.
+"""Benchmarks on the fleet: the smoke benchmark after each deploy, its performance gate, and `deploy bench`
+(run_bench: the fleet as deployed, a baseline and a comparison with it in benchcompare.py, the matrix in matrix.py).
 
 Each host benchmarks itself (playbooks/bench.yml, library/deploykit_bench.py), all hosts at once. Results are
 kept per inventory and release under .deploykit/bench/, so the next release on a host is compared with the one
@@ -10,21 +11,22 @@ from __future__ import annotations
 import json
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from deploy_tool.appspec import URL_PATH, AppSpec
-from deploy_tool.errors import DeployError
+from deploy_tool.appspec import URL_PATH, AppSpec, load_optional
+from deploy_tool.errors import DeployError, GateStopped
 from deploy_tool.inventory import inventory_slug, web_addresses
-from deploy_tool.journal import json_lines
-from deploy_tool.playbook import PlaybookRun, RunOutcome
+from deploy_tool.journal import host_releases, json_lines
+from deploy_tool.playbook import PlaybookRun, ProgressCallback, RunOutcome
 from deploy_tool.project import Project
 
 ENGINES = ("wrk", "rate", "locust")
 P90_FLOOR_MS = 25  # a canary's p90 above its control hosts' by less than this is not judged
 COLUMNS = ("rps", "failed", "p50_ms", "p90_ms", "p99_ms", "max_ms")
+Rounds = list[dict[str, dict[str, dict[str, Any]]]]  # each round: {host: {target: result}}
 
 
 def pick_engine(engine: str, rate: int) -> str:
@@ -323,8 +325,7 @@ def summary_table(rounds: Sequence[dict[str, dict[str, dict[str, Any]]]]) -> dic
 
 
 def measure_rounds(project: Project, inventory: Path, load: BenchLoad, repeats: int, limit: str | None = None,
-                   direct: bool = False, emit: Any = None, spec: AppSpec | None = None
-                   ) -> list[dict[str, dict[str, dict[str, Any]]]]:
+                   direct: bool = False, emit: Any = None, spec: AppSpec | None = None) -> Rounds:
     """`measure` `repeats` times, one round after the other, each round every host at once."""
     say = emit or (lambda _: None)
     rounds = []
@@ -380,3 +381,100 @@ def format_table(rows: Sequence[tuple[str, dict[str, Any] | None]], first: str =
     for (label, _), line in zip(rows, cells, strict=True):
         lines.append(f"{label:<{width}}" + "".join(f"{v:>{w}}" for v, w in zip(line, widths, strict=True)))
     return lines
+
+
+# -- `deploy bench`: what runs, and what it prints ------------------------------------------------------------
+@dataclass(frozen=True)
+class BenchRequest:
+    """`deploy bench` as asked: the fleet measured (and kept as baseline `baseline`), compared with baseline
+    `compare`, or every server setup measured in turn (`matrix`). `given`: the load options given, by BenchLoad's
+    field names (and `direct`), the others at their defaults (a comparison: the baseline's). `app_dir`: the app's
+    directory (--project; None: this directory's deploykit.yml, when it has one), whose host name is sent."""
+    inventory: Path
+    given: dict[str, Any] = field(default_factory=dict)
+    limit: str | None = None
+    repeats: int | None = None  # None: 1, or 3 for a baseline or a comparison
+    baseline: str | None = None
+    compare: str | None = None
+    matrix: bool = False
+    variants: str | None = None  # the matrix's entries (None: every variant, and uWSGI 3x3)
+    version: str | None = None  # the matrix's release (None: the one deployed)
+    app_dir: str | None = None
+    vault_password_file: str | None = None  # the matrix's deploys of an app with secrets
+
+    def rounds(self) -> int:
+        """The rounds to measure, checked with the modes asked (before any host is asked)."""
+        if self.matrix and (self.baseline or self.compare):
+            raise DeployError("--matrix measures setups: it takes no --baseline or --compare",
+                              hint="deploy bench --baseline NAME (before the upgrade), --compare NAME (after it)")
+        repeats = self.repeats if self.repeats is not None else 3 if self.baseline or self.compare else 1
+        check_repeats(repeats)
+        return repeats
+
+
+@dataclass
+class BenchResult:
+    """What a `deploy bench` prints: `document` (--json) or `lines`; then `stopped`, when a gate judged the fleet
+    slower (a regression against the baseline: exit 3)."""
+    document: dict[str, Any]
+    lines: list[str]
+    stopped: GateStopped | None = None
+
+
+def run_bench(request: BenchRequest, project: Project, emit: ProgressCallback,
+              docker_client: Callable[[], Any]) -> BenchResult:
+    """`deploy bench`: a comparison with a baseline (benchcompare.bench_compare), the matrix
+    (matrix.run_bench_matrix), or the fleet as deployed (bench_fleet); each refuses what it would refuse before any
+    host is asked. `emit`: the progress lines; `docker_client`: the matrix's deploys."""
+    repeats = request.rounds()
+    if request.compare:
+        from deploy_tool.benchcompare import bench_compare  # it imports this module
+
+        return bench_compare(project, request.inventory, request.compare, request.given, repeats, emit,
+                             limit=request.limit, app_dir=request.app_dir)
+    load = BenchLoad.from_options(request.given)
+    load.validate()
+    if request.matrix:
+        from deploy_tool.matrix import run_bench_matrix  # it imports this module
+
+        return run_bench_matrix(project, request.inventory, load, repeats, emit, docker_client,
+                                version=request.version, variants=request.variants, limit=request.limit,
+                                app_dir=request.app_dir, vault_password_file=request.vault_password_file)
+    return bench_fleet(project, request.inventory, load, repeats, emit, limit=request.limit,
+                       direct=bool(request.given.get("direct")), app_dir=request.app_dir, baseline=request.baseline)
+
+
+def bench_fleet(project: Project, inventory: Path, load: BenchLoad, repeats: int, emit: ProgressCallback,
+                limit: str | None = None, direct: bool = False, app_dir: str | None = None,
+                baseline: str | None = None) -> BenchResult:
+    """The fleet as deployed, measured `repeats` times; kept as baseline `baseline` when one is named (its name
+    checked before any host is asked)."""
+    from deploy_tool.benchcompare import Baseline, BaselineStore  # it imports this module
+
+    if baseline:
+        BaselineStore.check_name(baseline)
+    spec = load_optional(app_dir)
+    emit(f"benchmark of every host ({load.label()}" + (f", {repeats} rounds)" if repeats > 1 else ")"))
+    rounds = measure_rounds(project, inventory, load, repeats, limit, direct=direct, emit=emit, spec=spec)
+    if baseline:
+        store, app = BaselineStore(project, inventory), spec.name if spec else None
+        kept = Baseline.measured(baseline, inventory, app, load, direct, rounds, host_releases(project, inventory, app),
+                                 limit)
+        replaced = " (replaced)" if store.path(baseline).exists() else ""
+        emit(f"baseline {baseline}{replaced}: {store.save(kept)}")
+    return measured_result(load, rounds)
+
+
+def measured_result(load: BenchLoad, rounds: Rounds) -> BenchResult:
+    """The fleet's figures: with one round as measured; with more, each host's and target's median of the rounds
+    and their spread (the JSON has every round too)."""
+    repeats = len(rounds)
+    results = rounds[0] if repeats == 1 else summary_table(rounds)
+    columns = COLUMNS if repeats == 1 else (*COLUMNS, "rps_spread", "p90_spread")
+    rows = [(f"{host} {target}", result) for host, targets in sorted(results.items())
+            for target, result in targets.items()]
+    lines = format_table(rows, columns=columns)
+    if repeats > 1:
+        lines.append(f"median of {repeats} rounds (failed: their sum); spread: {SPREAD}")
+    return BenchResult({"load": vars(load), "results": results,
+                        **({"repeats": repeats, "rounds": rounds} if repeats > 1 else {})}, lines)

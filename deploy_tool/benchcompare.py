@@ -17,32 +17,36 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from deploy_tool.appspec import load_optional
 from deploy_tool.bench import (
     NOISE_FLOOR,
     P90_FLOOR_MS,
     SPREAD,
     BenchLoad,
+    BenchResult,
+    Rounds,
     bars_with_rounds,
     fleet_summary,
     fleet_totals,
     format_table,
+    measure_rounds,
     noise_band,
     pyplot,
     summarize,
 )
-from deploy_tool.errors import DeployError
+from deploy_tool.errors import DeployError, GateStopped
 from deploy_tool.inventory import inventory_slug
+from deploy_tool.journal import host_releases
+from deploy_tool.playbook import ProgressCallback
 from deploy_tool.project import Project
 
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-Rounds = list[dict[str, dict[str, dict[str, Any]]]]  # each round: {host: {target: result}}
 COMPARE_COLUMNS = ("rps before", "rps after", "rps change", "p90 before", "p90 after", "p90 change", "rps band",
                    "p90 band", "verdict")
 
 
-class BenchRegressed(DeployError):
-    """`deploy bench --compare`: a host or the fleet is slower than its baseline beyond the noise."""
-    exit_code = 3  # as a canary rollout stopped by its gate
+class BenchRegressed(GateStopped):
+    """`deploy bench --compare`: a host or the fleet is slower than its baseline beyond the noise (exit 3)."""
 
 
 def now() -> str:
@@ -309,6 +313,32 @@ def regression_error(comparison: Comparison, path: Path) -> BenchRegressed:
     return BenchRegressed(f"regression against baseline {comparison.baseline}: {found}",
                           hint=f"the comparison: {path} (and {path.with_suffix('.png').name}); more --repeats "
                                "measure the noise band more surely")
+
+
+def bench_compare(project: Project, inventory: Path, name: str, given: dict[str, Any], repeats: int,
+                  emit: ProgressCallback, limit: str | None = None, app_dir: str | None = None) -> BenchResult:
+    """`deploy bench --compare NAME`: the baseline, its load (`given`: the load options given, which must be the
+    baseline's) and the app (`app_dir`, as bench.BenchRequest's) checked before any host is asked; the fleet
+    measured `repeats` times under that load, the comparison kept (BaselineStore.save_comparison)."""
+    store = BaselineStore(project, inventory)
+    baseline = store.load(name)
+    load, direct = baseline.load_for(given)
+    load.validate()
+    spec = load_optional(app_dir)
+    app = spec.name if spec else None
+    baseline.check_app(app)
+    emit(f"benchmark of every host against baseline {baseline.name} ({load.label()}, {repeats} rounds)")
+    rounds = measure_rounds(project, inventory, load, repeats, limit, direct=direct, emit=emit, spec=spec)
+    comparison = compare(baseline, rounds, host_releases(project, inventory, app))
+    return comparison_result(comparison, store.save_comparison(comparison))
+
+
+def comparison_result(comparison: Comparison, path: Path) -> BenchResult:
+    """The comparison kept at `path` as `deploy bench --compare` prints it; a regression stops it (exit 3)."""
+    plot = path.with_suffix(".png")
+    return BenchResult({**comparison.as_dict(), "path": str(path), "plot": str(plot)},
+                       [*comparison_lines(comparison), f"comparison: {path}; plot: {plot}"],
+                       regression_error(comparison, path) if comparison.regressed else None)
 
 
 def plot_comparison(comparison: Comparison, path: Path) -> None:

@@ -19,16 +19,15 @@ from typing import Any
 
 from deploy_tool.bench import SmokeRecord, SmokeStore
 from deploy_tool.deploy import BATCH, DeployRequest
-from deploy_tool.errors import DeployError
+from deploy_tool.errors import DeployError, GateStopped
 from deploy_tool.flow import Checks, DeployReport, GateFailed, Stage, release_fleet_lock, run_deploy, web_hosts
 from deploy_tool.journal import DeployLock, audit, audited_releases
 from deploy_tool.playbook import ProgressCallback
 from deploy_tool.project import Project
 
 
-class CanaryStopped(GateFailed):
-    """A batch of a canary rollout failed its smoke benchmark: the rollout stopped there."""
-    exit_code = 3
+class CanaryStopped(GateFailed, GateStopped):
+    """A batch of a canary rollout failed its smoke benchmark: the rollout stopped there (exit 3)."""
 
 
 def count_of(size: str, total: int) -> int:

@@ -15,7 +15,6 @@ from deploy_tool.errors import DeployError
 from deploy_tool.project import Project
 
 if TYPE_CHECKING:  # the CLI imports the core lazily, per command (a fast `deploy --help`)
-    from deploy_tool.appspec import AppSpec
     from deploy_tool.deploy import DeployRequest
     from deploy_tool.flow import Checks, DeployReport
     from deploy_tool.playbook import RunOutcome
@@ -299,22 +298,6 @@ def cmd_images(args: argparse.Namespace, project: Project) -> int:
     return 0
 
 
-def app_spec(directory: str | None) -> AppSpec:
-    """The app's checked deploykit.yml: in --project DIR, else in this directory."""
-    from deploy_tool.appspec import load
-
-    return load(Path(directory or ".").resolve())
-
-
-def optional_app_spec(directory: str | None) -> AppSpec | None:
-    """The app's deploykit.yml when --project is given or this directory has one; else None."""
-    from deploy_tool.appspec import FILE_NAME
-
-    if directory is None and not (Path.cwd() / FILE_NAME).is_file():
-        return None
-    return app_spec(directory)
-
-
 def cmd_init(args: argparse.Namespace, project: Project) -> int:
     from deploy_tool.initapp import init
 
@@ -333,9 +316,10 @@ def cmd_init(args: argparse.Namespace, project: Project) -> int:
 
 
 def cmd_secrets(args: argparse.Namespace, project: Project) -> int:
+    from deploy_tool.appspec import load_given
     from deploy_tool.secrets import edit_secrets
 
-    spec = app_spec(args.project or ".")
+    spec = load_given(args.project or ".")
     return edit_secrets(spec, args.secrets_command, vault_password_file(args, required=True))
 
 
@@ -347,12 +331,13 @@ def vault_password_file(args: argparse.Namespace, required: bool = False) -> Pat
 
 def cmd_build(args: argparse.Namespace, project: Project) -> int:
     from deploy_tool.appbuild import AppBuilder, parse_env
+    from deploy_tool.appspec import load_given
     from deploy_tool.build import validate_version
     from deploy_tool.hooks import run_hook
 
     validate_version(args.version)
     env = parse_env(args.env)
-    spec = app_spec(args.project)
+    spec = load_given(args.project)
     run_hook(spec, "before_build", emit, action="build", version=args.version)
     app = AppBuilder(project, docker_client(), spec)
     emit(f"release image: {app.build(args.version, rebuild=args.rebuild, env=env)}")
@@ -401,6 +386,7 @@ def cmd_lock(args: argparse.Namespace, project: Project) -> int:
 
 
 def cmd_maintenance(args: argparse.Namespace, project: Project) -> int:
+    from deploy_tool.appspec import load_given
     from deploy_tool.journal import audit
     from deploy_tool.playbook import PlaybookFailed, PlaybookRun, run_playbook
 
@@ -411,7 +397,7 @@ def cmd_maintenance(args: argparse.Namespace, project: Project) -> int:
     if message and any(mark in message for mark in ("{{", "{%", "{#")):  # Ansible would evaluate it as a template
         raise DeployError("--message may not hold {{, {% or {#", hint="write the message as plain text")
     inventory = project.inventory_dir(args.inventory)
-    spec = app_spec(args.project) if args.project else None
+    spec = load_given(args.project) if args.project else None
     said = {"nginx_maintenance_message": message} if message is not None else {}  # else the role's default
     run = PlaybookRun("maintenance.yml", inventory, limit=args.limit,
                       extravars={"nginx_maintenance": args.state, **said,
@@ -457,9 +443,10 @@ def checks_of(args: argparse.Namespace) -> Checks:
 
 
 def cmd_deploy(args: argparse.Namespace, project: Project) -> int:
+    from deploy_tool.appspec import load_given
     from deploy_tool.deploy import DeployRequest
 
-    spec = app_spec(args.project)
+    spec = load_given(args.project)
     request = DeployRequest(inventory=project.inventory_dir(args.inventory), version=args.version, spec=spec,
                             variant=args.variant or "", strategy=args.strategy, limit=args.limit,
                             image_source=args.image_source, batch=args.batch, pause=args.pause,
@@ -470,11 +457,12 @@ def cmd_deploy(args: argparse.Namespace, project: Project) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace, project: Project) -> int:
+    from deploy_tool.appspec import load_given
     from deploy_tool.deploy import DeployRequest
     from deploy_tool.journal import previous_release
 
     inventory = project.inventory_dir(args.inventory)
-    spec = app_spec(args.project)
+    spec = load_given(args.project)
     target = previous_release(project, inventory, args.to, spec.name)
     say = progress_sink(args.json)
     say(f"rolling back to {target['version']} ({target['variant']}, {target['app']}; {target['reason']}), "
@@ -561,105 +549,20 @@ def load_options(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_bench(args: argparse.Namespace, project: Project) -> int:
-    from deploy_tool.bench import COLUMNS, SPREAD, BenchLoad, check_repeats, format_table, measure_rounds, summary_table
-    from deploy_tool.benchcompare import Baseline, BaselineStore
-    from deploy_tool.journal import host_releases
+    from deploy_tool.bench import BenchRequest, run_bench
 
-    inventory = project.inventory_dir(args.inventory)
-    given = load_options(args)
-    if args.matrix and (args.baseline or args.compare):
-        raise DeployError("--matrix measures setups: it takes no --baseline or --compare",
-                          hint="deploy bench --baseline NAME (before the upgrade), --compare NAME (after it)")
-    repeats = args.repeats if args.repeats is not None else 3 if args.baseline or args.compare else 1
-    check_repeats(repeats)
-    if args.compare:
-        return bench_compare(args, project, inventory, given, repeats)
-    load = BenchLoad.from_options(given)
-    load.validate()
-    if args.matrix:
-        return run_bench_matrix(args, project, inventory, load, repeats)
-    say = progress_sink(args.json)
-    store = None
-    if args.baseline:  # its name checked before any host is asked
-        store = BaselineStore(project, inventory)
-        store.check_name(args.baseline)
-    spec = optional_app_spec(args.project)
-    direct = bool(given.get("direct"))
-    say(f"benchmark of every host ({load.label()}" + (f", {repeats} rounds)" if repeats > 1 else ")"))
-    rounds = measure_rounds(project, inventory, load, repeats, args.limit, direct=direct, emit=say, spec=spec)
-    if store is not None:
-        baseline = Baseline.measured(args.baseline, inventory, spec.name if spec else None, load, direct, rounds,
-                                     host_releases(project, inventory, spec.name if spec else None), args.limit)
-        replaced = " (replaced)" if store.path(args.baseline).exists() else ""
-        say(f"baseline {args.baseline}{replaced}: {store.save(baseline)}")
-    if repeats == 1:  # one round: the figures as measured
-        results = rounds[0]
-        columns: tuple[str, ...] = ()
-    else:
-        results = summary_table(rounds)
-        columns = ("rps_spread", "p90_spread")
+    request = BenchRequest(inventory=project.inventory_dir(args.inventory), given=load_options(args),
+                           limit=args.limit, repeats=args.repeats, baseline=args.baseline, compare=args.compare,
+                           matrix=args.matrix, variants=args.variants, version=args.version, app_dir=args.project,
+                           vault_password_file=args.vault_password_file)
+    result = run_bench(request, project, progress_sink(args.json), docker_client)
     if args.json:
-        print(json.dumps({"load": vars(load), "results": results,
-                          **({"repeats": repeats, "rounds": rounds} if repeats > 1 else {})}, indent=2))
-        return 0
-    rows = [(f"{host} {target}", result) for host, targets in sorted(results.items())
-            for target, result in targets.items()]
-    for line in format_table(rows, columns=(*COLUMNS, *columns)):
-        emit(line)
-    if repeats > 1:
-        emit(f"median of {repeats} rounds (failed: their sum); spread: {SPREAD}")
-    return 0
-
-
-def bench_compare(args: argparse.Namespace, project: Project, inventory: Path, given: dict[str, Any],
-                  repeats: int) -> int:
-    """`deploy bench --compare NAME`: the baseline, its load and the app checked before any host is asked."""
-    from deploy_tool.bench import measure_rounds
-    from deploy_tool.benchcompare import BaselineStore, compare, comparison_lines, regression_error
-    from deploy_tool.journal import host_releases
-
-    store = BaselineStore(project, inventory)
-    baseline = store.load(args.compare)
-    load, direct = baseline.load_for(given)
-    load.validate()
-    spec = optional_app_spec(args.project)
-    app = spec.name if spec else None
-    baseline.check_app(app)
-    say = progress_sink(args.json)
-    say(f"benchmark of every host against baseline {baseline.name} ({load.label()}, {repeats} rounds)")
-    rounds = measure_rounds(project, inventory, load, repeats, args.limit, direct=direct, emit=say, spec=spec)
-    comparison = compare(baseline, rounds, host_releases(project, inventory, app))
-    path = store.save_comparison(comparison)
-    if args.json:
-        print(json.dumps({**comparison.as_dict(), "path": str(path), "plot": str(path.with_suffix(".png"))},
-                         indent=2))
+        print(json.dumps(result.document, indent=2))
     else:
-        for line in comparison_lines(comparison):
+        for line in result.lines:
             emit(line)
-        emit(f"comparison: {path}; plot: {path.with_suffix('.png')}")
-    if comparison.regressed:
-        raise regression_error(comparison, path)
-    return 0
-
-
-def run_bench_matrix(args: argparse.Namespace, project: Project, inventory: Path, load: Any, repeats: int) -> int:
-    from deploy_tool.deploy import DeployRequest
-    from deploy_tool.matrix import bench_matrix, matrix_table, save_matrix
-
-    spec = app_spec(args.project)
-    secrets = vault_password_file(args) if spec.needs_vault else None
-    base = DeployRequest(inventory=inventory, version=args.version or "", spec=spec, limit=args.limit,
-                         vault_password_file=secrets)
-    matrix = bench_matrix(base, args.version, args.variants, load, project, progress_sink(args.json), docker_client,
-                          repeats)
-    path = save_matrix(project, inventory, matrix)
-    if args.json:
-        print(json.dumps(matrix, indent=2))
-    else:
-        for line in matrix_table(matrix):
-            emit(line)
-        emit(matrix["result"])
-        emit(f"matrix: {path} and {path.with_suffix('.png')} ({matrix['seconds']} s)")
+    if result.stopped:
+        raise result.stopped
     return 0
 
 

@@ -6,8 +6,7 @@ from __future__ import annotations
 class DeployError(Exception):
     """A failure the user can act on. The CLI prints it as two lines and exits with `exit_code`."""
 
-    exit_code = 2  # 3: a canary rollout stopped by its gate (deploy_tool/canary.py), a regression found by
-    # `deploy bench --compare` (deploy_tool/benchcompare.py)
+    exit_code = 2  # 3: a GateStopped
 
     def __init__(self, message: str, hint: str | None = None) -> None:
         super().__init__(message)
@@ -18,3 +17,11 @@ class DeployError(Exception):
         if self.hint:
             return f"{self.message}\n  hint: {self.hint}"
         return self.message
+
+
+class GateStopped(DeployError):
+    """Exit 3: a measurement judged the fleet slower, not a fault or a refusal (those exit 2). Its outcomes: a canary
+    rollout stopped by a batch's gate (canary.CanaryStopped) and a regression against a baseline found by `deploy
+    bench --compare` (benchcompare.BenchRegressed)."""
+
+    exit_code = 3

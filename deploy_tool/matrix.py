@@ -15,11 +15,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from deploy_tool.appspec import load_given
 from deploy_tool.bench import (
     COLUMNS,
     NOISE_FLOOR,
     SPREAD,
     BenchLoad,
+    BenchResult,
     bars_with_rounds,
     fleet_summary,
     fleet_totals,
@@ -35,6 +37,7 @@ from deploy_tool.inventory import inventory_slug
 from deploy_tool.journal import DeployLock, current_release
 from deploy_tool.playbook import ProgressCallback
 from deploy_tool.project import Project
+from deploy_tool.secrets import password_file
 from deploy_tool.variants import load_variants
 
 ENTRY = re.compile(r"^(?P<variant>[a-z0-9-]+)(:(?P<processes>[1-9][0-9]?)x(?P<threads>[1-9][0-9]?))?$")
@@ -176,6 +179,26 @@ def bench_matrix(base: DeployRequest, version: str | None, variants: str | None,
                     deploy(replace(base, version=current["version"], variant=current["variant"], strategy="recreate"))
             finally:  # the fleet's lock, taken by the first deploy with this lock's token (see run_deploy)
                 release_fleet_lock(project, base.lock_run(), lock.token, emit)
+
+
+def run_bench_matrix(project: Project, inventory: Path, load: BenchLoad, repeats: int, emit: ProgressCallback,
+                     docker_client: Callable[[], Any], version: str | None = None, variants: str | None = None,
+                     limit: str | None = None, app_dir: str | None = None,
+                     vault_password_file: str | None = None) -> BenchResult:
+    """`deploy bench --matrix` for the app in `app_dir` (as appspec.load_given; its vault password from
+    `vault_password_file` when it has secrets): bench_matrix, its result kept (save_matrix)."""
+    spec = load_given(app_dir)
+    secrets = password_file(vault_password_file) if spec.needs_vault else None
+    base = DeployRequest(inventory=inventory, version=version or "", spec=spec, limit=limit,
+                         vault_password_file=secrets)
+    matrix = bench_matrix(base, version, variants, load, project, emit, docker_client, repeats)
+    return matrix_result(matrix, save_matrix(project, inventory, matrix))
+
+
+def matrix_result(matrix: dict[str, Any], path: Path) -> BenchResult:
+    """The matrix kept at `path` as `deploy bench --matrix` prints it: the table, the stated result, the files."""
+    return BenchResult(matrix, [*matrix_table(matrix), matrix["result"],
+                                f"matrix: {path} and {path.with_suffix('.png')} ({matrix['seconds']} s)"])
 
 
 def matrix_table(matrix: dict[str, Any]) -> list[str]:

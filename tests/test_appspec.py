@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import FLASK_DIR, ROOT
 from deploy_tool import appspec
 from deploy_tool.errors import DeployError
 from deploy_tool.hooks import run_hook
@@ -96,6 +96,20 @@ def test_bad_keys_and_values_are_named_with_their_line(django_site, change, mess
 def test_a_missing_file_says_how_to_make_one(tmp_path):
     with pytest.raises(DeployError, match="no deploykit.yml in .*\n  hint: run `deploy init`"):
         appspec.load(tmp_path)
+
+
+def test_the_app_is_the_one_in_project_dir_else_in_the_working_directory(tmp_path, monkeypatch):
+    """--project DIR, else this directory: a command that needs an app refuses a directory without one; one that
+    may do without (deploy bench) takes none."""
+    monkeypatch.chdir(tmp_path)
+    assert appspec.load_optional(None) is None
+    with pytest.raises(DeployError, match=f"no deploykit.yml in {tmp_path}"):
+        appspec.load_given(None)
+    with pytest.raises(DeployError, match="no deploykit.yml in"):
+        appspec.load_optional(str(tmp_path / "elsewhere"))  # a directory given must have one
+    assert appspec.load_given(str(FLASK_DIR)).name == appspec.load_optional(str(FLASK_DIR)).name == "flask-demo"
+    monkeypatch.chdir(FLASK_DIR)
+    assert appspec.load_optional(None).directory == FLASK_DIR.resolve()
 
 
 def test_the_reference_lists_every_key_with_its_default():

@@ -1,7 +1,8 @@
 """Benchmarks that tell a regression from noise, without a fleet: the statistics of repeated rounds (median,
 spread, noise band), the verdict of a comparison with a baseline (hosts added and removed among them), the
-baseline store and its refusals, the matrix's interleaved rounds and its stated result, and the `deploy bench`
-refusals that come before any host is asked (the real CLI, in a subprocess)."""
+baseline store and its refusals, the matrix's interleaved rounds and its stated result, `deploy bench` in the
+core (bench.run_bench, each round's measurement given) and what it prints, and the `deploy bench` refusals that come
+before any host is asked (the real CLI, in a subprocess)."""
 
 from __future__ import annotations
 
@@ -15,18 +16,29 @@ from deploy_tool import matrix as matrix_module
 from deploy_tool.bench import (
     NOISE_FLOOR,
     BenchLoad,
+    BenchRequest,
     check_repeats,
     fleet_summary,
     format_table,
+    measured_result,
     noise_band,
+    run_bench,
     spread,
     summarize,
     summary_table,
 )
-from deploy_tool.benchcompare import Baseline, BaselineStore, BenchRegressed, compare, comparison_lines, judge
+from deploy_tool.benchcompare import (
+    Baseline,
+    BaselineStore,
+    BenchRegressed,
+    compare,
+    comparison_lines,
+    comparison_result,
+    judge,
+)
 from deploy_tool.errors import DeployError
 from deploy_tool.journal import host_releases
-from deploy_tool.matrix import MatrixEntry, interleaved, matrix_table, run_matrix, stated_result
+from deploy_tool.matrix import MatrixEntry, interleaved, matrix_result, matrix_table, run_matrix, stated_result
 from deploy_tool.project import Project
 
 
@@ -283,6 +295,89 @@ def test_the_stated_result_names_a_winner_only_beyond_the_spread():
     assert stated_result(once).startswith("no clear winner: uwsgi 3x3 serves 3% more than gunicorn-sync (spread not "
                                           "measured: one round each")
     assert stated_result(matrix_of(("uwsgi", [100]))) == "one setup measured: nothing to compare it with"
+
+
+# -- `deploy bench` in the core: what runs, and what it prints ----------------------------------------------------
+def test_the_request_takes_3_rounds_for_a_baseline_or_a_comparison_and_no_matrix_with_them():
+    inventory = Path("/inv")
+    assert BenchRequest(inventory).rounds() == 1 and BenchRequest(inventory, matrix=True).rounds() == 1
+    assert BenchRequest(inventory, baseline="b").rounds() == BenchRequest(inventory, compare="b").rounds() == 3
+    assert BenchRequest(inventory, compare="b", repeats=5).rounds() == 5
+    with pytest.raises(DeployError, match="--repeats must be 1-20, not 21"):
+        BenchRequest(inventory, repeats=21).rounds()
+    for kept in ({"baseline": "b"}, {"compare": "b"}):
+        with pytest.raises(DeployError, match="--matrix measures setups: it takes no --baseline or --compare"):
+            BenchRequest(inventory, matrix=True, repeats=0, **kept).rounds()  # the modes, before the rounds
+
+
+def test_one_round_is_shown_as_measured_more_as_each_hosts_median_and_spread():
+    load = BenchLoad(duration=2)
+    once = measured_result(load, rounds_of({"h2": 50, "h1": 100}))
+    assert once.document == {"load": vars(load), "results": rounds_of({"h2": 50, "h1": 100})[0]}
+    assert [line.split()[:3] for line in once.lines] == [["host", "rps", "failed"], ["h1", "nginx", "100"],
+                                                         ["h2", "nginx", "50"]]
+    assert once.stopped is None and "spread" not in once.lines[0]
+    rounds = rounds_of({"h1": 100}, {"h1": 104}, {"h1": 98})
+    thrice = measured_result(load, rounds)
+    assert thrice.document["repeats"] == 3 and thrice.document["rounds"] == rounds
+    assert thrice.document["results"]["h1"]["nginx"]["rps_spread"] == 6.0
+    assert thrice.lines[0].endswith("rps spread  p90 spread") and thrice.lines[1].split()[-2:] == ["6%", "0%"]
+    assert thrice.lines[-1].startswith("median of 3 rounds (failed: their sum); spread: (max - min) / median")
+
+
+def test_a_comparisons_result_names_its_files_and_carries_the_regression_that_exits_3():
+    baseline = baseline_of(rounds_of({"h1": 100}, {"h1": 101}, {"h1": 99}))
+    path = Path("/state/compare/20240101-000000-v1.4.json")
+    steady = comparison_result(compare(baseline, rounds_of({"h1": 100}, {"h1": 101}, {"h1": 99}), {}), path)
+    assert steady.stopped is None and steady.document["regressed"] == []
+    assert (steady.document["path"], steady.document["plot"]) == (str(path), "/state/compare/20240101-000000-v1.4.png")
+    assert steady.lines[-1] == f"comparison: {path}; plot: /state/compare/20240101-000000-v1.4.png"
+    slower = comparison_result(compare(baseline, rounds_of({"h1": 70}, {"h1": 71}, {"h1": 69}), {}), path)
+    assert isinstance(slower.stopped, BenchRegressed) and slower.stopped.exit_code == 3
+    assert slower.stopped.message.startswith("regression against baseline before: h1 nginx: req/s -30%")
+    assert slower.lines[:-1] == comparison_lines(compare(baseline, rounds_of({"h1": 70}, {"h1": 71}, {"h1": 69}), {}))
+
+
+def test_the_matrixs_result_is_its_table_its_stated_result_and_its_files():
+    matrix = {**matrix_of(("gunicorn-sync", [100, 104, 98]), ("uwsgi 3x3", [112, 115, 110])), "seconds": 42.5}
+    matrix["result"] = stated_result(matrix)
+    shown = matrix_result(matrix, Path("/state/matrix-20240101-000000.json"))
+    assert shown.document is matrix and shown.stopped is None
+    assert shown.lines == [*matrix_table(matrix), "uwsgi 3x3 serves 12% more than gunicorn-sync (spread 4.5% and 6%)",
+                           "matrix: /state/matrix-20240101-000000.json and /state/matrix-20240101-000000.png (42.5 s)"]
+
+
+def test_run_bench_keeps_a_baseline_then_compares_with_it(tmp_path, monkeypatch):
+    """The core's `deploy bench` without the CLI, each round's measurement given: a bad name is refused before
+    any round, the baseline is kept, the comparison takes its load and rounds and carries its regression."""
+    from deploy_tool import bench
+
+    monkeypatch.chdir(tmp_path)  # no deploykit.yml here: the inventory's names
+    figures = iter([100, 104, 98, 70, 71, 69])
+    asked = []
+
+    def measure(project, inventory, load, limit=None, direct=False, emit=None, spec=None):
+        asked.append((load, limit, direct, spec))
+        return {"h1": {"nginx": result(next(figures))}}
+
+    def no_docker():
+        raise AssertionError("only the matrix asks Docker")
+
+    monkeypatch.setattr(bench, "measure", measure)
+    project, inventory, said = Project(root=tmp_path), tmp_path / "inventory", []
+    with pytest.raises(DeployError, match="bad baseline name"):
+        run_bench(BenchRequest(inventory, baseline="../b"), project, said.append, no_docker)
+    assert asked == [] and said == []
+    kept = run_bench(BenchRequest(inventory, {"duration": 2}, limit="h1", baseline="v1"), project, said.append,
+                     no_docker)
+    assert kept.stopped is None and kept.document["repeats"] == 3
+    assert said[0] == "benchmark of every host (wrk, 16 connections, 2 s, /, 3 rounds)"
+    assert said[-1] == f"baseline v1: {BaselineStore(project, inventory).path('v1')}"
+    compared = run_bench(BenchRequest(inventory, compare="v1"), project, said.append, no_docker)
+    assert isinstance(compared.stopped, BenchRegressed) and compared.document["regressed"] == ["h1 nginx",
+                                                                                                "fleet nginx"]
+    assert Path(compared.document["path"]).is_file() and Path(compared.document["plot"]).is_file()
+    assert asked == [(BenchLoad(duration=2), "h1", False, None)] * 3 + [(BenchLoad(duration=2), None, False, None)] * 3
 
 
 # -- the CLI's refusals, before any host is asked ----------------------------------------------------------------

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import FLASK_DIR, deploy
 from deploy_tool.cli import build_parser, main
-from deploy_tool.errors import DeployError
+from deploy_tool.errors import DeployError, GateStopped
 
 # An engine address that does not exist: a command that reached Docker would say so instead.
 NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
@@ -15,6 +15,18 @@ NO_ENGINE = {"DOCKER_HOST": "unix:///nonexistent/docker.sock"}
 def test_error_prints_message_and_hint():
     assert str(DeployError("it broke", hint="do this")) == "it broke\n  hint: do this"
     assert str(DeployError("it broke")) == "it broke"
+
+
+def test_exit_3_is_defined_once_for_every_gate_that_stops():
+    """A canary stopped by its gate and a regression found by --compare exit 3 as GateStopped; a deploy's failed
+    gate (no canary) exits 2 as any other DeployError."""
+    from deploy_tool.benchcompare import BenchRegressed
+    from deploy_tool.canary import CanaryStopped
+    from deploy_tool.flow import GateFailed
+
+    assert GateStopped.exit_code == 3 and GateFailed.exit_code == DeployError.exit_code == 2
+    for stopped in (BenchRegressed, CanaryStopped):
+        assert issubclass(stopped, GateStopped) and "exit_code" not in vars(stopped)
 
 
 @pytest.mark.parametrize("count", ["0", "41", "-1"])
