@@ -142,7 +142,7 @@ def test_locust_runs_the_django_scenario_on_every_host_in_distributed_mode(fleet
 
 
 # The canary's smoke: an open loop at a rate every host serves with room to spare. wrk's closed loop takes all the
-# CPU it can, and on this lab the three hosts share two cores: whichever host the scheduler favours is fastest
+# CPU it can, and on this lab the hosts share two cores: whichever host the scheduler favours is fastest
 # (one run: 432, 305 and 46 req/s on three hosts of one release, at the same moment). At a fixed rate below
 # capacity the hosts do not fight over the cores, and what a page costs shows in its latency: 200 ms more per
 # page on 4 sync workers is at most 20 req/s, so at 40 req/s the slow release's queue grows.

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import CHECKOUT_TAG, ROOT, ansible_playbook, deploy
+from conftest import CHECKOUT_TAG, LAB_HOSTS, ROOT, ansible_playbook, deploy
 
 DOWN_FLEET = f"citest-down-{CHECKOUT_TAG}"  # a fleet of its own, up and down in one test
 
@@ -32,9 +32,9 @@ def test_hosts_are_distinct_machines_reached_over_ssh(lab_fleet):
 def test_lab_up_again_keeps_the_same_hosts(lab_fleet, docker_client):
     label = {"label": f"io.deploykit.fleet={lab_fleet.name}"}
     before = {c.name: c.id for c in docker_client.containers.list(filters=label)}
-    deploy("lab", "up", "--fleet", lab_fleet.name, "--hosts", "3")
+    deploy("lab", "up", "--fleet", lab_fleet.name, "--hosts", str(LAB_HOSTS))
     after = {c.name: c.id for c in docker_client.containers.list(filters=label)}
-    assert before == after and len(after) == 3
+    assert before == after and len(after) == LAB_HOSTS
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ def registry(provisioned_fleet, test_release, docker_client):
     deploy("registry", "up", "--fleet", fleet.name)
     yield fleet
     deploy("registry", "down", "--fleet", fleet.name)
-    deploy("lab", "up", "--fleet", fleet.name, "--hosts", "3")  # inventory without the registry again
+    deploy("lab", "up", "--fleet", fleet.name, "--hosts", str(len(fleet.hosts)))  # inventory without the registry again
 
 
 def registry_endpoint(fleet) -> str:

@@ -1,12 +1,13 @@
 """Every server variant serves both example apps through nginx, on a fleet of mixed setups.
 
-The 18 setups (9 variants x Django and Flask) are deployed three at a time, one per lab host: plain
+The 18 setups (9 variants x Django and Flask) are deployed as many at a time as the fleet has hosts, one per host
+(on the tests' two hosts: each round one variant, Django on one host and Flask on the other): plain
 `ansible-playbook playbooks/deploy.yml` (as the README says it runs) with each host's variant and app
 (`app_name`: django-demo or flask-demo, whose images `deploy build` made) in an inventory of host variables beside
-the fleet's, strategy recreate (a host's consecutive variants may speak
-different protocols). Then on every host, through nginx (port 80): GET the page, POST the form (Django: with
-its CSRF token), follow the redirect, find the new row (Django; Flask keeps notes per worker
-process, so only the redirect is checked); the page names the host's own variant.
+the fleet's, strategy recreate (a host's consecutive variants may speak different protocols). Then on every host,
+through nginx (port 80): GET the page, POST the form (Django: with its CSRF token), follow the redirect, find the
+new row (Django; Flask keeps notes per worker process, so only the redirect is checked); the page names the host's
+own variant.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import json
 
 import pytest
 
-from conftest import DJANGO, DJANGO_IMAGE, FLASK_IMAGE, NO_CHECKS, ROOT, ansible_playbook, deploy
+from conftest import DJANGO, DJANGO_IMAGE, FLASK_IMAGE, LAB_HOSTS, NO_CHECKS, ROOT, ansible_playbook, deploy
 from deploy_tool.variants import VARIANTS_FILE
 from deploykit_serve import load_variants
 from weblab import browse_and_post_django, client, request
@@ -54,8 +55,8 @@ def check_flask(host: dict[str, str], variant: str, release: str) -> None:
     assert status == 303 and headers["Location"] == "/"
 
 
-@pytest.mark.parametrize("number", range(len(rounds(3))),
-                         ids=["+".join(f"{v}/{a}" for v, a in r) for r in rounds(3)])
+@pytest.mark.parametrize("number", range(len(rounds(LAB_HOSTS))),
+                         ids=["+".join(f"{v}/{a}" for v, a in r) for r in rounds(LAB_HOSTS)])
 def test_every_setup_serves_through_nginx(fleet, test_release, tmp_path, number):
     setups = rounds(len(fleet.hosts))[number]
     hosts = fleet.hosts[:len(setups)]

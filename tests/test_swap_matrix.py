@@ -2,10 +2,10 @@
 
 Variants are grouped by the protocol nginx speaks to them. A group's first deploy may change the protocol,
 so it uses strategy recreate, without load. Then every further deploy of the group is a reuse-port swap to
-the other release (and the next variant) while a separate load process keeps 22 connections per host (66 on the
-fleet) busy at 150 requests per second per host (half keep-alive, half a new connection per request): in its own
-count no request may be dropped (refused, reset, HTTP error); requests slower than its 10 s timeout are reported
-(see `dropped`).
+the other release (and the next variant) while a separate load process keeps 32 connections per host (64 on the
+tests' 2-host fleet) busy at 60 requests per second per host (half keep-alive, half a new connection per
+request): in its own count no request may be dropped (refused, reset, HTTP error); requests slower than its 10 s
+timeout are reported (see `dropped`).
 The last swap returns to the group's first variant, so each variant is swapped in and swapped out under load.
 After each deploy, on every host, through nginx: GET the page, POST the form, follow the redirect.
 """

@@ -1,7 +1,7 @@
 """When/Then on the lab fleet: a rolling upgrade from Debian 12 to Debian 13, one host at a time, under load.
 
 The lab has no load balancer in front of its hosts: the test is one. Each host in service has a load process of
-its own (22 connections, 60 req/s, through the host's nginx); taking a host out of service is stopping its load
+its own (32 connections, 60 req/s, through the host's nginx); taking a host out of service is stopping its load
 process first, putting one in is starting it. The procedure is docs/lab.md's ("A rolling upgrade to Debian 13"):
 
 - When the last host is taken out, replaced by a Debian 13 host (`deploy lab up --debian 12,12,13`), provisioned
