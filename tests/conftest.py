@@ -100,28 +100,31 @@ class Fleet:
     def serving(self, variant: str, *releases: str) -> Fleet:
         """The fleet with the releases loaded on every host (see preload) and the first deployed as `variant`
         of the Flask app (strategy recreate: it may change the protocol), for tests that swap under load."""
-        for release in releases:
-            self.preload(f"{FLASK_IMAGE}:{release}")
+        self.preload(*(f"{FLASK_IMAGE}:{release}" for release in releases))
         deploy(*NO_CHECKS, "-i", str(self.inventory), "--version", releases[0], "--variant", variant, *FLASK,
                "--strategy", "recreate")
         return self
 
-    def preload(self, image: str) -> None:
-        """Load an image on every host before a load test starts. The lab hosts share this machine's one disk:
+    def preload(self, *images: str) -> None:
+        """Load images on every host before a load test starts. The lab hosts share this machine's one disk:
         several `docker load`s at once stall every host's writes (nginx's log among them) for seconds, an effect
-        of the lab and not of the swap under test. Deploys then find the image by its id and skip shipping it.
-        A host that has the image already (by its id: the same build) is skipped."""
-        wanted = subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", image], capture_output=True,
-                                text=True, check=True).stdout.strip()
-        lacking = [host for host in self.hosts if subprocess.run(
-            self.ssh_argv(host, f"sudo docker image inspect --format '{{{{.Id}}}}' {image}"), capture_output=True,
-            text=True, timeout=60).stdout.strip() != wanted]
-        if not lacking:
-            return
-        saved = subprocess.run(["docker", "save", image], capture_output=True, check=True).stdout
-        for host in lacking:
-            subprocess.run(self.ssh_argv(host, "sudo docker load -q"), input=saved, capture_output=True, check=True,
-                           timeout=300)
+        of the lab and not of the swap under test. Deploys then find an image by its id and skip shipping it.
+        A host is sent, in one `docker save` (layers the images share are in it once), the images it lacks (by
+        id: the same build)."""
+        wanted = {image: subprocess.run(["docker", "image", "inspect", "--format", "{{.Id}}", image],
+                                        capture_output=True, text=True, check=True).stdout.strip()
+                  for image in images}
+        saved: dict[tuple[str, ...], bytes] = {}  # by the images lacking: hosts that lack the same share a save
+        for host in self.hosts:
+            lacking = tuple(image for image, image_id in wanted.items() if subprocess.run(
+                self.ssh_argv(host, f"sudo docker image inspect --format '{{{{.Id}}}}' {image}"),
+                capture_output=True, text=True, timeout=60).stdout.strip() != image_id)
+            if lacking:
+                if lacking not in saved:
+                    saved[lacking] = subprocess.run(["docker", "save", *lacking], capture_output=True,
+                                                    check=True).stdout
+                subprocess.run(self.ssh_argv(host, "sudo docker load -q"), input=saved[lacking],
+                               capture_output=True, check=True, timeout=300)
 
     def ssh_argv(self, host: dict[str, str], command: str) -> list[str]:
         known_hosts = ROOT / ".deploykit" / "fleets" / self.name / "known_hosts"

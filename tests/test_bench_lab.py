@@ -46,8 +46,7 @@ def fleet(provisioned_fleet, test_release, test_release_b):
     fleet = provisioned_fleet[0]
     deploy("build", *DJANGO, "--version", SLOW, "--env", "APP_DELAY_MS=2000", "--rebuild", "--archive")
     deploy("build", *DJANGO, "--version", SLOWER, "--env", "APP_DELAY_MS=200", "--rebuild", "--archive")
-    for release in (test_release, test_release_b, SLOW, SLOWER):
-        fleet.preload(f"{DJANGO_IMAGE}:{release}")
+    fleet.preload(*(f"{DJANGO_IMAGE}:{release}" for release in (test_release, test_release_b, SLOW, SLOWER)))
     shutil.rmtree(ROOT / ".deploykit" / "bench" / inventory_slug(fleet.inventory), ignore_errors=True)
     return fleet
 

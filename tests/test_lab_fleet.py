@@ -21,8 +21,8 @@ def recap(output: str) -> dict[str, dict[str, int]]:
 
 
 def test_hosts_are_distinct_machines_reached_over_ssh(lab_fleet):
-    assert len(lab_fleet.hosts) == 3
-    assert len({h["address"] for h in lab_fleet.hosts}) == 3
+    assert len(lab_fleet.hosts) == LAB_HOSTS
+    assert len({h["address"] for h in lab_fleet.hosts}) == LAB_HOSTS
     for host in lab_fleet.hosts:
         assert host["state"] == "running"
         assert lab_fleet.ssh(host, "hostname").strip() == host["name"]
@@ -89,7 +89,7 @@ def test_the_database_takes_the_app_user_over_tls_only_from_the_web_hosts(provis
 def test_every_host_runs_its_own_docker_engine(provisioned):
     fleet, _ = provisioned
     ids = {fleet.ssh(host, "sudo docker info --format '{{.ID}}'").strip() for host in fleet.hosts}
-    assert len(ids) == 3
+    assert len(ids) == len(fleet.hosts)
     for host in fleet.hosts:
         assert fleet.ssh(host, "sudo docker info --format '{{.Driver}}'").strip() == "overlay2"
 

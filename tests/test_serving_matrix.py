@@ -29,8 +29,8 @@ VARIANTS = sorted(load_variants(ROOT / VARIANTS_FILE))
 @pytest.fixture(scope="module")
 def fleet(provisioned_fleet, test_release):
     fleet = provisioned_fleet[0]
-    for image in (DJANGO_IMAGE, FLASK_IMAGE):  # plain ansible-playbook: no archive is written for it
-        fleet.preload(f"{image}:{test_release}")
+    # plain ansible-playbook: no archive is written for it
+    fleet.preload(*(f"{image}:{test_release}" for image in (DJANGO_IMAGE, FLASK_IMAGE)))
     # the database's schema: `deploy` runs the Django app's release command (its migrations) once; the plain
     # playbook runs below are given no release command
     deploy(*NO_CHECKS, "-i", str(fleet.inventory), "--version", test_release, *DJANGO, "--strategy", "recreate",

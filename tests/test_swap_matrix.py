@@ -50,8 +50,7 @@ STEPS = steps()
 @pytest.fixture(scope="module")
 def fleet(provisioned_fleet, test_release, test_release_b):
     fleet = provisioned_fleet[0]
-    for release in (test_release, test_release_b):
-        fleet.preload(f"{DJANGO_IMAGE}:{release}")
+    fleet.preload(*(f"{DJANGO_IMAGE}:{release}" for release in (test_release, test_release_b)))
     return fleet
 
 

@@ -4,7 +4,7 @@ The lab has no load balancer in front of its hosts: the test is one. Each host i
 its own (32 connections, 60 req/s, through the host's nginx); taking a host out of service is stopping its load
 process first, putting one in is starting it. The procedure is docs/lab.md's ("A rolling upgrade to Debian 13"):
 
-- When the last host is taken out, replaced by a Debian 13 host (`deploy lab up --debian 12,12,13`), provisioned
+- When the last host is taken out, replaced by a Debian 13 host (`deploy lab up --debian 12,13`), provisioned
   with the database host (its pg_hba lists the web hosts by address), given the release the others serve and put
   back, then no request of the hosts in service failed meanwhile, and the new host serves the release on Debian 13.
 - When the next release is deployed to the mixed fleet under load, then it swaps on both releases of Debian
