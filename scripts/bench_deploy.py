@@ -10,7 +10,7 @@ quotes them.
    (the deploy's whole process tree: ansible-runner, ansible-playbook and its forks; the persistent SSH masters
    excepted) and each phase (`deploy --json`'s `phases`), median and range.
 2. Scale (--scale N): the same fleet grown to N hosts, provisioned, and deployed the same way; each lab host's
-   memory (docker stats).
+   memory (the proportional set size of its processes).
 3. Capacity (--capacity): a load at a fixed rate (half of what the first host serves at most) through its nginx,
    an open loop, while that host alone is deployed (--limit): the requests answered in each second against the
    steady rate before the deploy.
@@ -104,19 +104,25 @@ def speed(inventory: str, hosts: int, repeats: int) -> dict[str, Any]:
 
 
 def host_memory(fleet: str) -> list[float]:
-    """MiB each lab host of the fleet uses (its container's whole cgroup: systemd, sshd, dockerd, nginx, the app)."""
-    out = subprocess.run(["docker", "stats", "--no-stream", "--format", "{{.Name}} {{.MemUsage}}"],
-                         capture_output=True, text=True, check=True).stdout
+    """MiB each lab host of the fleet uses: the proportional set size (shared pages split among their users) of
+    every process in its container (systemd, sshd, dockerd, containerd, nginx, the app). docker stats cannot say:
+    the lab hosts' engine has no memory controller here (it reports 0 B)."""
+    names = subprocess.run(["docker", "ps", "--format", "{{.Names}}", "--filter", f"name=deploykit-{fleet}-"],
+                           capture_output=True, text=True, check=True).stdout.split()
     used = []
-    units = {"KiB": 1 / 1024, "MiB": 1.0, "GiB": 1024.0}
-    for line in out.splitlines():
-        name, _, usage = line.partition(" ")
-        if not (name.startswith(f"deploykit-{fleet}-") and name.rsplit("-", 1)[1].isdigit()):
-            continue  # not one of the fleet's hosts (its registry, another fleet)
-        amount = usage.split("/")[0].strip()
-        for unit, factor in units.items():
-            if amount.endswith(unit):
-                used.append(float(amount[: -len(unit)]) * factor)
+    for name in names:
+        if not name.rsplit("-", 1)[1].isdigit():
+            continue  # not one of the fleet's hosts (its registry)
+        pids = subprocess.run(["docker", "top", name, "-eo", "pid"], capture_output=True, text=True,
+                              check=True).stdout.split()[1:]
+        kib = 0
+        for pid in pids:
+            try:
+                kib += sum(int(line.split()[1]) for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+                           if line.startswith("Pss:"))
+            except OSError:
+                continue  # ended meanwhile
+        used.append(kib / 1024)
     return used
 
 
