@@ -343,10 +343,10 @@ def test_https_at_nginx_swaps_without_a_failed_request_and_a_provision_keeps_it(
     ca = ROOT / ".deploykit" / "tls" / "ca.pem"
 
     def tls_deploy(release: str, *extra: str) -> dict:
-        # the smoke's 5 s default: with 2 s, one host's smoke over HTTPS once finished no request and counted no
-        # error (a clean-clone run on 2026-11-30: every request of those 2 s outlasted them)
+        # the smoke's default duration (5 s): with 2 s, one host's smoke over HTTPS once finished no request and
+        # counted no error (a clean-clone run on 2026-11-30: every request of those 2 s outlasted them)
         result = deploy("-i", str(fleet.inventory), "--version", release, "--variant", "gunicorn-gthread",
-                        "--project", str(app), "--gate-failures-only", "--smoke-duration", "5", "--json", *extra)
+                        "--project", str(app), "--gate-failures-only", "--json", *extra)
         return json.loads(result.stdout)
 
     def curl(host: dict[str, str], url: str, *extra: str) -> subprocess.CompletedProcess[str]:
