@@ -87,9 +87,10 @@ class BenchLoad:
 
 @dataclass(frozen=True)
 class Gate:
-    """A release fails its smoke benchmark on a host when a request failed there, or when, against the previous
-    release on that host (same variant, app and load), req/s fell or p90 rose by more than `threshold` percent
-    (not judged with `failures_only`: the comparison is then only shown)."""
+    """A release fails its smoke benchmark on a host when a request failed there, or when the host answered no
+    request at all in it (a stalled host: wrk counts no error for a request still unanswered at its end), or
+    when, against the previous release on that host (same variant, app and load), req/s fell or p90 rose by more
+    than `threshold` percent (not judged with `failures_only`: the comparison is then only shown)."""
     threshold: float = 50.0
     rollback: bool = True
     failures_only: bool = False
@@ -104,6 +105,9 @@ class Gate:
         for host, result in sorted(current.items()):
             if result.get("failed", 0):
                 found.append(f"{host}: {result['failed']} failed requests ({result.get('errors')})")
+            elif result.get("requests") == 0:
+                found.append(f"{host}: answered no request in its smoke benchmark, and none failed: every request "
+                             "was still unanswered at its end")
             before = (baseline or {}).get(host)
             if self.failures_only or not before or not before.get("rps"):
                 continue

@@ -59,6 +59,13 @@ def test_gate_on_failures_only_shows_a_slower_release_but_stops_a_failing_one():
     assert len(findings) == 1 and findings[0].startswith("h2: 2 failed requests")
 
 
+def test_a_host_that_answered_nothing_fails_the_gate_even_on_failures_only():
+    silent = {**result(0.0), "requests": 0}
+    for gate in (Gate(), Gate(failures_only=True)):
+        findings = gate.findings({"h1": {**result(100), "requests": 500}, "h2": silent}, None)
+        assert len(findings) == 1 and findings[0].startswith("h2: answered no request"), findings
+
+
 def test_bad_bench_options_are_refused():
     for load in (BenchLoad(engine="ab"), BenchLoad(duration=0), BenchLoad(path="health")):
         with pytest.raises(DeployError):
