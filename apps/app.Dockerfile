@@ -23,10 +23,12 @@ COPY --from=build /opt/ /opt/
 COPY deploykit /opt/deploykit
 COPY app /opt/app
 ARG WSGI
+ARG ASGI=""
 ARG DJANGO_SETTINGS=""
 ENV PATH=/opt/venv/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONUNBUFFERED=1 \
     DEPLOYKIT_WSGI=${WSGI} \
+    DEPLOYKIT_ASGI=${ASGI} \
     DEPLOYKIT_APP_DIR=/opt/app \
     DJANGO_SETTINGS_MODULE=${DJANGO_SETTINGS}
 WORKDIR /opt/app

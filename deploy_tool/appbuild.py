@@ -164,7 +164,7 @@ class AppBuilder:
                 self.client.images.build(
                     path=str(context), dockerfile="Dockerfile", tag=tag, rm=True, forcerm=True, network_mode="none",
                     buildargs={"BASE_IMAGE": base_image(suite), "RELEASE": version, "WSGI": self.spec["app.wsgi"],
-                               "DJANGO_SETTINGS": self.spec["app.django_settings"]})
+                               "ASGI": self.spec["app.asgi"], "DJANGO_SETTINGS": self.spec["app.django_settings"]})
             except docker.errors.BuildError as exc:
                 tail = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log)
                 raise DeployError(f"building {tag} failed:\n{tail[-3000:]}",

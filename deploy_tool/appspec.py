@@ -49,6 +49,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("app", "name", str, "", "the app's name: its image (NAME:VERSION), its data and static directories on hosts"),
     Key("app", "framework", str, "", "django or flask", ("django", "flask")),
     Key("app", "wsgi", str, "", "the WSGI entry: module:attribute, or module:factory() for an app factory"),
+    Key("app", "asgi", str, "", "the app's own ASGI entry (module:attribute, e.g. a Django project's "
+        "mysite.asgi:application), which the ASGI variants serve; without it they serve the WSGI app through a2wsgi"),
     Key("app", "django_settings", str, "", "Django's settings module (DJANGO_SETTINGS_MODULE); empty for Flask"),
     Key("build", "python", str, "3.13", "3.13 (a Debian 13 base) or 3.11 (a Debian 12 base)", tuple(PYTHONS)),
     Key("build", "requirements", str, "", "requirements.txt, or pyproject.toml (its [project] dependencies)"),
@@ -60,8 +62,8 @@ SCHEMA: tuple[Key, ...] = (
     Key("build", "eventlet", bool, False, "also install gunicorn 25 with eventlet in a venv of its own, which the "
         "gunicorn-eventlet variant needs (gunicorn 26 dropped eventlet workers)"),
     Key("server", "variant", str, "gunicorn-gthread", "the server (docs/serving.md): uwsgi, uwsgi-http, gunicorn-sync, "
-        "gunicorn-gthread, gunicorn-gevent, gunicorn-tornado, flup-prefork, flup-threaded; gunicorn-eventlet with "
-        "build.eventlet"),
+        "gunicorn-gthread, gunicorn-gevent, gunicorn-tornado, gunicorn-uvicorn, uvicorn, granian, granian-asgi, "
+        "flup-prefork, flup-threaded; gunicorn-eventlet with build.eventlet"),
     Key("server", "processes", int, 4, "server processes (workers)"),
     Key("server", "threads", int, 1, "threads per process, for variants with threads"),
     Key("server", "names", list, [], "host names: nginx's server_name (the first) and Django's ALLOWED_HOSTS"),
@@ -240,6 +242,8 @@ def check(spec: AppSpec, path: Path) -> None:
                           f"a letter, at most {NAME_MAX} characters")
     if not WSGI_PATTERN.fullmatch(spec["app.wsgi"]):
         raise DeployError(f"{path}: app.wsgi {spec['app.wsgi']!r} must be module:attribute or module:factory()")
+    if spec["app.asgi"] and not WSGI_PATTERN.fullmatch(spec["app.asgi"]):
+        raise DeployError(f"{path}: app.asgi {spec['app.asgi']!r} must be module:attribute or module:factory()")
     if spec["app.framework"] == "django" and not spec["app.django_settings"]:
         raise DeployError(f"{path}: app.django_settings is not set (a Django app needs its settings module)")
     if not URL_PATH.fullmatch(spec["server.health_path"]):

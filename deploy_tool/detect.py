@@ -48,6 +48,7 @@ class Detected:
     django_settings: str  # the settings module for Django, "" for Flask
     requirements: str  # "requirements.txt" or "pyproject.toml" relative to the directory, "" when neither
     found: tuple[str, ...]  # where each value came from, one line each
+    asgi: str = ""  # Django's ASGI entry (the asgi.py beside its wsgi.py), "" when none
 
 
 @dataclass(frozen=True)
@@ -122,10 +123,13 @@ def detect(directory: Path, framework: str | None = None, wsgi: str | None = Non
     chosen_requirements = _requirements(project, requirements)
     chosen_name = _name(project.directory, name)
     found = [chosen_framework.line("framework"), entry.line("wsgi")]
+    asgi = _django_asgi(project, entry.value) if chosen_framework.value == "django" else None
+    found += [asgi.line("asgi")] if asgi else []
     found += [settings.line("django_settings")] if settings.value else []
     found += [chosen_requirements.line("requirements"), chosen_name.line("name")]
     return Detected(framework=chosen_framework.value, name=chosen_name.value, wsgi=entry.value,
-                    django_settings=settings.value, requirements=chosen_requirements.value, found=tuple(found))
+                    django_settings=settings.value, requirements=chosen_requirements.value, found=tuple(found),
+                    asgi=asgi.value if asgi else "")
 
 
 def _given_framework(framework: str | None) -> _Choice | None:
@@ -251,6 +255,17 @@ def _django_wsgi(project: _Project, settings: str) -> _Choice:
             return _Choice(f"{module}:application", project.relative(path))
     raise DetectError(f"no WSGI_APPLICATION in the settings {settings} and no wsgi.py beside them in "
                       f"{project.directory}", hint=f"{WSGI_FORM}, e.g. --wsgi mysite.wsgi:application")
+
+
+def _django_asgi(project: _Project, wsgi: str) -> _Choice | None:
+    """The asgi.py startproject wrote beside the wsgi.py (its `application`), which the ASGI variants serve
+    natively; None when there is none."""
+    package = wsgi.partition(":")[0].rpartition(".")[0]
+    path = project.directory.joinpath(*package.split("."), "asgi.py") if package else project.directory / "asgi.py"
+    tree = _parse(path) if path.is_file() else None
+    if tree is None or "application" not in dict(_module_assignments(tree)):
+        return None
+    return _Choice(f"{package + '.' if package else ''}asgi:application", project.relative(path))
 
 
 def _settings_wsgi(project: _Project, settings: str) -> _Choice | None:

@@ -27,7 +27,7 @@ class InitResult:
 def settings_of(detected: Detected, python: str | None = None) -> dict[str, dict[str, Any]]:
     """deploykit.yml's settings for what was detected; the rest as the schema's defaults."""
     settings = defaults()
-    settings["app"].update(name=detected.name, framework=detected.framework, wsgi=detected.wsgi,
+    settings["app"].update(name=detected.name, framework=detected.framework, wsgi=detected.wsgi, asgi=detected.asgi,
                            django_settings=detected.django_settings)
     settings["build"]["requirements"] = detected.requirements
     if python is not None:

@@ -10,6 +10,7 @@ import os
 import re
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -144,6 +145,11 @@ def test_django_startproject_with_an_app(tmp_path: Path) -> None:
     assert "framework django: manage.py" in detected.found
     assert "wsgi mysite.wsgi:application: WSGI_APPLICATION in mysite/settings.py" in detected.found
     assert serve_check(project, detected) == "WSGIHandler"
+    assert detected.asgi == "mysite.asgi:application"  # startproject's asgi.py: the ASGI variants serve it
+    assert "asgi mysite.asgi:application: mysite/asgi.py" in detected.found
+    assert serve_check(project, replace(detected, wsgi=detected.asgi)) == "ASGIHandler"
+    (project / "mysite" / "asgi.py").unlink()
+    assert detect(project).asgi == ""
     write(project / "requirements.txt", "Django>=5.2\n")
     assert detect(project).requirements == "requirements.txt"
 

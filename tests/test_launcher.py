@@ -11,6 +11,8 @@ from deploykit_probe import PROTOCOLS
 from deploykit_serve import (
     ConfigError,
     Settings,
+    UnhealthyApp,
+    check_health,
     check_venv,
     load_variants,
     server_command,
@@ -27,13 +29,14 @@ def command(variant: str, **settings) -> tuple[list[str], int | None]:
     return server_command(s, variant_spec(s, VARIANTS))
 
 
-def test_the_nine_variants_of_the_field_are_there():
+def test_the_variants_of_the_field_are_there():
     assert sorted(VARIANTS) == sorted([
         "uwsgi", "uwsgi-http", "gunicorn-sync", "gunicorn-gthread", "gunicorn-gevent", "gunicorn-eventlet",
-        "gunicorn-tornado", "flup-prefork", "flup-threaded"])
+        "gunicorn-tornado", "gunicorn-uvicorn", "uvicorn", "granian", "granian-asgi", "flup-prefork", "flup-threaded"])
     for name, spec in VARIANTS.items():
         assert spec["protocol"] in PROTOCOLS, name
-        assert spec["server"] in ("uwsgi", "gunicorn", "flup"), name
+        assert spec["server"] in ("uwsgi", "gunicorn", "flup", "uvicorn", "granian"), name
+        assert spec.get("interface", "wsgi") in ("wsgi", "asgi"), name
 
 
 def test_the_app_role_brings_its_variant_table_and_no_playbook_needs_a_copy():
@@ -50,6 +53,7 @@ def test_gunicorn_serves_a_socket_bound_once_on_fd_3(variant):
     assert "--reuse-port" not in argv  # gunicorn's own would bind a socket per worker
     worker = argv[argv.index("--worker-class") + 1]
     assert worker == {"gunicorn-gevent": "deploykit_workers.GeventWorker",
+                      "gunicorn-uvicorn": "uvicorn_worker.UvicornWorker",
                       "gunicorn-eventlet": "deploykit_workers.EventletWorker",
                       "gunicorn-tornado": "deploykit_workers.TornadoWorker"}.get(variant, VARIANTS[variant]["worker"])
     assert argv[argv.index("--graceful-timeout") + 1] == "25"
@@ -87,6 +91,111 @@ def test_flup_gets_its_socket_on_fd_0(variant, mode):
     assert argv[argv.index("--mode") + 1] == mode
     assert argv[argv.index("--app") + 1] == "deploykit_wsgi:application"
     assert argv[argv.index("--chdir") + 1] == "/opt/app"  # where `deploy build` puts the app
+
+
+def test_uvicorn_alone_serves_the_socket_bound_once_on_fd_3_through_deploykits_runner():
+    argv, fd = command("uvicorn", processes=3, graceful_timeout=25)
+    assert fd == 3
+    assert argv[1].endswith("/deploykit_uvicorn.py")  # its stop closes the listener in every process
+    assert argv[argv.index("--processes") + 1] == "3"
+    assert argv[argv.index("--graceful-timeout") + 1] == "25"
+    assert argv[argv.index("--app") + 1] == "deploykit_asgi:application"
+
+
+def test_gunicorn_runs_uvicorn_workers_on_the_asgi_app():
+    argv, fd = command("gunicorn-uvicorn")
+    assert fd == 3
+    assert argv[argv.index("--worker-class") + 1] == "uvicorn_worker.UvicornWorker"
+    assert "deploykit_asgi:application" in argv
+
+
+@pytest.mark.parametrize("variant", [v for v in VARIANTS if VARIANTS[v].get("interface") == "asgi"])
+def test_an_asgi_server_serves_the_apps_own_asgi_entry_or_else_its_wsgi_app(variant):
+    spec = VARIANTS[variant]
+    native = server_environment(Settings(variant=variant, wsgi="mysite.wsgi:application",
+                                         asgi="mysite.asgi:application"), spec)
+    assert native["DEPLOYKIT_ASGI_TARGET"] == "mysite.asgi:application"
+    assert "DEPLOYKIT_WSGI_TARGET" not in native
+    adapted = server_environment(Settings(variant=variant, wsgi="mysite.wsgi:application"), spec)
+    assert adapted["DEPLOYKIT_WSGI_TARGET"] == "mysite.wsgi:application"
+    assert "DEPLOYKIT_ASGI_TARGET" not in adapted
+    # a WSGI server never takes the ASGI entry, even when the image names one
+    wsgi_only = server_environment(Settings(variant="gunicorn-sync", wsgi="mysite.wsgi:application",
+                                            asgi="mysite.asgi:application"), VARIANTS["gunicorn-sync"])
+    assert wsgi_only["DEPLOYKIT_WSGI_TARGET"] == "mysite.wsgi:application"
+    assert "DEPLOYKIT_ASGI_TARGET" not in wsgi_only
+
+
+def test_an_asgi_app_answers_marked_and_is_asked_in_process(monkeypatch):
+    import asyncio
+
+    import deploykit_asgi
+
+    monkeypatch.setenv("DEPLOYKIT_INSTANCE", "c0ffee")
+    monkeypatch.setenv("DEPLOYKIT_RELEASE", "1.2.3")
+    seen = {}
+
+    async def app(scope, receive, send):
+        seen["path"], seen["query"] = scope["path"], scope["query_string"]
+        assert (await receive())["type"] == "http.request"
+        waiting = asyncio.ensure_future(receive())  # as Django listens for the client's disconnect meanwhile
+        await asyncio.sleep(0.01)
+        assert not waiting.done(), "the client left before its answer"
+        await send({"type": "http.response.start", "status": 503 if scope["path"] == "/down" else 200,
+                    "headers": [(b"content-type", b"text/plain")]})
+        await send({"type": "http.response.body", "body": b"ok ", "more_body": True})
+        await send({"type": "http.response.body", "body": b"then"})
+        if scope.get("headers"):  # the in-process ask: the client leaves once answered
+            assert (await waiting)["type"] == "http.disconnect"
+
+    marked = deploykit_asgi.mark_answers(app)
+    assert deploykit_asgi.ask(marked, "/health?deep=1", "demo.lab", "test") == ("200", b"ok then")
+    assert seen == {"path": "/health", "query": b"deep=1"}
+    headers = []
+
+    async def send(message):
+        headers.extend(message.get("headers", []))
+
+    async def receive():
+        await asyncio.sleep(0.02)
+        return {"type": "http.request", "body": b""}
+
+    asyncio.run(marked({"type": "http", "path": "/", "query_string": b""}, receive, send))
+    assert (b"x-deploykit-instance", b"c0ffee") in headers and (b"x-deploykit-release", b"1.2.3") in headers
+    with pytest.raises(UnhealthyApp, match="GET /down .*answered 503"):
+        check_health(marked, "/down", "demo.lab", "deploykit_asgi")
+
+
+def test_django_kept_connections_are_refused_under_asgi_naming_the_setting():
+    from deploykit_serve import check_connections_under_asgi
+
+    check_connections_under_asgi({})
+    with pytest.raises(UnhealthyApp, match="CONN_MAX_AGE 'default': 60.*set CONN_MAX_AGE to 0 or use a pool"):
+        check_connections_under_asgi({"default": 60})
+
+
+def test_an_asgi_entry_that_is_not_module_attribute_is_refused():
+    with pytest.raises(ConfigError, match="DEPLOYKIT_ASGI must be module:attribute"):
+        Settings.from_env({"DEPLOYKIT_VARIANT": "uvicorn", "DEPLOYKIT_WSGI": "app:application",
+                           "DEPLOYKIT_ASGI": "mysite/asgi.py"})
+
+
+@pytest.mark.parametrize("variant, interface", [("granian", "wsgi"), ("granian-asgi", "asgi")])
+def test_granian_binds_its_own_reuse_port_sockets_and_respawns_a_failed_worker(variant, interface):
+    argv, fd = command(variant, port=9000, processes=3, threads=4, graceful_timeout=25)
+    assert fd is None  # granian sets SO_REUSEPORT on each worker's socket itself
+    assert (argv[argv.index("--host") + 1], argv[argv.index("--port") + 1]) == ("127.0.0.1", "9000")
+    assert argv[argv.index("--interface") + 1] == interface
+    assert argv[argv.index("--workers") + 1] == "3"
+    assert argv[argv.index("--workers-kill-timeout") + 1] == "25"
+    assert "--respawn-failed-workers" in argv  # else one worker's crash stops them all
+    assert argv[argv.index("--backpressure") + 1] == "100"  # worker_connections, not backlog / workers
+    bounded, _ = command(variant, backlog=64, graceful_timeout=3600)  # what deploykit allows, granian refuses
+    assert (bounded[bounded.index("--backlog") + 1], bounded[bounded.index("--workers-kill-timeout") + 1]) \
+        == ("128", "1800")
+    # WSGI: the app's threads are granian's; ASGI: a2wsgi's (deploykit_asgi), granian allows one
+    assert ("--blocking-threads" in argv) == (interface == "wsgi")
+    assert argv[-1] == f"deploykit_{interface}:application"
 
 
 @pytest.mark.parametrize("env, message", [

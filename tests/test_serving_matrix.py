@@ -1,7 +1,7 @@
 """Every server variant serves both example apps through nginx, on a fleet of mixed setups.
 
-The 18 setups (9 variants x Django and Flask) are deployed as many at a time as the fleet has hosts, one per host
-(on the tests' two hosts: each round one variant, Django on one host and Flask on the other): plain
+Every variant x Django and Flask (two setups per variant) is deployed as many at a time as the fleet has hosts,
+one per host (on the tests' two hosts: each round one variant, Django on one host and Flask on the other): plain
 `ansible-playbook playbooks/deploy.yml` (as the README says it runs) with each host's variant and app
 (`app_name`: django-demo or flask-demo, whose images `deploy build` made) in an inventory of host variables beside
 the fleet's, strategy recreate (a host's consecutive variants may speak different protocols). Then on every host,
@@ -74,11 +74,12 @@ def test_every_setup_serves_through_nginx(fleet, test_release, tmp_path, number)
             check_flask(host, variant, test_release)
 
 
-@pytest.mark.parametrize("variant", ["gunicorn-gevent", "gunicorn-eventlet"])
-def test_greenlet_workers_keep_a_pool_of_database_connections(fleet, test_release, tmp_path, variant):
-    """Django under gevent and eventlet: 200 page views (each reads the database), 8 at a time, open at most as
-    many PostgreSQL sessions as the pool holds (DB_POOL_SIZE 8 per process, 4 processes), not one per request
-    (demo/pooled_postgresql/base.py). PostgreSQL counts the sessions it opened (pg_stat_database.sessions)."""
+@pytest.mark.parametrize("variant", ["gunicorn-gevent", "gunicorn-eventlet", "uvicorn", "granian-asgi"])
+def test_greenlet_and_asgi_workers_keep_a_pool_of_database_connections(fleet, test_release, tmp_path, variant):
+    """Django under gevent and eventlet, and over ASGI (its own asgi.py: a context per request): 200 page views
+    (each reads the database), 8 at a time, open at most as many PostgreSQL sessions as the pool holds
+    (DB_POOL_SIZE 8 per process, 4 processes), not one per request (demo/pooled_postgresql/base.py). PostgreSQL
+    counts the sessions it opened (pg_stat_database.sessions)."""
     from concurrent.futures import ThreadPoolExecutor
 
     host, db = fleet.hosts[0], fleet.hosts[0]  # the lab's database host is its first

@@ -1,5 +1,6 @@
 """When/Then: form POSTs through nginx survive reuse-port swaps out of the servers whose graceful stop lost
-them (the Flask app, gunicorn's tornado, eventlet and gevent workers).
+them (the Flask app, gunicorn's tornado, eventlet and gevent workers), and out of the ASGI servers (uvicorn in
+gunicorn and alone, granian), which close kept connections at their stop.
 
 nginx sends a GET again when the app's connection fails, never a POST: a POST in flight on a connection the
 old server resets comes back as a 502. Measured before the fixes: 1 or 2 per swap out of eventlet (its
@@ -23,10 +24,12 @@ def fleet(provisioned_fleet, test_release, test_release_b):
     return provisioned_fleet[0].serving("gunicorn-tornado", test_release, test_release_b)
 
 
-def test_posts_are_not_lost_in_swaps_out_of_tornado_eventlet_and_gevent(fleet, test_release, test_release_b):
-    # out of tornado (served by the fixture), then of eventlet, then of gevent
+def test_posts_are_not_lost_in_swaps_out_of_tornado_eventlet_gevent_and_the_asgi_servers(fleet, test_release,
+                                                                                         test_release_b):
+    # out of tornado (served by the fixture), then of eventlet, gevent, and the ASGI servers
     swaps = [(test_release_b, "gunicorn-eventlet"), (test_release, "gunicorn-gevent"),
-             (test_release_b, "gunicorn-gthread")]
+             (test_release_b, "gunicorn-uvicorn"), (test_release, "uvicorn"), (test_release_b, "granian"),
+             (test_release, "granian-asgi"), (test_release_b, "gunicorn-gthread")]
     posts = PostLoad(fleet.hosts)
     try:
         for release, variant in swaps:

@@ -208,6 +208,7 @@ def test_init_detects_each_app_and_writes_its_deploykit_yml(apps):
     assert "framework django: manage.py" in django.stdout
     spec = (apps["django"] / "deploykit.yml").read_text()
     for line in ("name: mysite", "framework: django", "wsgi: 'mysite.wsgi:application'",
+                 "asgi: 'mysite.asgi:application'",
                  "django_settings: mysite.settings", "requirements: requirements.txt", "python: '3.13'",
                  "release_command: python manage.py migrate --noinput"):
         assert line in spec, line
@@ -283,6 +284,13 @@ def test_a_django_project_deploys_swaps_under_load_and_rolls_back(apps, built, p
         status, headers, _ = page(host, path, "mysite.lab")
         assert status == 200 and "X-Deploykit-Instance" not in headers, (path, status, headers)
     assert page(host, "/admin/login/", "mysite.lab")[0] == 200
+    # the project's own asgi.py (startproject wrote it; init found it) on uvicorn: refused before it listens, as its
+    # settings keep database connections (conn_max_age=60), one of which each request over ASGI would keep
+    refused = deploy(*NO_CHECKS, *inventory, "--version", "1.0.0", "--variant", "uvicorn", cwd=apps["django"],
+                     check=False)
+    assert refused.returncode != 0
+    assert "set CONN_MAX_AGE to 0 or use a pool" in refused.stdout + refused.stderr, refused.stdout[-3000:]
+    assert "edition one" in page(host, "/", "mysite.lab")[2]  # the old container serves on
     swap_under_load(fleet, "mysite.lab", *inventory, "--version", "1.0.1", cwd=apps["django"])
     for host in fleet.hosts:
         assert "edition two" in page(host, "/", "mysite.lab")[2]

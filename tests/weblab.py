@@ -45,11 +45,11 @@ def client():
 def request(opener, address: str, path: str, data: dict[str, str] | None = None, host: str = HOST_HEADER):
     body = urllib.parse.urlencode(data).encode() if data is not None else None
     req = urllib.request.Request(f"http://{address}{path}", data=body, headers={"Host": host})
-    try:
+    try:  # the headers as a case-insensitive mapping: granian and the ASGI servers send lowercase names
         with opener.open(req, timeout=15) as response:
-            return response.status, dict(response.headers), response.read().decode()
+            return response.status, response.headers, response.read().decode()
     except urllib.error.HTTPError as exc:  # 3xx are not followed: they come back here
-        return exc.code, dict(exc.headers), exc.read().decode()
+        return exc.code, exc.headers, exc.read().decode()
 
 
 def browse_and_post_django(host: dict[str, str], variant: str, release: str) -> None:

@@ -2,10 +2,11 @@
 """deploykit-build: the checks `deploy build` runs inside an app's image, while it is built (apps/app.Dockerfile).
 
 It imports the app exactly as the servers will (deploykit_wsgi, from the app's directory, an app factory
-called), so a missing module or a settings error fails the build with the app's own traceback, before
-anything is shipped. Then, for Django, `collectstatic` (when build.json asks for it). Last, it writes where
-the app's static files are (/opt/deploykit/static.json: url and root, or nothing), which the deploy copies to
-the hosts for nginx. build.json holds the build's own environment (deploykit.yml build.env: never secrets).
+called; and its ASGI entry, if deploykit.yml names one), so a missing module or a settings error fails the
+build with the app's own traceback, before anything is shipped. Then, for Django, `collectstatic` (when
+build.json asks for it). Last, it writes where the app's static files are (/opt/deploykit/static.json: url and
+root, or nothing), which the deploy copies to the hosts for nginx. build.json holds the build's own
+environment (deploykit.yml build.env: never secrets).
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ def main() -> int:
     os.environ.update(server_environment(settings, {}))
     try:
         served_app(settings)
+        if settings.asgi:  # the ASGI variants' entry (deploykit.yml app.asgi) must load too, as they load it
+            os.environ.update(server_environment(settings, {"interface": "asgi"}))
+            served_app(settings, "deploykit_asgi")
         app = unwrapped(settings.target) if config["framework"] == "flask" else None
         if config["framework"] == "django" and config["collectstatic"]:
             from django.core.management import call_command

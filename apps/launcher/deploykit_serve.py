@@ -13,6 +13,11 @@ docs/serving.md):
   is a brutal reload) and --shutdown-sockets stops listening at once so queued connections migrate.
 - flup: sets only SO_REUSEADDR, so the socket is bound here and passed as fd 0, the FastCGI convention;
   deploykit_flup adds the graceful stop flup lacks.
+- granian: binds itself, a socket per worker, always with SO_REUSEPORT; SIGTERM closes them within
+  milliseconds and lets requests in flight finish.
+- uvicorn on its own: bound here, fd 3, served by deploykit_uvicorn, which closes it at SIGTERM in every process.
+- ASGI servers (a variant's `interface: asgi`) serve deploykit_asgi: the app's own ASGI entry (DEPLOYKIT_ASGI,
+  deploykit.yml app.asgi) or the WSGI app through a2wsgi.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class ConfigError(Exception):
 class Settings:
     variant: str
     wsgi: str  # module:attribute or module:factory(): the image's DEPLOYKIT_WSGI (deploykit.yml app.wsgi)
+    asgi: str = ""  # module:attribute, the app's own ASGI entry if it has one: DEPLOYKIT_ASGI (app.asgi)
     app_dir: str = APP_DIR  # the app's code
     bind: str = "127.0.0.1"
     port: int = 8000
@@ -77,7 +83,11 @@ class Settings:
         if not WSGI_ENTRY.match(wsgi):
             raise ConfigError(f"DEPLOYKIT_WSGI must be module:attribute or module:factory(), not {wsgi!r} (an image "
                               "built by `deploy build` sets it from deploykit.yml's app.wsgi)")
-        return cls(variant=variant, wsgi=wsgi, app_dir=env.get("DEPLOYKIT_APP_DIR", APP_DIR),
+        asgi = env.get("DEPLOYKIT_ASGI", "")
+        if asgi and not WSGI_ENTRY.match(asgi):
+            raise ConfigError(f"DEPLOYKIT_ASGI must be module:attribute or module:factory(), not {asgi!r} (an image "
+                              "built by `deploy build` sets it from deploykit.yml's app.asgi)")
+        return cls(variant=variant, wsgi=wsgi, asgi=asgi, app_dir=env.get("DEPLOYKIT_APP_DIR", APP_DIR),
                    bind=env.get("DEPLOYKIT_BIND", "127.0.0.1"),
                    port=number("PORT", 8000), processes=number("PROCESSES", 2, high=256),
                    threads=number("THREADS", 1, high=256), worker_connections=number("WORKER_CONNECTIONS", 100),
@@ -102,14 +112,25 @@ def check_venv(settings: Settings, spec: dict[str, Any]) -> None:
                           "release with build.eventlet: true in deploykit.yml")
 
 
+def entry_module(spec: dict[str, Any]) -> str:
+    """The module whose `application` the variant's server loads: deploykit_wsgi, or deploykit_asgi for an
+    ASGI server."""
+    return "deploykit_asgi" if spec.get("interface") == "asgi" else "deploykit_wsgi"
+
+
 def server_environment(settings: Settings, spec: dict[str, Any]) -> dict[str, str]:
-    """Environment the server needs beyond the container's: the variant's own, and deploykit_wsgi's, which
-    every server loads: it marks each answer with the container and release (the swap's gate counts only
-    the new container's answers) and puts the variant's adapters around the app."""
+    """Environment the server needs beyond the container's: the variant's own, and deploykit_wsgi's (or
+    deploykit_asgi's), which every server loads: it marks each answer with the container and release (the swap's
+    gate counts only the new container's answers) and puts the variant's adapters around the app. An ASGI server
+    serves the app's own ASGI entry when it has one, else its WSGI app through a2wsgi."""
     env = {key: str(value) for key, value in spec.get("env", {}).items()}
     wraps = spec.get("wrap", [])
-    env.update(DEPLOYKIT_WSGI_TARGET=settings.target, PYTHONPATH=os.pathsep.join([str(HERE), settings.directory]),
+    env.update(PYTHONPATH=os.pathsep.join([str(HERE), settings.directory]),
                DEPLOYKIT_WSGI_WRAP=",".join(["mark_answers", *([wraps] if isinstance(wraps, str) else wraps)]))
+    if entry_module(spec) == "deploykit_asgi" and settings.asgi:
+        env["DEPLOYKIT_ASGI_TARGET"] = settings.asgi
+    else:
+        env["DEPLOYKIT_WSGI_TARGET"] = settings.target
     return env
 
 
@@ -121,7 +142,7 @@ def server_command(settings: Settings, spec: dict[str, Any]) -> tuple[list[str],
 
 def _base_command(settings: Settings, spec: dict[str, Any]) -> tuple[list[str], int | None]:
     venv = spec.get("venv", DEFAULT_VENV)
-    target = "deploykit_wsgi:application"  # the app inside deploykit_wsgi's adapters (server_environment)
+    target = f"{entry_module(spec)}:application"  # the app inside deploykit's adapters (server_environment)
     directory = settings.directory
     server = spec["server"]
     if server == "gunicorn":
@@ -152,10 +173,27 @@ def _base_command(settings: Settings, spec: dict[str, Any]) -> tuple[list[str], 
                 "--processes", str(settings.processes), "--threads", str(settings.threads),
                 "--chdir", directory, "--app", target]
         return argv, 0
+    if server == "granian":
+        interface = spec.get("interface", "wsgi")
+        # --backpressure: requests a process takes at once (its default, backlog / workers, took hundreds of
+        # connections that a swap must then drain instead of leaving them queued to migrate), as gthread's
+        # --worker-connections; granian's own bounds: a backlog of at least 128, a kill timeout up to 1800 s
+        argv = [f"{venv}/bin/granian", "--interface", interface, "--host", settings.bind, "--port", str(settings.port),
+                "--http", "1", "--workers", str(settings.processes), "--backlog", str(max(128, settings.backlog)),
+                "--backpressure", str(settings.worker_connections),
+                "--workers-kill-timeout", str(min(1800, settings.graceful_timeout)), "--respawn-failed-workers",
+                "--log-level", "warning", "--working-dir", directory]
+        if interface == "wsgi":  # an ASGI app's threads are a2wsgi's (deploykit_asgi)
+            argv += ["--blocking-threads", str(settings.threads)]
+        return argv + [target], None
+    if server == "uvicorn":
+        argv = [f"{venv}/bin/python", str(HERE / "deploykit_uvicorn.py"), "--processes", str(settings.processes),
+                "--graceful-timeout", str(settings.graceful_timeout), "--chdir", directory, "--app", target]
+        return argv, 3
     raise ConfigError(f"variant {settings.variant!r} names an unknown server {server!r}")
 
 
-def check_app(settings: Settings, environ: dict[str, str] | None = None) -> None:
+def check_app(settings: Settings, spec: dict[str, Any], environ: dict[str, str] | None = None) -> None:
     """Load the WSGI app and ask it for its health page, in this process, before anything binds the port.
     The kernel hands new connections to a listener at once, and during a reuse-port swap the new container
     shares the port with the old one: a release that cannot load, or that is not healthy, must never listen,
@@ -163,24 +201,53 @@ def check_app(settings: Settings, environ: dict[str, str] | None = None) -> None
     env = os.environ if environ is None else environ
     hosts = [h for h in env.get("DJANGO_ALLOWED_HOSTS", "").split(",") if h]
     try:
-        check_health(served_app(settings), env.get("DEPLOYKIT_HEALTH_PATH", "/health"),
-                     hosts[0] if hosts else "localhost")
+        application = served_app(settings, entry_module(spec))
+        if entry_module(spec) == "deploykit_asgi" and settings.asgi:
+            check_connections_under_asgi(kept_database_connections())
+        check_health(application, env.get("DEPLOYKIT_HEALTH_PATH", "/health"), hosts[0] if hosts else "localhost",
+                     entry_module(spec))
     finally:  # no database connection may outlive the check into the server
         from deploykit_wsgi import close_database_connections
 
         close_database_connections()
 
 
-def served_app(settings: Settings) -> Any:
-    """The app as the server will load it (server_environment must be in os.environ): deploykit_wsgi's
-    `application`, imported with the app's directory as working directory and first on sys.path."""
+def kept_database_connections() -> dict[str, object]:
+    """{alias: CONN_MAX_AGE} of the loaded Django settings' databases that keep connections without a pool."""
+    if "django.conf" not in sys.modules:
+        return {}
+    from django.conf import settings as django
+
+    if not django.configured:
+        return {}
+    return {alias: db.get("CONN_MAX_AGE", 0) for alias, db in django.DATABASES.items()
+            if db.get("CONN_MAX_AGE", 0) != 0 and not (db.get("OPTIONS") or {}).get("pool")}
+
+
+def check_connections_under_asgi(kept: dict[str, object]) -> None:
+    """Django served over ASGI runs each request in a context of its own, where a kept connection (CONN_MAX_AGE)
+    is never used again nor closed: one per request, until PostgreSQL refuses more and every app on it answers
+    500 (measured: 908 of 5,307 requests in one swap). Django's docs: disable persistent connections under
+    ASGI. Refused before the port is bound, naming the fix."""
+    if kept:
+        ages = ", ".join(f"{alias!r}: {age}" for alias, age in kept.items())
+        raise UnhealthyApp(f"Django keeps database connections (CONN_MAX_AGE {ages}) and is served over ASGI here, "
+                           "where each request would keep one of its own until the database refuses more: set "
+                           "CONN_MAX_AGE to 0 or use a pool (OPTIONS pool, Django 5.1+ with psycopg 3), or serve "
+                           "its WSGI entry (a WSGI variant, or app.asgi empty in deploykit.yml)")
+
+
+def served_app(settings: Settings, module: str = "deploykit_wsgi") -> Any:
+    """The app as the server will load it (server_environment must be in os.environ): `module`'s (deploykit_wsgi's
+    or deploykit_asgi's) `application`, imported with the app's directory as working directory and first on
+    sys.path."""
     import importlib
 
     sys.path.insert(0, settings.directory)
     cwd = os.getcwd()
     os.chdir(settings.directory)
     try:
-        return importlib.import_module("deploykit_wsgi").application
+        return importlib.import_module(module).application
     finally:
         os.chdir(cwd)
         sys.path.remove(settings.directory)
@@ -190,10 +257,12 @@ class UnhealthyApp(Exception):
     pass
 
 
-def check_health(application: Any, path: str, host: str) -> None:
-    """GET `path` from the WSGI callable itself; anything but a 2xx answer raises UnhealthyApp."""
-    from deploykit_wsgi import ask
+def check_health(application: Any, path: str, host: str, module: str = "deploykit_wsgi") -> None:
+    """GET `path` from the WSGI (or, module deploykit_asgi, ASGI) app itself; anything but a 2xx answer raises
+    UnhealthyApp."""
+    import importlib
 
+    ask = importlib.import_module(module).ask
     status, body = ask(application, path, host, "deploykit-serve self-check")
     if not status.startswith("2"):
         # one line: the swap's error quotes the last lines of the container's log
@@ -222,7 +291,7 @@ def main() -> int:
         return 64
     os.environ.update(server_environment(settings, spec))
     try:
-        check_app(settings)
+        check_app(settings, spec)
     except Exception:  # noqa: BLE001 - any failure to import the app: report it and never bind
         import traceback
 

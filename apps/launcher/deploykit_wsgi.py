@@ -132,7 +132,7 @@ def close_database_connections() -> None:
         sys.modules["django.db"].connections.close_all()
 
 
-def warm_up(app, paths: str, host: str) -> None:
+def warm_up(app, paths: str, host: str, asker=None) -> None:
     """Ask the app for each of `paths` (comma-separated) once, in this process, before its server takes requests:
     what the app builds on its first request (Django's URL resolver, its templates, a cache) is built before a
     user waits for it. A server process loads this module before it accepts connections (each gunicorn worker;
@@ -140,7 +140,7 @@ def warm_up(app, paths: str, host: str) -> None:
     for path in [p.strip() for p in paths.split(",") if p.strip()]:
         began = time.monotonic()
         try:
-            status, _ = ask(app, path, host, "deploykit warm-up")
+            status, _ = (asker or ask)(app, path, host, "deploykit warm-up")
             said = status or "no status"
         except Exception as exc:  # noqa: BLE001 - a warm-up is a courtesy: the health gate judges the release
             said = f"failed: {type(exc).__name__}: {exc}"
@@ -149,8 +149,28 @@ def warm_up(app, paths: str, host: str) -> None:
     close_database_connections()
 
 
+def outside_event_loop(function, *args) -> None:
+    """function(*args) here, or in a thread of its own when an event loop runs in this thread: uvicorn imports
+    the app inside its loop, where Django refuses synchronous database calls (and asyncio.run cannot run)."""
+    import asyncio
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        function(*args)
+        return
+    thread = threading.Thread(target=function, args=args, name="deploykit-warm-up")
+    thread.start()
+    thread.join()
+
+
+def first_host() -> str:
+    """The Host a request made in-process sends: the first of Django's allowed hosts, else localhost."""
+    names = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(",") if h]
+    return names[0] if names else "localhost"
+
+
 if "DEPLOYKIT_WSGI_TARGET" in os.environ:
     application = wrap(load(os.environ["DEPLOYKIT_WSGI_TARGET"]), os.environ["DEPLOYKIT_WSGI_WRAP"])
     if os.environ.get("DEPLOYKIT_WARMUP"):
-        _names = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(",") if h]
-        warm_up(application, os.environ["DEPLOYKIT_WARMUP"], _names[0] if _names else "localhost")
+        outside_event_loop(warm_up, application, os.environ["DEPLOYKIT_WARMUP"], first_host())
