@@ -22,7 +22,7 @@ from deploy_tool.variants import VARIANTS_FILE
 from deploykit_serve import load_variants
 from weblab import SOAK_RATE_PER_HOST, Load, browse_and_post_django, describe, dropped
 
-# A soak test, in the default run since the greenlet variants got their database pool (about 6 minutes; alone with
+# A soak test, in the default run since the greenlet variants got their database pool (about 5 minutes; alone with
 # `pytest -m soak`). It prints each swap's figures, which docs/deploy.md keeps; among them the seconds from the
 # new container's gate to the old one's exit, a timing goal and so reported, not asserted.
 pytestmark = [pytest.mark.lab, pytest.mark.soak]
