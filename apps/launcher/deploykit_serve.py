@@ -118,6 +118,11 @@ def entry_module(spec: dict[str, Any]) -> str:
     return "deploykit_asgi" if spec.get("interface") == "asgi" else "deploykit_wsgi"
 
 
+def serves_own_asgi(settings: Settings, spec: dict[str, Any]) -> bool:
+    """Whether the server serves the app's own ASGI entry (an ASGI server, and the image names one)."""
+    return entry_module(spec) == "deploykit_asgi" and bool(settings.asgi)
+
+
 def server_environment(settings: Settings, spec: dict[str, Any]) -> dict[str, str]:
     """Environment the server needs beyond the container's: the variant's own, and deploykit_wsgi's (or
     deploykit_asgi's), which every server loads: it marks each answer with the container and release (the swap's
@@ -127,7 +132,7 @@ def server_environment(settings: Settings, spec: dict[str, Any]) -> dict[str, st
     wraps = spec.get("wrap", [])
     env.update(PYTHONPATH=os.pathsep.join([str(HERE), settings.directory]),
                DEPLOYKIT_WSGI_WRAP=",".join(["mark_answers", *([wraps] if isinstance(wraps, str) else wraps)]))
-    if entry_module(spec) == "deploykit_asgi" and settings.asgi:
+    if serves_own_asgi(settings, spec):
         env["DEPLOYKIT_ASGI_TARGET"] = settings.asgi
     else:
         env["DEPLOYKIT_WSGI_TARGET"] = settings.target
@@ -194,18 +199,20 @@ def _base_command(settings: Settings, spec: dict[str, Any]) -> tuple[list[str], 
 
 
 def check_app(settings: Settings, spec: dict[str, Any], environ: dict[str, str] | None = None) -> None:
-    """Load the WSGI app and ask it for its health page, in this process, before anything binds the port.
+    """Load the app as the server will and ask it for its health page, in this process, before anything binds
+    the port.
     The kernel hands new connections to a listener at once, and during a reuse-port swap the new container
     shares the port with the old one: a release that cannot load, or that is not healthy, must never listen,
     or users would get its errors (or wait on its queue) until its health gate gives up."""
+    from deploykit_wsgi import first_host
+
     env = os.environ if environ is None else environ
-    hosts = [h for h in env.get("DJANGO_ALLOWED_HOSTS", "").split(",") if h]
+    module = entry_module(spec)
     try:
-        application = served_app(settings, entry_module(spec))
-        if entry_module(spec) == "deploykit_asgi" and settings.asgi:
+        application = served_app(settings, module)
+        if serves_own_asgi(settings, spec):
             check_connections_under_asgi(kept_database_connections())
-        check_health(application, env.get("DEPLOYKIT_HEALTH_PATH", "/health"), hosts[0] if hosts else "localhost",
-                     entry_module(spec))
+        check_health(application, env.get("DEPLOYKIT_HEALTH_PATH", "/health"), first_host(env), module)
     finally:  # no database connection may outlive the check into the server
         from deploykit_wsgi import close_database_connections
 

@@ -164,9 +164,9 @@ def outside_event_loop(function, *args) -> None:
     thread.join()
 
 
-def first_host() -> str:
+def first_host(environ=None) -> str:
     """The Host a request made in-process sends: the first of Django's allowed hosts, else localhost."""
-    names = [h for h in os.environ.get("DJANGO_ALLOWED_HOSTS", "").split(",") if h]
+    names = [h for h in (os.environ if environ is None else environ).get("DJANGO_ALLOWED_HOSTS", "").split(",") if h]
     return names[0] if names else "localhost"
 
 
