@@ -24,6 +24,9 @@ COPY deploykit /opt/deploykit
 COPY app /opt/app
 ARG WSGI
 ARG ASGI=""
+# the variants of the table its launcher holds: deploy refuses another before it touches a host
+ARG VARIANTS=""
+LABEL io.deploykit.variants=${VARIANTS}
 ARG DJANGO_SETTINGS=""
 ENV PATH=/opt/venv/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONUNBUFFERED=1 \

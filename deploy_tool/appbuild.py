@@ -32,7 +32,7 @@ from deploy_tool.build import ReleaseBuilder, validate_version
 from deploy_tool.errors import DeployError
 from deploy_tool.images import ImageBuilder, base_image
 from deploy_tool.project import Project
-from deploy_tool.variants import VARIANTS_FILE
+from deploy_tool.variants import VARIANTS_FILE, load_variants
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,8 @@ class AppBuilder:
                 self.client.images.build(
                     path=str(context), dockerfile="Dockerfile", tag=tag, rm=True, forcerm=True, network_mode="none",
                     buildargs={"BASE_IMAGE": base_image(suite), "RELEASE": version, "WSGI": self.spec["app.wsgi"],
-                               "ASGI": self.spec["app.asgi"], "DJANGO_SETTINGS": self.spec["app.django_settings"]})
+                               "ASGI": self.spec["app.asgi"], "VARIANTS": ",".join(load_variants(self.project)),
+                               "DJANGO_SETTINGS": self.spec["app.django_settings"]})
             except docker.errors.BuildError as exc:
                 tail = "".join(str(chunk.get("stream", chunk.get("error", ""))) for chunk in exc.build_log)
                 raise DeployError(f"building {tag} failed:\n{tail[-3000:]}",

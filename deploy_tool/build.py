@@ -54,6 +54,9 @@ class ReleaseBuilder:
         except docker.errors.ImageNotFound:
             return None
 
+    def image_labels(self, version: str) -> dict[str, str]:
+        return dict(self.client.images.get(self.image(version)).labels or {})
+
     def save_archive(self, version: str) -> Path:
         """`docker save` of the release, for hosts that load images from files. The archive is written
         again when the image it holds (recorded beside it) is not the current image of that tag."""

@@ -16,7 +16,7 @@ from deploy_tool.playbook import PlaybookRun
 from deploy_tool.project import Project
 from deploy_tool.registry import LabRegistry
 from deploy_tool.secrets import check_secrets
-from deploy_tool.variants import validate_variant
+from deploy_tool.variants import check_image_serves, validate_variant
 
 STRATEGIES = ("reuse-port", "recreate", "blue-green")
 BATCH = re.compile(r"^([1-9][0-9]*|([1-9][0-9]?|100)%)$")
@@ -122,6 +122,7 @@ def prepare(request: DeployRequest, project: Project, builder: ReleaseBuilder) -
     if image_id is None:
         raise DeployError(f"release image {builder.image(request.version)} is not on this controller",
                           hint=f"build it first: deploy build --version {request.version}")
+    check_image_serves(builder.image(request.version), builder.image_labels(request.version), request.variant)
     if request.image_source == "registry":
         LabRegistry(project, builder.client, fleet_of(request.inventory)).push(request.version, request.repository)
         return request.playbook_run(builder.archive_path(request.version).parent, image_id, project)

@@ -450,3 +450,16 @@ def test_warm_up_asks_the_app_for_each_path_in_process_and_a_failing_path_does_n
     assert said[0].startswith("deploykit: warm-up GET /: 200 OK (")
     assert said[1].startswith("deploykit: warm-up GET /broken/: failed: RuntimeError: no template")
     assert len(said) == 3
+
+
+def test_a_variant_the_images_launcher_lacks_is_refused_on_the_controller():
+    from deploy_tool.errors import DeployError
+    from deploy_tool.variants import IMAGE_LABEL, check_image_serves
+
+    older = {IMAGE_LABEL: "uwsgi,gunicorn-sync,gunicorn-gthread"}  # an image built before the ASGI servers
+    check_image_serves("deploykit/app:1.0", older, "gunicorn-sync")
+    with pytest.raises(DeployError, match="deploykit/app:1.0 .* serves uwsgi, gunicorn-sync, gunicorn-gthread, "
+                                          "not uvicorn") as refused:
+        check_image_serves("deploykit/app:1.0", older, "uvicorn")
+    assert "--rebuild" in refused.value.hint
+    check_image_serves("deploykit/app:0.9", {}, "uvicorn")  # no label (built before it): the host's launcher judges

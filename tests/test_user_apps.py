@@ -246,6 +246,8 @@ def built(apps, docker_client) -> dict[str, Path]:
             # an environment variable baked into one release, quotes and a dollar kept as written
             baked = ("--env", 'EDITION=two $HOME "quoted"') if (name, version) == ("flask", "1.0.1") else ()
             deploy("build", "--version", version, "--rebuild", *baked, cwd=app)
+    labels = docker_client.images.get("deploykit/mysite:1.0.0").labels  # what deploy checks a variant against
+    assert set(labels["io.deploykit.variants"].split(",")) >= {"gunicorn-gthread", "uvicorn", "granian"}
     return passwords
 
 
