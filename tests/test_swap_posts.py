@@ -1,6 +1,6 @@
 """When/Then: form POSTs through nginx survive reuse-port swaps out of the servers whose graceful stop lost
-them (the Flask app, gunicorn's tornado, eventlet and gevent workers), and out of the ASGI servers (uvicorn in
-gunicorn and alone, granian), which close kept connections at their stop.
+them (the Flask app, gunicorn's tornado, eventlet and gevent workers), and out of uvicorn and granian, which
+close kept connections at their stop.
 
 nginx sends a GET again when the app's connection fails, never a POST: a POST in flight on a connection the
 old server resets comes back as a 502. Measured before the fixes: 1 or 2 per swap out of eventlet (its
