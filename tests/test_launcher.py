@@ -463,3 +463,23 @@ def test_a_variant_the_images_launcher_lacks_is_refused_on_the_controller():
         check_image_serves("deploykit/app:1.0", older, "uvicorn")
     assert "--rebuild" in refused.value.hint
     check_image_serves("deploykit/app:0.9", {}, "uvicorn")  # no label (built before it): the host's launcher judges
+
+
+def test_the_check_before_binding_loads_the_app_from_its_own_directory(tmp_path, monkeypatch):
+    """As in a fresh launcher process: nothing of deploykit_wsgi loaded yet, the app importable only from its
+    directory (which served_app puts first on sys.path): the check finds it and its health page answers."""
+    import sys
+
+    from deploykit_serve import check_app
+
+    (tmp_path / "checked_app.py").write_text(
+        "def application(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [environ['PATH_INFO'].encode()]\n")
+    settings = Settings(variant="gunicorn-sync", wsgi="checked_app:application", app_dir=str(tmp_path))
+    for name, value in server_environment(settings, VARIANTS["gunicorn-sync"]).items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delitem(sys.modules, "deploykit_wsgi")  # restored after the test
+    monkeypatch.delitem(sys.modules, "checked_app", raising=False)
+    check_app(settings, VARIANTS["gunicorn-sync"], {})
+    assert sys.modules["checked_app"].__file__ == str(tmp_path / "checked_app.py")

@@ -204,12 +204,12 @@ def check_app(settings: Settings, spec: dict[str, Any], environ: dict[str, str] 
     The kernel hands new connections to a listener at once, and during a reuse-port swap the new container
     shares the port with the old one: a release that cannot load, or that is not healthy, must never listen,
     or users would get its errors (or wait on its queue) until its health gate gives up."""
-    from deploykit_wsgi import first_host
-
     env = os.environ if environ is None else environ
     module = entry_module(spec)
     try:
         application = served_app(settings, module)
+        from deploykit_wsgi import first_host  # not before: importing it loads the app (served_app sets the path)
+
         if serves_own_asgi(settings, spec):
             check_connections_under_asgi(kept_database_connections())
         check_health(application, env.get("DEPLOYKIT_HEALTH_PATH", "/health"), first_host(env), module)
