@@ -150,3 +150,45 @@ def test_the_tornado_worker_stops_listening_at_the_signal_not_at_its_next_heartb
         assert container.attrs["State"]["ExitCode"] == 0, container.logs().decode()[-2000:]
     finally:
         container.remove(force=True)
+
+
+@pytest.mark.parametrize("variant", ["uvicorn", "gunicorn-uvicorn"])
+def test_uvicorn_leaves_a_kept_connection_idle_at_the_stop_to_its_client(docker_client, test_release, variant):
+    """uvicorn's own stop closes every idle kept connection at once, racing nginx, which may be sending a
+    request on it (a POST it cannot send again: 502). deploykit's (apps/launcher/deploykit_uvicorn.py) leaves
+    it to its client: a request on it 0.3 s after SIGTERM, while another request is still in flight, is
+    answered, with `connection: close`, and the server still exits 0."""
+    import http.client
+
+    port = BASE_PORT + 60 + sorted(VARIANTS).index(variant)
+    container = docker_client.containers.run(
+        f"{FLASK_IMAGE}:{test_release}", detach=True, network_mode="host", name=f"deploykit-kept-{variant}",
+        environment={"DEPLOYKIT_VARIANT": variant, "DEPLOYKIT_PORT": str(port),
+                     "DEPLOYKIT_PROCESSES": "1", "DEPLOYKIT_GRACEFUL_TIMEOUT": "20"},
+        read_only=True, tmpfs={"/tmp": ""}, cap_drop=["ALL"], labels={"io.deploykit.test": "graceful"})
+    try:
+        wait_healthy("http", port, container)
+        kept = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        kept.request("GET", "/health")
+        first = kept.getresponse()
+        first.read()
+        assert first.status == 200 and first.getheader("connection", "").lower() != "close"
+        slow_answer: dict[str, object] = {}
+        slow = threading.Thread(target=lambda: slow_answer.update(
+            result=probe("http", "127.0.0.1", port, "/slow?ms=2000", timeout=30)))
+        slow.start()
+        time.sleep(0.3)
+        container.kill(signal="SIGTERM")
+        time.sleep(0.3)
+        kept.request("GET", "/health")  # on the connection kept idle since before the signal
+        again = kept.getresponse()
+        again.read()
+        assert again.status == 200
+        assert again.getheader("connection", "").lower() == "close"
+        slow.join(timeout=30)
+        assert slow_answer["result"][0] == 200, slow_answer  # type: ignore[index]
+        container.wait(timeout=20)
+        container.reload()
+        assert container.attrs["State"]["ExitCode"] == 0, container.logs().decode()[-2000:]
+    finally:
+        container.remove(force=True)

@@ -53,7 +53,7 @@ def test_gunicorn_serves_a_socket_bound_once_on_fd_3(variant):
     assert "--reuse-port" not in argv  # gunicorn's own would bind a socket per worker
     worker = argv[argv.index("--worker-class") + 1]
     assert worker == {"gunicorn-gevent": "deploykit_workers.GeventWorker",
-                      "gunicorn-uvicorn": "uvicorn_worker.UvicornWorker",
+                      "gunicorn-uvicorn": "deploykit_uvicorn.UvicornWorker",
                       "gunicorn-eventlet": "deploykit_workers.EventletWorker",
                       "gunicorn-tornado": "deploykit_workers.TornadoWorker"}.get(variant, VARIANTS[variant]["worker"])
     assert argv[argv.index("--graceful-timeout") + 1] == "25"
@@ -105,7 +105,7 @@ def test_uvicorn_alone_serves_the_socket_bound_once_on_fd_3_through_deploykits_r
 def test_gunicorn_runs_uvicorn_workers_on_the_asgi_app():
     argv, fd = command("gunicorn-uvicorn")
     assert fd == 3
-    assert argv[argv.index("--worker-class") + 1] == "uvicorn_worker.UvicornWorker"
+    assert argv[argv.index("--worker-class") + 1] == "deploykit_uvicorn.UvicornWorker"  # its stop: see there
     assert "deploykit_asgi:application" in argv
 
 

@@ -109,6 +109,8 @@ class PostLoad:
 
     def __init__(self, hosts: list[dict[str, str]], per_host: int = 6) -> None:
         self.statuses: dict[str, int] = {}
+        self.phase = "before"  # named by `during`; each outcome other than 303 is counted under it
+        self.others: dict[str, dict[str, int]] = {}
         self.stop = threading.Event()
         self.lock = threading.Lock()
         self.threads = [threading.Thread(target=self._post, args=(host["address"],), daemon=True)
@@ -132,7 +134,15 @@ class PostLoad:
                 connection.close()
             with self.lock:
                 self.statuses[outcome] = self.statuses.get(outcome, 0) + 1
+                if outcome != "303":
+                    phase = self.others.setdefault(self.phase, {})
+                    phase[outcome] = phase.get(outcome, 0) + 1
             time.sleep(0.05)
+
+    def during(self, phase: str) -> None:
+        """Name what happens from now on (a swap), for the outcomes other than 303 (`others`)."""
+        with self.lock:
+            self.phase = phase
 
     def finish(self) -> dict[str, int]:
         self.stop.set()
