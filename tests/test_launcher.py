@@ -166,6 +166,39 @@ def test_an_asgi_app_answers_marked_and_is_asked_in_process(monkeypatch):
         check_health(marked, "/down", "demo.lab", "deploykit_asgi")
 
 
+def test_a2wsgi_requests_run_in_threads_that_an_exit_does_not_wait_for():
+    """granian's ASGI worker may stop its loop while a2wsgi's thread still hands it the closing empty body:
+    the thread then waits for ever. With deploykit_asgi's pool the worker's exit goes on; with a
+    ThreadPoolExecutor (a2wsgi's own) it waited until granian killed it."""
+    import asyncio
+    import subprocess
+    import sys
+
+    from deploykit_asgi import DaemonThreads
+
+    async def run() -> list[object]:
+        pool, loop = DaemonThreads(2), asyncio.get_running_loop()
+        answers: list[object] = [await loop.run_in_executor(pool, pow, 2, 10)]
+        try:
+            await loop.run_in_executor(pool, int, "not a number")
+        except ValueError as exc:
+            answers.append(type(exc))
+        return answers
+
+    assert asyncio.run(run()) == [1024, ValueError]
+    stuck = ("import threading, sys; sys.path.insert(0, {launcher!r}); from {module} import {pool}; "
+             "{pool}(1).submit(threading.Event().wait); print('exiting', flush=True)")
+    launcher = str(ROOT / "apps" / "launcher")
+    exited = subprocess.run([sys.executable, "-c", stuck.format(launcher=launcher, module="deploykit_asgi",
+                                                                 pool="DaemonThreads")],
+                            capture_output=True, text=True, timeout=20)
+    assert (exited.returncode, exited.stdout) == (0, "exiting\n"), exited.stderr
+    with pytest.raises(subprocess.TimeoutExpired):  # a2wsgi's own pool: the exit waits for the stuck thread
+        subprocess.run([sys.executable, "-c", stuck.format(launcher=launcher, module="concurrent.futures",
+                                                            pool="ThreadPoolExecutor")],
+                       capture_output=True, timeout=3)
+
+
 def test_django_kept_connections_are_refused_under_asgi_naming_the_setting():
     from deploykit_serve import check_connections_under_asgi
 

@@ -4,13 +4,16 @@ Two ways, as the launcher sets them (deploykit_serve.server_environment):
 - the app's own ASGI entry (deploykit.yml app.asgi, e.g. a Django project's `mysite.asgi:application`), named by
   DEPLOYKIT_ASGI_TARGET: served natively, inside `mark_answers` (the ASGI twin of deploykit_wsgi's);
 - otherwise the WSGI app, inside deploykit_wsgi's adapters, through a2wsgi's WSGIMiddleware (as the field's
-  reference runs served WSGI apps on ASGI servers): its thread pool has DEPLOYKIT_THREADS threads.
+  reference runs served WSGI apps on ASGI servers): its DEPLOYKIT_THREADS threads are DaemonThreads.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import queue
+import threading
+from concurrent.futures import Executor, Future
 from typing import Any
 
 from deploykit_wsgi import INSTANCE_HEADER, RELEASE_HEADER, first_host, load, outside_event_loop, warm_up
@@ -35,6 +38,43 @@ def mark_answers(app: Any) -> Any:
     return wrapped
 
 
+class DaemonThreads(Executor):
+    """A pool of `size` threads that the process's exit does not wait for (started at the first job: not before a
+    server forks). a2wsgi's own pool is a ThreadPoolExecutor, which the exit joins; and granian's ASGI worker can
+    stop its event loop once a response's bytes are out, before a2wsgi's thread has handed it the closing empty
+    body: that thread then waits for the stopped loop for ever, and the exit with it. Measured: 2 of 8 stops of
+    granian-asgi with a request in flight took the whole kill timeout (20 s, "Killing worker-1 after it refused
+    to gracefully stop"); the thread's stack was a2wsgi's send()."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.jobs: queue.SimpleQueue[tuple[Future[Any], Any, tuple[Any, ...]]] = queue.SimpleQueue()
+        self.started = False
+        self.lock = threading.Lock()
+
+    def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Future[Any]:
+        if kwargs:
+            raise TypeError("DaemonThreads.submit takes positional arguments only (as asyncio's run_in_executor)")
+        with self.lock:
+            if not self.started:
+                for number in range(self.size):
+                    threading.Thread(target=self._work, name=f"WSGI-{number}", daemon=True).start()
+                self.started = True
+        future: Future[Any] = Future()
+        self.jobs.put((future, fn, args))
+        return future
+
+    def _work(self) -> None:
+        while True:
+            future, fn, args = self.jobs.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn(*args))
+            except BaseException as exc:  # handed to the awaiting request, as ThreadPoolExecutor does
+                future.set_exception(exc)
+
+
 def from_wsgi(wsgi_app: Any, threads: int) -> Any:
     """A WSGI app served over ASGI: each request runs in one of `threads` threads. a2wsgi hands the server's
     receive() and send() to its event loop from those threads as coroutines, and granian's return awaitables of
@@ -43,6 +83,8 @@ def from_wsgi(wsgi_app: Any, threads: int) -> Any:
     from a2wsgi import WSGIMiddleware
 
     inner = WSGIMiddleware(wsgi_app, workers=threads)
+    inner.executor.shutdown(wait=False)  # no thread started yet; its requests run in DaemonThreads instead
+    inner.executor = DaemonThreads(threads)
 
     async def app(scope, receive, send):
         async def receive_coroutine():
