@@ -58,27 +58,52 @@ def wait_healthy(protocol: str, port: int, container, timeout: float = 30.0) -> 
     raise AssertionError(f"{container.name} never became healthy:\n{container.logs().decode()[-2000:]}")
 
 
+class SlowRequest:
+    """A request of `ms` milliseconds to the server on `port`, in flight in a thread of its own from now."""
+
+    def __init__(self, port: int, ms: int, protocol: str = "http") -> None:
+        self.result: object = None
+        self.thread = threading.Thread(target=self._run, args=(protocol, port, ms))
+        self.thread.start()
+
+    def _run(self, protocol: str, port: int, ms: int) -> None:
+        try:
+            self.result = probe(protocol, "127.0.0.1", port, f"/slow?ms={ms}", timeout=30)
+        except OSError as exc:
+            self.result = exc
+
+    def answer(self) -> object:
+        """(status, body, headers) once answered, or the error that ended it."""
+        self.thread.join(timeout=30)
+        return self.result
+
+
+def run_alone(docker_client, test_release: str, variant: str, port: int, name: str, processes: int = 2):
+    """One container of `variant` on `port`, for a test of its own; healthy when returned."""
+    container = docker_client.containers.run(
+        f"{FLASK_IMAGE}:{test_release}", detach=True, network_mode="host", name=f"deploykit-{name}-{variant}",
+        environment={"DEPLOYKIT_VARIANT": variant, "DEPLOYKIT_PORT": str(port),
+                     "DEPLOYKIT_PROCESSES": str(processes), "DEPLOYKIT_GRACEFUL_TIMEOUT": "20"},
+        read_only=True, tmpfs={"/tmp": ""}, cap_drop=["ALL"], labels={"io.deploykit.test": "graceful"})
+    try:
+        wait_healthy("http", port, container)
+    except AssertionError:
+        container.remove(force=True)
+        raise
+    return container
+
+
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_sigterm_lets_the_request_in_flight_finish(servers, variant):
     container, port = servers[variant]
     protocol = VARIANTS[variant]["protocol"]
-    answer: dict[str, object] = {}
-
-    def slow_request() -> None:
-        try:
-            answer["result"] = probe(protocol, "127.0.0.1", port, f"/slow?ms={SLOW_MS}", timeout=30)
-        except OSError as exc:
-            answer["result"] = exc
-
-    request = threading.Thread(target=slow_request)
-    request.start()
+    request = SlowRequest(port, SLOW_MS, protocol)
     time.sleep(0.4)  # the request is in flight, well before it ends
     started = time.monotonic()
     subprocess.run(["docker", "stop", "-t", "25", container.name], check=True, capture_output=True)
     stop_took = time.monotonic() - started
-    request.join(timeout=30)
 
-    result = answer.get("result")
+    result = request.answer()
     assert isinstance(result, tuple), f"{variant}: the request in flight failed: {result!r}"
     status, body, _ = result
     assert status == 200
@@ -101,26 +126,18 @@ def test_greenlet_workers_close_their_listener_at_the_signal_not_at_their_next_l
     import socket
 
     port = BASE_PORT + 40 + sorted(VARIANTS).index(variant)
-    container = docker_client.containers.run(
-        f"{FLASK_IMAGE}:{test_release}", detach=True, network_mode="host", name=f"deploykit-prompt-{variant}",
-        environment={"DEPLOYKIT_VARIANT": variant, "DEPLOYKIT_PORT": str(port),
-                     "DEPLOYKIT_PROCESSES": "2", "DEPLOYKIT_GRACEFUL_TIMEOUT": "20"},
-        read_only=True, tmpfs={"/tmp": ""}, cap_drop=["ALL"], labels={"io.deploykit.test": "graceful"})
+    container = run_alone(docker_client, test_release, variant, port, "prompt")
     try:
-        wait_healthy("http", port, container)
         time.sleep(2)  # one worker answers; the other may still be booting (and holds the listener meanwhile)
-        answer: dict[str, object] = {}
-        request = threading.Thread(target=lambda: answer.update(
-            result=probe("http", "127.0.0.1", port, "/slow?ms=3000", timeout=30)))
-        request.start()
+        request = SlowRequest(port, 3000)
         time.sleep(0.4)
         container.kill(signal="SIGTERM")
         time.sleep(0.25)
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
-        assert request.is_alive(), "the slow request ended before the check"
-        request.join(timeout=30)
-        assert answer["result"][0] == 200, answer
+        assert request.thread.is_alive(), "the slow request ended before the check"
+        answer = request.answer()
+        assert isinstance(answer, tuple) and answer[0] == 200, answer
     finally:
         container.remove(force=True)
 
@@ -133,13 +150,8 @@ def test_the_tornado_worker_stops_listening_at_the_signal_not_at_its_next_heartb
     import socket
 
     port = BASE_PORT + 50
-    container = docker_client.containers.run(
-        f"{FLASK_IMAGE}:{test_release}", detach=True, network_mode="host", name="deploykit-prompt-tornado",
-        environment={"DEPLOYKIT_VARIANT": "gunicorn-tornado", "DEPLOYKIT_PORT": str(port),
-                     "DEPLOYKIT_PROCESSES": "2", "DEPLOYKIT_GRACEFUL_TIMEOUT": "20"},
-        read_only=True, tmpfs={"/tmp": ""}, cap_drop=["ALL"], labels={"io.deploykit.test": "graceful"})
+    container = run_alone(docker_client, test_release, "gunicorn-tornado", port, "prompt")
     try:
-        wait_healthy("http", port, container)
         time.sleep(2)  # one worker answers; the other may still be booting (and holds the listener meanwhile)
         container.kill(signal="SIGTERM")
         time.sleep(0.25)
@@ -161,22 +173,14 @@ def test_uvicorn_leaves_a_kept_connection_idle_at_the_stop_to_its_client(docker_
     import http.client
 
     port = BASE_PORT + 60 + sorted(VARIANTS).index(variant)
-    container = docker_client.containers.run(
-        f"{FLASK_IMAGE}:{test_release}", detach=True, network_mode="host", name=f"deploykit-kept-{variant}",
-        environment={"DEPLOYKIT_VARIANT": variant, "DEPLOYKIT_PORT": str(port),
-                     "DEPLOYKIT_PROCESSES": "1", "DEPLOYKIT_GRACEFUL_TIMEOUT": "20"},
-        read_only=True, tmpfs={"/tmp": ""}, cap_drop=["ALL"], labels={"io.deploykit.test": "graceful"})
+    container = run_alone(docker_client, test_release, variant, port, "kept", processes=1)
     try:
-        wait_healthy("http", port, container)
         kept = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
         kept.request("GET", "/health")
         first = kept.getresponse()
         first.read()
         assert first.status == 200 and first.getheader("connection", "").lower() != "close"
-        slow_answer: dict[str, object] = {}
-        slow = threading.Thread(target=lambda: slow_answer.update(
-            result=probe("http", "127.0.0.1", port, "/slow?ms=2000", timeout=30)))
-        slow.start()
+        slow = SlowRequest(port, 2000)
         time.sleep(0.3)
         container.kill(signal="SIGTERM")
         time.sleep(0.3)
@@ -185,8 +189,8 @@ def test_uvicorn_leaves_a_kept_connection_idle_at_the_stop_to_its_client(docker_
         again.read()
         assert again.status == 200
         assert again.getheader("connection", "").lower() == "close"
-        slow.join(timeout=30)
-        assert slow_answer["result"][0] == 200, slow_answer  # type: ignore[index]
+        answer = slow.answer()
+        assert isinstance(answer, tuple) and answer[0] == 200, answer
         container.wait(timeout=20)
         container.reload()
         assert container.attrs["State"]["ExitCode"] == 0, container.logs().decode()[-2000:]
