@@ -19,7 +19,7 @@ import deploykit_stage as stage  # noqa: E402 - module_utils, as the module impo
 
 
 def run_module(args: dict, check_mode: bool = False) -> dict:
-    return run_conftest_module("deploykit_stage", args, ("deploykit_stage",), check_mode)
+    return run_conftest_module("deploykit_stage", args, ("deploykit_stage", "deploykit_static"), check_mode)
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +85,80 @@ def test_owners_are_read_as_docker_reads_user():
     assert stage.owner_ids("10001") == (10001, 10001)
     assert stage.owner_ids("root") == (0, 0)
     assert stage.owner_ids("root:0") == (0, 0)
+
+
+@pytest.fixture(scope="module")
+def static_images(docker_client, tmp_path_factory):
+    """Three releases of an app image with static files, as deploykit's build leaves them (their place in
+    /opt/deploykit/static.json), and one without: {release: (name, id)}. From scratch: an image of this machine's
+    could be an app's, static.json and all."""
+    built: dict[str, tuple[str, str]] = {}
+    for release, files in (("1.0", {"css/site.css": "h1 { color: teal; }"}), ("2.0", {"css/site.css": "h1 {}"}),
+                           ("3.0", {"js/app.js": "1;"}), ("bare", {})):
+        context = tmp_path_factory.mktemp(f"static-{release}")
+        lines = ["FROM scratch", "COPY Dockerfile /README"]
+        if files:
+            for path, text in files.items():
+                (context / "static" / path).parent.mkdir(parents=True, exist_ok=True)
+                (context / "static" / path).write_text(text)
+                os.chmod(context / "static" / path, 0o600)  # not readable by nginx as built
+            (context / "static.json").write_text(json.dumps({"url": "/static/", "root": "/srv/app/collected"}))
+            lines += ["COPY static /srv/app/collected", "COPY static.json /opt/deploykit/static.json"]
+        lines.append(f"LABEL io.deploykit.test=static-{release}")
+        (context / "Dockerfile").write_text("\n".join(lines) + "\n")
+        image, _ = docker_client.images.build(path=str(context), tag=f"deploykit/static-test:{release}", rm=True)
+        built[release] = (f"deploykit/static-test:{release}", image.id)
+    yield built
+    for name, _ in built.values():
+        docker_client.images.remove(name, force=True)
+
+
+def test_static_files_are_copied_out_of_the_image_once_and_current_and_previous_follow_the_releases(
+        static_images, docker_client, tmp_path):
+    root = tmp_path / "static" / "app"
+
+    def stage_release(release: str, keep: int = 3, check_mode: bool = False) -> dict:
+        name, image_id = static_images[release]
+        return run_module({"image": name, "image_id": image_id, "static_dir": str(root), "release": release,
+                           "keep_releases": keep}, check_mode)
+
+    def folder(release: str) -> str:
+        return f"releases/{release}-{static_images[release][1].removeprefix('sha256:')[:12]}"
+
+    would = stage_release("1.0", check_mode=True)
+    assert would["changes"] == ["static_files"] and would["static_staged"] and not root.exists()
+    first = stage_release("1.0")
+    assert (first["changes"], first["static_url"], first["static_staged"]) == (["static_files"], "/static/", True)
+    assert os.readlink(root / "current") == folder("1.0") and not (root / "previous").exists()
+    copied = root / "current" / "static" / "css" / "site.css"
+    assert copied.read_text() == "h1 { color: teal; }" and stat.S_IMODE(os.stat(copied).st_mode) & 0o444 == 0o444
+    assert stat.S_IMODE(os.stat(copied.parent).st_mode) & 0o555 == 0o555  # nginx goes through the folders
+    again = stage_release("1.0")
+    assert (again["changed"], again["static_url"]) == (False, "/static/")
+
+    assert stage_release("2.0")["changes"] == ["static_files"]
+    assert (os.readlink(root / "current"), os.readlink(root / "previous")) == (folder("2.0"), folder("1.0"))
+    back = stage_release("1.0")  # a rollback: its copy is there, only the links move
+    assert back["changes"] == ["static_files"] and back["static_url"] == "/static/"
+    assert (os.readlink(root / "current"), os.readlink(root / "previous")) == (folder("1.0"), folder("2.0"))
+
+    stage_release("3.0", keep=1)  # the oldest copy goes; what previous points at stays
+    assert sorted(os.listdir(root / "releases")) == sorted(f.split("/")[1] for f in (folder("3.0"), folder("1.0")))
+    assert (root / "current" / "static" / "js" / "app.js").read_text() == "1;"
+    assert not list((root / "releases").glob(".*"))  # no copy left half-made
+
+    bare = stage_release("bare")
+    assert (bare["changed"], bare["static_url"], bare["static_staged"]) == (False, "", True)
+    assert os.readlink(root / "current") == folder("3.0")
+    assert not docker_client.containers.list(all=True, filters={"label": "io.deploykit.test=static-1.0"})
+    assert not docker_client.containers.list(all=True, filters={"ancestor": static_images["bare"][0]})
+
+
+def test_static_files_wait_for_an_image_the_host_lacks_and_need_their_release(static_images, tmp_path):
+    name, _ = static_images["1.0"]
+    other_build = run_module({"image": name, "image_id": "sha256:" + "0" * 64, "static_dir": str(tmp_path / "s"),
+                              "release": "1.0"})
+    assert (other_build["image_missing"], other_build["static_staged"], other_build["changed"]) == (True, False, False)
+    assert not (tmp_path / "s").exists()
+    unnamed = run_module({"image": name, "static_dir": str(tmp_path / "s")})
+    assert unnamed["failed"] and unnamed["msg"] == "static_dir needs the release it is for (release)"

@@ -1,0 +1,137 @@
+"""A release's static files on its host, for library/deploykit_stage.py: an app built from its deploykit.yml says
+where they are in its image (/opt/deploykit/static.json, written by the build). They are copied to
+DIR/releases/RELEASE-IMAGEID (by image id: two images of one release, another app's or a rebuild, are not the
+same files), DIR/current points at them and DIR/previous at the ones before: nginx tries current, then previous,
+so that a page the old container rendered during the swap still finds its files. No Ansible in here."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+
+Run = Callable[[list[str]], tuple[int, str, str]]  # argv -> (rc, stdout, stderr), as AnsibleModule.run_command
+DOCKER_BOUND = 120  # seconds a `docker create` or `docker cp` may take
+INFO = "/opt/deploykit/static.json"
+
+
+def docker(run: Run, *args: str) -> tuple[int, str, str]:
+    """`docker ARGS`, stopped after DOCKER_BOUND seconds (an error that says so)."""
+    rc, out, err = run(["timeout", "--kill-after", "5", str(DOCKER_BOUND), "docker", *args])
+    if rc in (124, 137):  # timeout(1) stopped it
+        raise TimeoutError(f"docker {args[0]} did not answer within {DOCKER_BOUND} s: is the Docker engine on this "
+                           "host hung? (systemctl status docker)")
+    return rc, out, err
+
+
+def point(root: str, name: str, target: str) -> None:
+    """ROOT/NAME -> TARGET, replaced at once (a symlink made aside and renamed over the old one)."""
+    aside = os.path.join(root, f".{name}")
+    if os.path.lexists(aside):
+        os.unlink(aside)
+    os.symlink(target, aside)
+    os.replace(aside, os.path.join(root, name))
+
+
+def link(root: str, name: str) -> str | None:
+    try:
+        return os.readlink(os.path.join(root, name))
+    except OSError:
+        return None
+
+
+class StaticFiles:
+    """The static files of image `image_id` (its full id, `sha256:...`) of release `release`, under `root`."""
+
+    def __init__(self, run: Run, root: str, release: str, image: str, image_id: str) -> None:
+        self.run, self.root, self.image = run, root, image
+        self.name = f"{release}-{image_id.removeprefix('sha256:')[:12]}"
+        self.releases = os.path.join(root, "releases")
+        self.folder = os.path.join(self.releases, self.name)
+        self.container: str | None = None
+
+    def stage(self, keep: int, check: bool) -> tuple[str, bool]:
+        """Copy them (unless an earlier deploy of this build did), point `current` at them and keep the `keep`
+        newest releases: (their URL, "" when the image has none; whether anything was or would be changed)."""
+        try:
+            url = self._url_copied()
+            if url is None:
+                if check:  # reading the image needs a container: what would change is all that is known
+                    return "", True
+                url, folder = self._read_info()
+                if not url:
+                    return "", False
+                self._copy(folder, url)
+                changed = True
+            else:
+                changed = False
+            if link(self.root, "current") != f"releases/{self.name}":
+                changed = True
+                if not check:
+                    self._point_current()
+            if not check:
+                self._prune(keep)
+            return url, changed
+        finally:
+            if self.container:
+                docker(self.run, "rm", "-f", self.container)
+
+    def _url_copied(self) -> str | None:
+        """The URL an earlier deploy of this build wrote beside its copy; None when there is no copy."""
+        try:
+            with open(os.path.join(self.folder, ".url"), encoding="utf-8") as stream:
+                return stream.read().strip()
+        except FileNotFoundError:
+            return None
+
+    def _read_info(self) -> tuple[str, str]:
+        """(URL, folder in the image) from the image's static.json; ("", "") when it has none."""
+        rc, out, err = docker(self.run, "create", "--network", "none", self.image, "true")
+        if rc != 0:
+            raise OSError(f"docker create {self.image} failed: {err.strip() or out.strip()}")
+        self.container = out.strip()
+        with tempfile.TemporaryDirectory() as scratch:
+            rc, _, _ = docker(self.run, "cp", f"{self.container}:{INFO}", scratch)
+            if rc != 0:  # no static.json: an image without static files
+                return "", ""
+            with open(os.path.join(scratch, os.path.basename(INFO)), encoding="utf-8") as stream:
+                info = json.load(stream)
+        url, folder = str(info.get("url", "")), str(info.get("root", ""))
+        return (url, folder) if url and folder else ("", "")
+
+    def _copy(self, folder: str, url: str) -> None:
+        """The image's `folder` to releases/NAME/URL, made aside and renamed in, readable by nginx."""
+        os.makedirs(self.releases, mode=0o755, exist_ok=True)
+        partial = os.path.join(self.releases, f".{self.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        target = os.path.join(partial, url.strip("/"))
+        os.makedirs(target, mode=0o755)
+        rc, out, err = docker(self.run, "cp", f"{self.container}:{folder.rstrip('/')}/.", target)
+        if rc != 0:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise OSError(f"could not copy the static files {folder} out of {self.image}: {err.strip() or out.strip()}")
+        with open(os.path.join(partial, ".url"), "w", encoding="utf-8") as stream:
+            stream.write(url + "\n")
+        for place, _folders, files in os.walk(partial):  # a+rX
+            for entry in [place] + [os.path.join(place, name) for name in files]:
+                mode = os.lstat(entry).st_mode
+                if not os.path.islink(entry):
+                    os.chmod(entry, mode | 0o444 | (0o111 if mode & 0o111 or entry == place else 0))
+        os.replace(partial, self.folder)
+
+    def _point_current(self) -> None:
+        current = link(self.root, "current")
+        if current:
+            point(self.root, "previous", current)
+        point(self.root, "current", f"releases/{self.name}")
+
+    def _prune(self, keep: int) -> None:
+        """Keep the `keep` newest releases, and whatever current and previous point at."""
+        kept = {link(self.root, "current"), link(self.root, "previous")}
+        names = [name for name in os.listdir(self.releases) if not name.startswith(".")]
+        names.sort(key=lambda name: os.stat(os.path.join(self.releases, name)).st_mtime, reverse=True)
+        for name in names[keep:]:
+            if f"releases/{name}" not in kept:
+                shutil.rmtree(os.path.join(self.releases, name))
