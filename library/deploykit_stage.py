@@ -14,13 +14,16 @@ description:
     of root's with mode 0700). It is written aside and renamed in.
   - Creates the app's persistent folder O(data_dir) with the owner the container runs as, when one is given.
   - When O(static_dir) is given and the host has the image (RV(image_missing) false), copies the release's static
-    files out of it to O(static_dir)C(/releases/)O(release)C(-IMAGEID) (unless an earlier deploy of this build
-    did), points O(static_dir)C(/current) at them and C(previous) at the ones before, and keeps O(keep_releases)
-    releases. The image says where its files are (C(/opt/deploykit/static.json), written by deploykit's build);
-    an image without that file has none (RV(static_url) empty). When the image must be shipped first, nothing
-    is copied (RV(static_staged) false); call the module again after shipping, with O(static_dir) alone.
+    files out of it to O(static_dir)C(/releases/)O(release)C(-IMAGEID/URL) (unless an earlier deploy of this
+    build did), points O(static_dir)C(/current) at them and C(previous) at the ones before, and keeps
+    O(keep_releases) releases. The image says where its files are and their URL (C(/opt/deploykit/static.json),
+    written by deploykit's build); an image without that file, or with one that names no C(url) and C(root),
+    has none (RV(static_url) empty). Each C(docker) command it runs may take 120 s.
+  - When the image must be shipped first, no static file is copied (RV(static_staged) false); call the module
+    again after shipping, with O(image), O(image_id), O(static_dir), O(release) and O(require_image).
   - One module call instead of several tasks: a deploy's time on each host is mostly the tasks' own overhead.
-  - In check mode nothing is changed; the result says what would be.
+  - In check mode nothing is changed; the result says what would be (the image is still read, through a
+    container created and removed, so that RV(static_url) is known).
 version_added: "0.1.0"
 author: deploykit
 options:
@@ -65,6 +68,11 @@ options:
     description: How many releases' static files to keep (and whatever C(current) and C(previous) point at).
     type: int
     default: 3
+  require_image:
+    description: Fail when the host lacks the image (or has another build than O(image_id)), rather than say
+      so in RV(image_missing); for the call after shipping. Not in check mode, where nothing was shipped.
+    type: bool
+    default: false
 """
 
 EXAMPLES = r"""
@@ -133,6 +141,7 @@ ARGUMENT_SPEC = dict(
     static_dir=dict(type="path", default=""),
     release=dict(type="str", default=""),
     keep_releases=dict(type="int", default=3),
+    require_image=dict(type="bool", default=False),
 )
 
 
@@ -141,7 +150,7 @@ def main() -> None:
     p = module.params
     if p["static_dir"] and not p["release"]:
         module.fail_json(msg="static_dir needs the release it is for (release)")
-    if p["keep_releases"] < 1:
+    if p["static_dir"] and p["keep_releases"] < 1:
         module.fail_json(msg=f"keep_releases must be 1 or more, not {p['keep_releases']}")
     try:
         mode = int(p["data_mode"], 8)
@@ -155,6 +164,10 @@ def main() -> None:
     static_url, static_staged = "", False
     try:
         image = image_state(module.run_command, p["image"], p["image_id"])
+        if p["require_image"] and image["missing"] and not module.check_mode:
+            module.fail_json(msg=(f"the image {p['image']} is not on this host" if not image["present"] else
+                                  f"{p['image']} on this host is image {image['id']}, not {p['image_id']}")
+                             + ": ship it first (the app role's image tasks)")
         if p["env_file"] and write_private_file(p["env_file"], p["env_content"], module.check_mode):
             changes.append("env_file")
         if p["data_dir"] and ensure_directory(p["data_dir"], uid, gid, mode, module.check_mode):

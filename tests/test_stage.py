@@ -90,20 +90,24 @@ def test_owners_are_read_as_docker_reads_user():
 @pytest.fixture(scope="module")
 def static_images(docker_client, tmp_path_factory):
     """Three releases of an app image with static files, as deploykit's build leaves them (their place in
-    /opt/deploykit/static.json), and one without: {release: (name, id)}. From scratch: an image of this machine's
-    could be an app's, static.json and all."""
+    /opt/deploykit/static.json), one without, one whose static.json is empty and one whose is not an object:
+    {release: (name, id)}. From scratch: an image of this machine's could be an app's, static.json and all."""
     built: dict[str, tuple[str, str]] = {}
-    for release, files in (("1.0", {"css/site.css": "h1 { color: teal; }"}), ("2.0", {"css/site.css": "h1 {}"}),
-                           ("3.0", {"js/app.js": "1;"}), ("bare", {})):
+    place = json.dumps({"url": "/static/", "root": "/srv/app/collected"})
+    for release, files, info in (("1.0", {"css/site.css": "h1 { color: teal; }"}, place),
+                                 ("2.0", {"css/site.css": "h1 {}"}, place), ("3.0", {"js/app.js": "1;"}, place),
+                                 ("bare", {}, None), ("empty", {}, ""), ("list", {}, "[]")):
         context = tmp_path_factory.mktemp(f"static-{release}")
         lines = ["FROM scratch", "COPY Dockerfile /README"]
+        for path, text in files.items():
+            (context / "static" / path).parent.mkdir(parents=True, exist_ok=True)
+            (context / "static" / path).write_text(text)
+            os.chmod(context / "static" / path, 0o600)  # not readable by nginx as built
         if files:
-            for path, text in files.items():
-                (context / "static" / path).parent.mkdir(parents=True, exist_ok=True)
-                (context / "static" / path).write_text(text)
-                os.chmod(context / "static" / path, 0o600)  # not readable by nginx as built
-            (context / "static.json").write_text(json.dumps({"url": "/static/", "root": "/srv/app/collected"}))
-            lines += ["COPY static /srv/app/collected", "COPY static.json /opt/deploykit/static.json"]
+            lines.append("COPY static /srv/app/collected")
+        if info is not None:
+            (context / "static.json").write_text(info)
+            lines.append("COPY static.json /opt/deploykit/static.json")
         lines.append(f"LABEL io.deploykit.test=static-{release}")
         (context / "Dockerfile").write_text("\n".join(lines) + "\n")
         image, _ = docker_client.images.build(path=str(context), tag=f"deploykit/static-test:{release}", rm=True)
@@ -125,8 +129,9 @@ def test_static_files_are_copied_out_of_the_image_once_and_current_and_previous_
     def folder(release: str) -> str:
         return f"releases/{release}-{static_images[release][1].removeprefix('sha256:')[:12]}"
 
-    would = stage_release("1.0", check_mode=True)
-    assert would["changes"] == ["static_files"] and would["static_staged"] and not root.exists()
+    would = stage_release("1.0", check_mode=True)  # the image is read: its URL is known
+    assert (would["changes"], would["static_url"], would["static_staged"]) == (["static_files"], "/static/", True)
+    assert not root.exists()
     first = stage_release("1.0")
     assert (first["changes"], first["static_url"], first["static_staged"]) == (["static_files"], "/static/", True)
     assert os.readlink(root / "current") == folder("1.0") and not (root / "previous").exists()
@@ -147,11 +152,36 @@ def test_static_files_are_copied_out_of_the_image_once_and_current_and_previous_
     assert (root / "current" / "static" / "js" / "app.js").read_text() == "1;"
     assert not list((root / "releases").glob(".*"))  # no copy left half-made
 
-    bare = stage_release("bare")
-    assert (bare["changed"], bare["static_url"], bare["static_staged"]) == (False, "", True)
+    for none in ("bare", "empty"):  # no static.json, or an empty one: no static files
+        bare = stage_release(none)
+        assert (bare["changed"], bare["static_url"], bare["static_staged"]) == (False, "", True)
     assert os.readlink(root / "current") == folder("3.0")
-    assert not docker_client.containers.list(all=True, filters={"label": "io.deploykit.test=static-1.0"})
-    assert not docker_client.containers.list(all=True, filters={"ancestor": static_images["bare"][0]})
+    odd = stage_release("list")
+    assert odd["failed"] and "static.json in deploykit/static-test:list is not a JSON object" in odd["msg"]
+    assert not docker_client.containers.list(all=True, filters={"label": "io.deploykit.static-copy"})
+
+
+def test_older_copies_the_newest_first_and_a_copy_made_before_its_url_was_kept_are_kept(static_images, tmp_path):
+    """Pruning keeps the newest copies (by time, not name) and what current and previous point at; a copy of
+    this build without the .url file (older deploykit) keeps its files and gets one, rather than a failed copy."""
+    name, image_id = static_images["1.0"]
+    root, releases = tmp_path / "static", tmp_path / "static" / "releases"
+    own = releases / f"1.0-{image_id.removeprefix('sha256:')[:12]}"
+    (own / "static").mkdir(parents=True)
+    (own / "static" / "kept.css").write_text("old copy")
+    for age, entry in enumerate(("stray-file", "old-a", "old-b", "old-c")):
+        path = releases / entry
+        path.write_text("x") if entry == "stray-file" else path.mkdir()
+        os.utime(path, (100 + age, 100 + age))
+    os.utime(own, (50, 50))
+    os.symlink("releases/old-a", root / "current")
+    staged = run_module({"image": name, "image_id": image_id, "static_dir": str(root), "release": "1.0",
+                         "keep_releases": 2})
+    assert (staged["changes"], staged["static_url"]) == (["static_files"], "/static/")
+    assert (own / ".url").read_text() == "/static/\n" and sorted(os.listdir(own / "static")) == ["kept.css"]
+    assert (os.readlink(root / "current"), os.readlink(root / "previous")) == (f"releases/{own.name}", "releases/old-a")
+    # the two newest (old-c, and own: .url just written) and previous (old-a) stay
+    assert sorted(os.listdir(releases)) == sorted([own.name, "old-a", "old-c"])
 
 
 def test_static_files_wait_for_an_image_the_host_lacks_and_need_their_release(static_images, tmp_path):
@@ -160,5 +190,12 @@ def test_static_files_wait_for_an_image_the_host_lacks_and_need_their_release(st
                               "release": "1.0"})
     assert (other_build["image_missing"], other_build["static_staged"], other_build["changed"]) == (True, False, False)
     assert not (tmp_path / "s").exists()
+    after_ship = run_module({"image": name, "image_id": "sha256:" + "0" * 64, "static_dir": str(tmp_path / "s"),
+                             "release": "1.0", "require_image": True})
+    assert after_ship["failed"] and after_ship["msg"].startswith(f"{name} on this host is image sha256:")
+    assert after_ship["msg"].endswith(f"not sha256:{'0' * 64}: ship it first (the app role's image tasks)")
+    absent = run_module({"image": "deploykit/never-built:0.0.0", "require_image": True})
+    assert absent["msg"] == ("the image deploykit/never-built:0.0.0 is not on this host: ship it first "
+                             "(the app role's image tasks)")
     unnamed = run_module({"image": name, "static_dir": str(tmp_path / "s")})
     assert unnamed["failed"] and unnamed["msg"] == "static_dir needs the release it is for (release)"
