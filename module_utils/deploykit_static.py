@@ -12,20 +12,17 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
 
-Run = Callable[[list[str]], tuple[int, str, str]]  # argv -> (rc, stdout, stderr), as AnsibleModule.run_command
-DOCKER_BOUND = 120  # seconds a `docker create` or `docker cp` may take
+from ansible.module_utils.deploykit_stage import Run
+from ansible.module_utils.deploykit_stage import docker as docker_within
+
+COPY_BOUND = 120  # seconds a `docker create` or `docker cp` may take
 INFO = "/opt/deploykit/static.json"
 
 
 def docker(run: Run, *args: str) -> tuple[int, str, str]:
-    """`docker ARGS`, stopped after DOCKER_BOUND seconds (an error that says so)."""
-    rc, out, err = run(["timeout", "--kill-after", "5", str(DOCKER_BOUND), "docker", *args])
-    if rc in (124, 137):  # timeout(1) stopped it
-        raise TimeoutError(f"docker {args[0]} did not answer within {DOCKER_BOUND} s: is the Docker engine on this "
-                           "host hung? (systemctl status docker)")
-    return rc, out, err
+    result: tuple[int, str, str] = docker_within(run, *args, bound=COPY_BOUND)
+    return result
 
 
 def point(root: str, name: str, target: str) -> None:
