@@ -55,6 +55,13 @@ options:
     description: The wrk program.
     type: path
     default: wrk
+  cpus:
+    description:
+      - The CPUs the client runs on, as taskset takes them (V(0), V(0-1), V(0,2-3)); empty, where the module runs.
+      - With the server's cores pinned elsewhere (a lab host started with C(deploy lab up --cpus)), the load
+        client then does not take CPU time from the server it measures.
+    type: str
+    default: ""
 """
 
 EXAMPLES = r"""
@@ -63,6 +70,13 @@ EXAMPLES = r"""
     url: http://127.0.0.1:80/
     host_header: demo.lab
     connections: 16
+
+- name: Benchmark a host from the controller, the client kept on CPU 0
+  deploykit_bench:
+    url: http://192.0.2.10:80/
+    host_header: demo.lab
+    cpus: "0"
+  delegate_to: localhost
 
 - name: Measure latency at a fixed 200 requests per second
   deploykit_bench:
@@ -98,15 +112,15 @@ retried:
     they were sent (as browsers do; not failures).
   type: int
   returned: when O(engine=rate)
+cpus:
+  description: The CPUs the client ran on, as the kernel reported its affinity.
+  type: list
+  elements: int
+  returned: success
 """
 
-import json  # noqa: E402
-import os  # noqa: E402
-import tempfile  # noqa: E402
-from urllib.parse import urlsplit  # noqa: E402
-
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
-from ansible.module_utils.deploykit_load import LoadRun, Target, percentile  # noqa: E402
+from ansible.module_utils.deploykit_bench import BenchError, bench, validate  # noqa: E402
 
 ARGUMENT_SPEC = dict(
     url=dict(type="str", required=True),
@@ -118,102 +132,19 @@ ARGUMENT_SPEC = dict(
     rate=dict(type="int", default=100),
     timeout=dict(type="int", default=10),
     wrk_path=dict(type="path", default="wrk"),
+    cpus=dict(type="str", default=""),
 )
-
-# wrk's done() hook: one JSON line with the summary (latencies in microseconds).
-WRK_REPORT = r"""
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format('DEPLOYKIT_BENCH {"requests": %d, "duration_us": %d, "connect": %d, "read": %d, '
-    .. '"write": %d, "status": %d, "timeout": %d, "p50_us": %d, "p90_us": %d, "p99_us": %d, "max_us": %d}\n',
-    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
-    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
-end
-"""
-
-
-class BenchError(Exception):
-    pass
-
-
-def validate(params):
-    parts = urlsplit(params["url"])
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BenchError("url must be an http:// or https:// URL with a host, not {!r}".format(params["url"]))
-    for name, low, high in (("duration", 1, 600), ("connections", 1, 4096), ("threads", 1, 64),
-                            ("rate", 1, 100000), ("timeout", 1, 300)):
-        if not low <= params[name] <= high:
-            raise BenchError(f"{name} must be between {low} and {high}, not {params[name]}")
-    if params["engine"] == "wrk" and params["threads"] > params["connections"]:
-        raise BenchError("wrk needs at least as many connections as threads")
-
-
-def summarize(requests, errors, duration, p50, p90, p99, top):
-    failures = sum(errors.values())
-    return dict(requests=requests, failures=failures, errors=dict((k, v) for k, v in errors.items() if v),
-                duration_s=round(duration, 3), rps=round(requests / duration, 1) if duration else 0.0,
-                p50_ms=round(p50, 2), p90_ms=round(p90, 2), p99_ms=round(p99, 2), max_ms=round(top, 2))
-
-
-def run_wrk(module, params):
-    handle, script = tempfile.mkstemp(suffix=".lua", prefix="deploykit-bench-")
-    try:
-        with os.fdopen(handle, "w") as stream:
-            stream.write(WRK_REPORT)
-        argv = [params["wrk_path"], "-t", str(params["threads"]), "-c", str(params["connections"]),
-                "-d", f"{params['duration']}s", "--timeout", f"{params['timeout']}s", "-s", script,
-                "-H", "Host: {}".format(params["host_header"]), params["url"]]
-        rc, out, err = module.run_command(argv)
-        if rc == 0 and not (out + err).strip():
-            # seen once in a quickstart run: wrk exited 0 having printed nothing, not even its own summary (cause
-            # not found); one more run, said in the result's warnings, rather than a failed smoke benchmark
-            module.warn("wrk exited 0 with no output: ran it once more")
-            rc, out, err = module.run_command(argv)
-    finally:
-        os.unlink(script)
-    lines = [line for line in out.splitlines() if line.startswith("DEPLOYKIT_BENCH ")]
-    if rc != 0 or not lines:
-        raise BenchError("wrk failed (rc={}): {}".format(rc, (err or out).strip()[-500:] or "no output"))
-    data = json.loads(lines[-1].split(" ", 1)[1])
-    errors = dict((k, data[k]) for k in ("connect", "read", "write", "status", "timeout"))
-    us = 1000.0
-    return summarize(data["requests"], errors, data["duration_us"] / 1e6, data["p50_us"] / us,
-                     data["p90_us"] / us, data["p99_us"] / us, data["max_us"] / us)
-
-
-def run_rate(params):
-    """The open-loop client (module_utils/deploykit_load.py): every connection kept alive, latency from each
-    request's due time."""
-    target = Target.parse(params["url"], params["host_header"])
-    run = LoadRun([target], params["connections"], params["duration"], params["timeout"], params["rate"],
-                  keep_alive="all", user_agent="deploykit-bench")
-    result = run.run()
-    errors: dict[str, int] = {}
-    for name, count in result.errors.items():  # wrk's names for the same kinds
-        kind = "status" if name.startswith("HTTP ") else "timeout" if name == "TimeoutError" else name
-        errors[kind] = errors.get(kind, 0) + count
-    ordered = result.latencies_ms
-    summary = summarize(result.requests, errors, result.duration, percentile(ordered, 0.5),
-                        percentile(ordered, 0.9), percentile(ordered, 0.99), ordered[-1] if ordered else 0.0)
-    summary["retried"] = result.retried
-    return summary
 
 
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
-    params = module.params
     try:
-        validate(params)
+        validate(module.params)
+        if module.check_mode:
+            module.exit_json(changed=False, skipped=True, msg="check mode: no load sent")
+        result = bench(module.run_command, module.params, module.warn)
     except BenchError as exc:
         module.fail_json(msg=str(exc))
-    if module.check_mode:
-        module.exit_json(changed=False, skipped=True, msg="check mode: no load sent")
-    try:
-        result = run_wrk(module, params) if params["engine"] == "wrk" else run_rate(params)
-    except BenchError as exc:
-        module.fail_json(msg=str(exc))
-    result.update(engine=params["engine"], url=params["url"], connections=params["connections"],
-                  rate=params["rate"] if params["engine"] == "rate" else None)
     module.exit_json(changed=False, **result)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -129,7 +130,7 @@ def slow_server():
 
 def run_module(args: dict) -> dict:
     """library/deploykit_bench.py, run as Ansible runs it."""
-    return run_conftest_module("deploykit_bench", args, ("deploykit_load",))
+    return run_conftest_module("deploykit_bench", args, ("deploykit_load", "deploykit_bench"))
 
 
 def test_rate_engine_holds_the_rate_and_counts_from_the_due_time(slow_server):
@@ -154,11 +155,44 @@ def test_wrk_engine_reports_its_summary(slow_server):
     assert out["requests"] > 20 and out["p50_ms"] >= 50
 
 
+def wrk_cpus_seen(stop: threading.Event, seen: set[str]) -> None:
+    """The CPU lists (/proc/PID/status Cpus_allowed_list) of the wrk processes that run until `stop`."""
+    while not stop.is_set():
+        for status in Path("/proc").glob("[0-9]*/status"):
+            try:
+                text = status.read_text()
+            except OSError:
+                continue
+            if text.startswith("Name:\twrk\n"):
+                seen.add(text.split("Cpus_allowed_list:\t", 1)[1].split("\n", 1)[0])
+        time.sleep(0.1)
+
+
+def test_the_client_runs_on_the_cpus_given(slow_server):
+    last = max(os.sched_getaffinity(0))
+    seen: set[str] = set()
+    stop = threading.Event()
+    watcher = threading.Thread(target=wrk_cpus_seen, args=(stop, seen), daemon=True)
+    watcher.start()
+    try:
+        out = run_module({"url": f"{slow_server}/", "duration": 2, "connections": 4, "cpus": str(last)})
+    finally:
+        stop.set()
+        watcher.join()
+    assert out["failures"] == 0 and out["requests"] > 20 and out["cpus"] == [last]
+    assert seen == {str(last)}  # wrk itself, not only the module's process
+    unpinned = run_module({"url": f"{slow_server}/", "engine": "rate", "rate": 20, "duration": 1, "connections": 2})
+    assert unpinned["cpus"] == sorted(os.sched_getaffinity(0))
+
+
 def test_bench_module_refuses_bad_arguments():
     out = run_module({"url": "ftp://x/", "engine": "rate"})
     assert out["failed"] is True and "http:// or https:// URL" in out["msg"]
     out = run_module({"url": "http://127.0.0.1:1/", "connections": 1, "threads": 4})
     assert out["failed"] is True and "threads" in out["msg"]
+    for cpus, said in (("1-0", "CPU list"), ("x", "CPU list"), ("4096", "does not offer the client: [4096]")):
+        out = run_module({"url": "http://127.0.0.1:1/", "cpus": cpus})
+        assert out["failed"] is True and said in out["msg"], out
 
 
 def test_swap_report_marks_each_host_and_writes_html_and_png(tmp_path):

@@ -86,9 +86,9 @@ MODULES = sorted(p.stem for p in (ROOT / "library").glob("*.py"))
 
 
 # the module_utils files the modules import, in the order they import each other
-MODULE_UTILS = ("deploykit_load", "deploykit_lock", "deploykit_probe", "deploykit_host", "deploykit_containers",
-                "deploykit_gate", "deploykit_drain", "deploykit_strategies", "deploykit_stage", "deploykit_static",
-                "deploykit_swapper")
+MODULE_UTILS = ("deploykit_load", "deploykit_bench", "deploykit_lock", "deploykit_probe", "deploykit_host",
+                "deploykit_containers", "deploykit_gate", "deploykit_drain", "deploykit_strategies", "deploykit_stage",
+                "deploykit_static", "deploykit_swapper")
 
 
 def module_utils(name: str):
