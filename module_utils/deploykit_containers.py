@@ -8,6 +8,8 @@ import hashlib
 import json
 from typing import Any, NamedTuple
 
+from ansible.module_utils.deploykit_host import docker
+
 LABEL_APP = "io.deploykit.app"
 LABEL_RELEASE = "io.deploykit.release"
 LABEL_SPEC = "io.deploykit.spec"
@@ -111,13 +113,10 @@ class Docker:
         """A docker CLI call, bounded: a hung engine ends the swap with an error naming the call, instead of holding
         the deploy (and its lock) until the play's own timeout. `docker stop` may take its drain time."""
         bound = DOCKER_BOUND + (self.params["stop_timeout"] if args[0] == "stop" else 0)
-        rc: int
-        out: str
-        err: str
-        rc, out, err = self.module.run_command(["timeout", "--kill-after", "5", str(bound), "docker", *args])
-        if rc in (124, 137):  # timeout(1): the call was stopped at its bound (137: killed after the grace)
-            raise SwapError(f"docker {' '.join(args[:2])} did not answer within {bound} s: is the Docker engine on "
-                            "this host hung? (systemctl status docker)")
+        try:
+            rc, out, err = docker(self.module.run_command, *args, bound=bound)
+        except TimeoutError as exc:
+            raise SwapError(str(exc)) from exc
         if check and rc != 0:
             raise SwapError(f"docker {' '.join(args[:2])} failed: {(err or out).strip()}")
         return rc, out, err

@@ -22,6 +22,16 @@ from collections.abc import Callable, Iterator
 RunCommand = Callable[[list[str]], tuple[int, str, str]]
 
 
+def docker(run: RunCommand, *args: str, bound: int) -> tuple[int, str, str]:
+    """`docker ARGS` through `run`, stopped after `bound` seconds: a hung engine raises TimeoutError naming the call,
+    instead of holding the deploy (and its lock) until the play's own timeout."""
+    rc, out, err = run(["timeout", "--kill-after", "5", str(bound), "docker", *args])
+    if rc in (124, 137):  # timeout(1): the call was stopped at its bound (137: killed after the grace)
+        raise TimeoutError(f"docker {' '.join(args[:2])} did not answer within {bound} s: is the Docker engine on "
+                           "this host hung? (systemctl status docker)")
+    return rc, out, err
+
+
 class HostBusy(Exception):
     """Another process held the lock for longer than the wait."""
 

@@ -8,26 +8,18 @@ import grp
 import os
 import pwd
 import stat
-from collections.abc import Callable
 from typing import Any
 
-Run = Callable[[list[str]], tuple[int, str, str]]  # argv -> (rc, stdout, stderr), as AnsibleModule.run_command
-DOCKER_BOUND = 60  # seconds `docker image inspect` may take
+from ansible.module_utils.deploykit_host import RunCommand as Run
+from ansible.module_utils.deploykit_host import docker
 
-
-def docker(run: Run, *args: str, bound: int = DOCKER_BOUND) -> tuple[int, str, str]:
-    """`docker ARGS`, stopped after `bound` seconds (an error that says so)."""
-    rc, out, err = run(["timeout", "--kill-after", "5", str(bound), "docker", *args])
-    if rc in (124, 137):  # timeout(1) stopped it
-        raise TimeoutError(f"docker {' '.join(args[:2])} did not answer within {bound} s: is the Docker engine on "
-                           "this host hung? (systemctl status docker)")
-    return rc, out, err
+INSPECT_BOUND = 60  # seconds `docker image inspect` may take
 
 
 def image_state(run: Run, image: str, expected_id: str = "") -> dict[str, Any]:
     """The host's image `image`: its id (None: not on the host) and whether it must be shipped (absent, or
     another build than `expected_id`, when that is given)."""
-    rc, out, _ = docker(run, "image", "inspect", "--format", "{{.Id}}", image)
+    rc, out, _ = docker(run, "image", "inspect", "--format", "{{.Id}}", image, bound=INSPECT_BOUND)
     found = out.strip() if rc == 0 and out.strip() else None
     return {"id": found, "present": found is not None,
             "missing": found is None or bool(expected_id and found != expected_id)}

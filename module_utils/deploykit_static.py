@@ -13,8 +13,8 @@ import os
 import shutil
 import tempfile
 
-from ansible.module_utils.deploykit_stage import Run
-from ansible.module_utils.deploykit_stage import docker as docker_within
+from ansible.module_utils.deploykit_host import RunCommand as Run
+from ansible.module_utils.deploykit_host import docker as docker_within
 
 COPY_BOUND = 120  # seconds a `docker create` or `docker cp` may take
 INFO = "/opt/deploykit/static.json"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import subprocess
@@ -47,6 +48,20 @@ def deploy(*args: str, env: dict[str, str] | None = None, check: bool = True,
         raise AssertionError(f"deploy {' '.join(args)} failed ({result.returncode}):\n"
                              f"{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
     return result
+
+
+# the module_utils files the modules import, in the order they import each other
+MODULE_UTILS = ("deploykit_load", "deploykit_bench", "deploykit_lock", "deploykit_probe", "deploykit_host",
+                "deploykit_containers", "deploykit_gate", "deploykit_drain", "deploykit_strategies", "deploykit_stage",
+                "deploykit_static", "deploykit_swapper")
+
+
+def module_utils(name: str):
+    """The module_utils file `name` as the modules import it, ansible.module_utils.NAME (as Ansible packs it), the
+    ones it imports registered before it."""
+    for each in MODULE_UTILS:
+        sys.modules.setdefault(f"ansible.module_utils.{each}", importlib.import_module(each))
+    return sys.modules[f"ansible.module_utils.{name}"]
 
 
 # a module file run as Ansible runs it on a host: its module_utils (argv[2], comma-separated, dependencies first)

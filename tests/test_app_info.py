@@ -11,7 +11,7 @@ import pytest
 
 from conftest import run_module
 
-UTILS = ("deploykit_containers",)
+UTILS = ("deploykit_host", "deploykit_containers")
 
 
 @pytest.fixture

@@ -7,19 +7,18 @@ from __future__ import annotations
 import json
 import os
 import stat
-import sys
 
 import pytest
 
-from conftest import ROOT
+from conftest import module_utils
 from conftest import run_module as run_conftest_module
 
-sys.path.insert(0, str(ROOT / "module_utils"))
-import deploykit_stage as stage  # noqa: E402 - module_utils, as the module imports it on a host
+stage = module_utils("deploykit_stage")  # as the module imports it on a host
 
 
 def run_module(args: dict, check_mode: bool = False) -> dict:
-    return run_conftest_module("deploykit_stage", args, ("deploykit_stage", "deploykit_static"), check_mode)
+    return run_conftest_module("deploykit_stage", args, ("deploykit_host", "deploykit_stage", "deploykit_static"),
+                               check_mode)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import MODULE_UTILS, ROOT, module_utils
 
 
 @pytest.fixture(scope="module")
@@ -83,20 +83,6 @@ def test_container_names_are_safe_for_docker(containers):
 
 
 MODULES = sorted(p.stem for p in (ROOT / "library").glob("*.py"))
-
-
-# the module_utils files the modules import, in the order they import each other
-MODULE_UTILS = ("deploykit_load", "deploykit_bench", "deploykit_lock", "deploykit_probe", "deploykit_host",
-                "deploykit_containers", "deploykit_gate", "deploykit_drain", "deploykit_strategies", "deploykit_stage",
-                "deploykit_static", "deploykit_swapper")
-
-
-def module_utils(name: str):
-    """The module_utils file `name` as the modules import it, ansible.module_utils.NAME (as Ansible packs it), the
-    ones it imports registered before it."""
-    for each in MODULE_UTILS:
-        sys.modules.setdefault(f"ansible.module_utils.{each}", importlib.import_module(each))
-    return sys.modules[f"ansible.module_utils.{name}"]
 
 
 def load_module(name: str):
