@@ -9,6 +9,7 @@ before it on the same host, with the same variant, app and load.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy_tool.appspec import URL_PATH, AppSpec, load_optional
+from deploy_tool.cpus import cpu_set, cpu_text
 from deploy_tool.errors import DeployError, GateStopped
 from deploy_tool.inventory import inventory_slug, web_addresses
 from deploy_tool.journal import host_releases, json_lines
@@ -24,6 +26,7 @@ from deploy_tool.playbook import PlaybookRun, ProgressCallback, RunOutcome
 from deploy_tool.project import Project
 
 ENGINES = ("wrk", "rate", "locust")
+CLIENTS = ("host", "controller")  # where wrk and rate run (locust always runs on the controller)
 P90_FLOOR_MS = 25  # a canary's p90 above its control hosts' by less than this is not judged
 COLUMNS = ("rps", "failed", "p50_ms", "p90_ms", "p99_ms", "max_ms")
 Rounds = list[dict[str, dict[str, dict[str, Any]]]]  # each round: {host: {target: result}}
@@ -43,6 +46,8 @@ class BenchLoad:
     rate: int = 100
     path: str = "/"
     workers: int = 0  # locust: worker processes per host's master (distributed mode); 0: one process
+    client: str = "host"  # wrk and rate: on each host, or on the controller against each host's address
+    client_cpus: str = ""  # the controller's CPUs the client is kept on (taskset's list); empty: anywhere
 
     @classmethod
     def from_options(cls, given: dict[str, Any]) -> BenchLoad:
@@ -52,7 +57,8 @@ class BenchLoad:
         connections = given.get("connections", cls.connections)
         rate = given.get("rate") or (20 * connections if engine == "locust" else cls.rate)
         return cls(engine=engine, duration=given.get("duration", cls.duration), connections=connections, rate=rate,
-                   path=given.get("path", cls.path), workers=given.get("workers", cls.workers))
+                   path=given.get("path", cls.path), workers=given.get("workers", cls.workers),
+                   client=given.get("client", cls.client), client_cpus=given.get("client_cpus", cls.client_cpus))
 
     def validate(self) -> None:
         if self.engine not in ENGINES:
@@ -69,20 +75,50 @@ class BenchLoad:
                               "punctuation, no spaces or braces", hint="e.g. /, /health or /search?q=x")
         if not 0 <= self.workers <= 16 or (self.workers and self.engine != "locust"):
             raise DeployError("locust workers must be 0-16, and only with the locust engine")
+        if self.client not in CLIENTS:
+            raise DeployError(f"unknown benchmark client {self.client!r}", hint=f"choose one of: {', '.join(CLIENTS)}")
+        if self.client_cpus:
+            self.check_client_cpus()
+
+    def check_client_cpus(self) -> None:
+        """--client-cpus: the controller's CPUs, so only with --client controller (wrk or rate), and ones it has."""
+        if self.client != "controller" or self.engine == "locust":
+            raise DeployError("--client-cpus keeps the load client on some of the controller's CPUs: it takes "
+                              "--client controller, with wrk or rate", hint="deploy bench --client controller "
+                                                                            "--client-cpus 0")
+        usable = os.sched_getaffinity(0)
+        try:
+            named = cpu_set(self.client_cpus)
+        except ValueError as exc:
+            raise DeployError(f"--client-cpus {self.client_cpus!r}: {exc}",
+                              hint=f"a CPU list as taskset takes it: 0, 0-1 or 0,2-3 (this machine: "
+                                   f"{cpu_text(usable)})") from exc
+        if not named <= usable:
+            raise DeployError(f"--client-cpus {self.client_cpus}: this machine offers the client CPUs "
+                              f"{cpu_text(usable)}", hint="name some of those")
 
     def extravars(self, direct: bool = False) -> dict[str, Any]:
         return {"bench_engine": self.engine, "bench_duration": self.duration, "bench_connections": self.connections,
                 "bench_threads": min(2, self.connections), "bench_rate": self.rate,
-                "deploykit_bench_path": self.path, "deploykit_bench_direct": direct}
+                "deploykit_bench_path": self.path, "deploykit_bench_direct": direct, "bench_client": self.client,
+                "bench_client_cpus": self.client_cpus}
+
+    @property
+    def from_host(self) -> bool:
+        """Whether the client runs on each host (and can load the app server's loopback port directly)."""
+        return self.client == "host" and self.engine != "locust"
 
     def label(self) -> str:
         if self.engine == "locust":
             workers = f", {self.workers} workers per host" if self.workers else ""
             return (f"locust browse-form-POST, {self.connections} users at {self.rate} req/s per host, "
                     f"{self.duration} s{workers}")
+        where = ""
+        if self.client == "controller":
+            where = ", from the controller" + (f" on CPUs {self.client_cpus}" if self.client_cpus else "")
         if self.engine == "rate":
-            return f"open loop at {self.rate} req/s, {self.duration} s, {self.path}"
-        return f"wrk, {self.connections} connections, {self.duration} s, {self.path}"
+            return f"open loop at {self.rate} req/s, {self.duration} s, {self.path}{where}"
+        return f"wrk, {self.connections} connections, {self.duration} s, {self.path}{where}"
 
 
 @dataclass(frozen=True)
@@ -217,8 +253,9 @@ def bench_run(inventory: Path, load: BenchLoad, limit: str | None = None, direct
 
 def measure(project: Project, inventory: Path, load: BenchLoad, limit: str | None = None, direct: bool = False,
             emit: Any = None, spec: AppSpec | None = None) -> dict[str, dict[str, dict[str, Any]]]:
-    """{host: {target: summary}}: wrk and rate run on every host (playbooks/bench.yml); locust runs from the
-    controller against each host's nginx (the app's own port listens on the host's loopback only)."""
+    """{host: {target: summary}}: wrk and rate run on every host, or with `client` controller on the controller
+    against each host (playbooks/bench.yml); locust runs from the controller against each host's nginx (the app's
+    own port listens on the host's loopback only)."""
     if load.engine == "locust":
         from deploy_tool.locust import run_locust
 
@@ -236,7 +273,7 @@ def results_by_host(outcome: RunOutcome) -> dict[str, dict[str, dict[str, Any]]]
         for item in captured.get("results", []):
             name = (item.get("item") or {}).get("name", "?")
             summary = {k: item.get(k) for k in ("requests", "errors", "rps", "p50_ms", "p90_ms", "p99_ms",
-                                                "max_ms", "engine")}
+                                                "max_ms", "engine", "cpus")}  # cpus: the ones the client ran on
             # the module says `failures` (a `failed` key would fail the Ansible task)
             table.setdefault(host, {})[name] = {**summary, "failed": item.get("failures", 0)}
     return table
@@ -457,6 +494,10 @@ def bench_fleet(project: Project, inventory: Path, load: BenchLoad, repeats: int
 
     if baseline:
         BaselineStore.check_name(baseline)
+    if direct and not load.from_host:
+        raise DeployError("--direct loads the app server's own port, which listens on each host's loopback only: it "
+                          "takes the client on the host",
+                          hint="leave out --direct, or leave the client on the host (--client host, the default)")
     spec = load_optional(app_dir)
     emit(f"benchmark of every host ({load.label()}" + (f", {repeats} rounds)" if repeats > 1 else ")"))
     rounds = measure_rounds(project, inventory, load, repeats, limit, direct=direct, emit=emit, spec=spec)

@@ -136,6 +136,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the hosts' Debian release: 12 (bookworm, the default) or 13 (trixie) for every host, "
                              "or a comma list with one per host for a mixed fleet (--hosts 3 --debian 12,12,13); "
                              "a running host of another release is replaced")
+    lab_up.add_argument("--cpus", metavar="CPUS|all",
+                        help="keep every host on these CPUs of this machine (as cpuset takes them: 1, 0-1), changed "
+                             "in place on running hosts; a benchmark's client can then have the others (deploy "
+                             "bench --client controller --client-cpus 0). all: any CPU. Default: as the fleet is")
     for sub in (lab_up, lab_commands.add_parser("down", help="remove the lab hosts and their volumes"),
                 lab_commands.add_parser("status", help="list the lab hosts")):
         sub.add_argument("--fleet", default="lab", help="fleet name (default lab: inventories/lab)")
@@ -187,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--rate", type=int, help="fixed rate in req/s per host (open loop) instead of wrk")
     bench.add_argument("--engine", choices=["wrk", "rate", "locust"],
                        help="wrk (default), rate (open loop), or locust (Django browse-form-POST, from the controller)")
+    bench.add_argument("--client", choices=["host", "controller"],
+                       help="where wrk or rate runs: on each host against its own nginx (default), or on this machine "
+                            "against each host's address, taking no CPU time from the hosts measured")
+    bench.add_argument("--client-cpus", metavar="CPUS",
+                       help="with --client controller: keep the client on these CPUs of this machine (as taskset "
+                            "takes them: 0, 0-1), e.g. the ones `deploy lab up --cpus` left to the controller")
     bench.add_argument("--users", type=int, help="locust users per host (default: --connections)")
     bench.add_argument("--locust-workers", type=int,
                        help="locust distributed mode: a master and this many worker processes per host")
@@ -246,7 +256,7 @@ def cmd_lab(args: argparse.Namespace, project: Project) -> int:
         host_releases(args.debian, validate_host_count(args.hosts))
     fleet = LabFleet(project, docker_client(), args.fleet)
     if args.lab_command == "up":
-        hosts = fleet.up(args.hosts, args.debian)
+        hosts = fleet.up(args.hosts, args.debian, args.cpus)
     elif args.lab_command == "down":
         removed = fleet.down()
         if args.json:
@@ -264,7 +274,8 @@ def cmd_lab(args: argparse.Namespace, project: Project) -> int:
         if not hosts:
             emit(f"lab fleet {args.fleet}: no hosts (start them with `deploy lab up --hosts 3`)")
         for host in hosts:
-            emit(f"{host.name:12} {host.state:10} {host.address:16} debian {host.debian:<3} {host.container}")
+            emit(f"{host.name:12} {host.state:10} {host.address:16} debian {host.debian:<3} cpus {host.cpus:<5} "
+                 f"{host.container}")
     return 0
 
 
@@ -543,7 +554,8 @@ def load_options(args: argparse.Namespace) -> dict[str, Any]:
     from deploy_tool.bench import pick_engine
 
     given = {"duration": args.duration, "connections": args.users or args.connections, "rate": args.rate,
-             "path": args.path, "workers": args.locust_workers, "direct": args.direct,
+             "path": args.path, "workers": args.locust_workers, "direct": args.direct, "client": args.client,
+             "client_cpus": args.client_cpus,
              "engine": pick_engine(args.engine, args.rate or 0) if args.engine else None}
     return {name: value for name, value in given.items() if value is not None}
 

@@ -24,6 +24,7 @@ import yaml
 from docker.types import Mount
 
 from deploy_tool import external
+from deploy_tool.cpus import cpu_set, cpu_text
 from deploy_tool.errors import DeployError
 from deploy_tool.fleetnames import (
     DEFAULT_FLEET,
@@ -71,6 +72,7 @@ class LabHost:
     address: str
     state: str
     debian: int  # the Debian release it runs (12, 13)
+    cpus: str = "all"  # the machine's CPUs it may run on (its container's cpuset; all: any)
 
 
 def validate_fleet_name(fleet: str) -> str:
@@ -85,6 +87,22 @@ def validate_host_count(count: int) -> int:
         raise DeployError(f"--hosts must be between 1 and {MAX_HOSTS}, not {count}",
                           hint="each lab host runs its own Docker engine; 3 is the usual fleet")
     return count
+
+
+def validate_cpus(cpus: str | None, machine_cpus: int) -> str | None:
+    """`--cpus` checked against the Docker engine's CPUs: None (not given: hosts keep theirs, new hosts take the
+    fleet's), "all", or a CPU list of that machine as cpuset takes it (0, 1, 0-1, 0,2-3), "all" when it names
+    them all."""
+    if cpus is None or cpus == "all":
+        return cpus
+    hint = f"a CPU list such as 1 or 0-1 (this machine: 0-{machine_cpus - 1}), or all"
+    try:
+        named = cpu_set(cpus)
+    except ValueError as exc:
+        raise DeployError(f"--cpus {cpus!r}: {exc}", hint=hint) from exc
+    if max(named) >= machine_cpus:
+        raise DeployError(f"--cpus {cpus}: this machine has CPUs 0-{machine_cpus - 1}", hint=hint)
+    return "all" if len(named) == machine_cpus else cpu_text(named)
 
 
 def host_releases(spec: str, count: int) -> list[int]:
@@ -135,6 +153,7 @@ class LabFleet:
         self.project = project
         self.client = client
         self.fleet = validate_fleet_name(fleet)
+        self._machine_cpus: int | None = None
 
     # -- names and paths -------------------------------------------------------------------------
     @property
@@ -173,7 +192,20 @@ class LabFleet:
         networks = container.attrs["NetworkSettings"]["Networks"]
         address = networks.get(self.network_name, {}).get("IPAddress", "")
         return LabHost(name=container.attrs["Config"]["Hostname"], container=container.name,
-                       address=address, state=container.status, debian=self._release(container))
+                       address=address, state=container.status, debian=self._release(container),
+                       cpus=self._cpus(container))
+
+    @property
+    def machine_cpus(self) -> int:
+        """The Docker engine's CPUs."""
+        if self._machine_cpus is None:
+            self._machine_cpus = int(self.client.info()["NCPU"])
+        return self._machine_cpus
+
+    def _cpus(self, container: Any) -> str:
+        """The CPUs a host's container is kept on (all: any of the machine's)."""
+        cpuset = str(container.attrs["HostConfig"].get("CpusetCpus") or "")
+        return (validate_cpus(cpuset, self.machine_cpus) or "all") if cpuset else "all"
 
     @staticmethod
     def _release(container: Any) -> int:
@@ -184,16 +216,21 @@ class LabFleet:
         return [self._as_host(c) for c in self._containers()]
 
     # -- up --------------------------------------------------------------------------------------
-    def up(self, count: int, debian: str = str(DEFAULT_DEBIAN)) -> list[LabHost]:
+    def up(self, count: int, debian: str = str(DEFAULT_DEBIAN), cpus: str | None = None) -> list[LabHost]:
         """Hosts 1..count on the Debian releases `debian` names (see host_releases): a host of another release,
-        or of an older host image, is replaced; the others are kept."""
+        or of an older host image, is replaced; the others are kept. `cpus` (see validate_cpus): the machine's
+        CPUs every host is kept on, changed on running hosts in place (a benchmark's load client can then have
+        the others: `deploy bench --client controller --client-cpus`)."""
         validate_host_count(count)
         releases = host_releases(debian, count)
+        cpus = validate_cpus(cpus, self.machine_cpus)
         self._ensure_ssh_key()
         builder = ImageBuilder(self.project, self.client)
         images = {release: builder.ensure_host_image(DEBIAN_RELEASES[release]) for release in sorted(set(releases))}
         self._ensure_network()
         existing = {int(c.labels[LABEL_INDEX]): c for c in self._containers()}
+        if cpus is None:  # new hosts as the fleet's first
+            cpus = next((self._cpus(c) for c in existing.values()), "all")
         for index, container in existing.items():
             if index > count:
                 log.info("removing %s (fleet shrinks to %d hosts)", container.name, count)
@@ -212,10 +249,14 @@ class LabFleet:
                 container = None
             if container is None:
                 log.info("starting lab host %s (Debian %d)", self.host_name(index), release)
-                container = self._run_host(image, index, release)
-            elif container.status != "running":
-                log.info("starting stopped lab host %s", self.host_name(index))
-                container.start()
+                container = self._run_host(image, index, release, cpus)
+            else:
+                if self._cpus(container) != cpus:
+                    log.info("keeping %s on CPUs %s", container.name, cpus)
+                    self._move_cpus(container, cpus)
+                if container.status != "running":
+                    log.info("starting stopped lab host %s", self.host_name(index))
+                    container.start()
             started.append(container)
         hosts = [self._wait_booted(c) for c in started]
         self._authorize(started)
@@ -253,10 +294,11 @@ class LabFleet:
             self.client.networks.create(self.network_name, driver="bridge",
                                         labels={LABEL_FLEET: self.fleet})
 
-    def _run_host(self, image: str, index: int, release: int) -> Any:
+    def _run_host(self, image: str, index: int, release: int, cpus: str = "all") -> Any:
         api = self.client.api
         host_config = api.create_host_config(
             network_mode=self.network_name,
+            **({} if cpus == "all" else {"cpuset_cpus": cpus}),
             mounts=[Mount(target="/var/lib/docker", source=None, type="volume")],
             **HOST_CONFIG_OPTIONS,
         )
@@ -273,6 +315,28 @@ class LabFleet:
         except docker.errors.APIError as exc:
             raise DeployError(f"cannot start lab host {self.host_name(index)}: {exc.explanation}",
                               hint="`deploy lab down` removes a half-started fleet; see docs/lab.md") from exc
+
+    def _move_cpus(self, container: Any, cpus: str) -> None:
+        """Keep a host on other CPUs, in place. Its own containers' cpusets are child cgroups of its own, each a
+        subset of its parent's (cgroup v1 refuses a parent a change that a child would leave outside it): first
+        everything widens to old + new (the host, then its cgroups from the top down), then narrows to new (its
+        cgroups from the deepest up, then the host)."""
+        every = set(range(self.machine_cpus))
+        old = cpu_set(self._cpus(container)) if self._cpus(container) != "all" else every
+        new = cpu_set(cpus) if cpus != "all" else every
+        for step, top_down in ((old | new, True), (new, False)):
+            text = cpu_text(step)
+            if top_down:
+                container.update(cpuset_cpus=text)
+            if container.status == "running":
+                # find lists parents first; with -depth, children first. cgroup v2 has no such rule (and no
+                # /sys/fs/cgroup/cpuset): nothing to do in the host there
+                order = "" if top_down else "-depth "
+                self._exec(container, ["sh", "-c", f"find /sys/fs/cgroup/cpuset -mindepth 1 {order}-type d 2>/dev/null "
+                                                   f"| while read -r d; do echo {text} > \"$d/cpuset.cpus\"; done"])
+            if not top_down:
+                container.update(cpuset_cpus=text)
+        container.reload()
 
     def _wait_booted(self, container: Any) -> LabHost:
         deadline = time.monotonic() + BOOT_TIMEOUT

@@ -1,8 +1,9 @@
 """`deploy bench --matrix`: every server setup on the same fleet under the same load, in one table.
 
 For each entry (a variant, optionally with processes x threads), the release is deployed with the recreate
-strategy (entries may speak different protocols), then every host benchmarks itself through nginx and, when
-the variant speaks HTTP, the app server directly. At the end the setup deployed before is restored.
+strategy (entries may speak different protocols), then every host benchmarks itself (or the controller
+benchmarks it: --client controller) through nginx and, when the variant speaks HTTP and the client is on the host,
+the app server directly. At the end the setup deployed before is restored.
 """
 
 from __future__ import annotations
@@ -105,7 +106,8 @@ def run_matrix(base: DeployRequest, entries: list[MatrixEntry], load: BenchLoad,
                        threads=entry.threads))
         emit(f"{progress_bar(step, len(steps))} {label}: benchmarking ({load.label()})")
         measured[index].append(measure(project, base.inventory, load, base.limit,
-                                       direct=variants[entry.variant]["protocol"] == "http", spec=base.spec))
+                                       direct=load.from_host and variants[entry.variant]["protocol"] == "http",
+                                       spec=base.spec))
     emit(f"{progress_bar(len(steps), len(steps))} done in {time.time() - started:.0f} s")
     rows = [matrix_row(entry, target, variants[entry.variant]["protocol"], rounds)
             for entry, rounds in zip(entries, measured, strict=True) for target in ("nginx", "direct")]

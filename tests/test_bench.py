@@ -18,7 +18,9 @@ import pytest
 from conftest import LOAD_CLIENT, ROOT
 from conftest import run_module as run_conftest_module
 from deploy_tool.bench import BenchLoad, Gate, SmokeRecord, SmokeStore, fleet_totals, format_table
+from deploy_tool.cpus import cpu_set, cpu_text
 from deploy_tool.errors import DeployError
+from deploy_tool.lab import validate_cpus
 from deploy_tool.matrix import parse_entries, progress_bar
 from deploy_tool.project import Project
 from deploy_tool.report import swap_marks, write_report
@@ -73,6 +75,33 @@ def test_bad_bench_options_are_refused():
             load.validate()
     with pytest.raises(DeployError):
         Gate(threshold=0).validate()
+
+
+def test_the_client_is_on_the_host_or_on_the_controller_with_cpus_it_has():
+    usable = sorted(os.sched_getaffinity(0))
+    pinned = BenchLoad.from_options({"client": "controller", "client_cpus": str(usable[-1])})
+    pinned.validate()
+    assert pinned.extravars()["bench_client"] == "controller"
+    assert pinned.extravars()["bench_client_cpus"] == str(usable[-1])
+    assert pinned.label().endswith(f"from the controller on CPUs {usable[-1]}") and not pinned.from_host
+    assert BenchLoad().from_host and not BenchLoad(engine="locust").from_host
+    for load, said in ((BenchLoad(client="vm"), "unknown benchmark client"),
+                       (BenchLoad(client_cpus="0"), "it takes --client controller"),
+                       (BenchLoad(engine="locust", client="controller", client_cpus="0"), "with wrk or rate"),
+                       (BenchLoad(client="controller", client_cpus="0-"), "not a CPU list"),
+                       (BenchLoad(client="controller", client_cpus="1-0"), "runs backwards"),
+                       (BenchLoad(client="controller", client_cpus=str(usable[-1] + 1)), "offers the client CPUs")):
+        with pytest.raises(DeployError, match=said):
+            load.validate()
+
+
+def test_cpu_lists_read_and_written_as_taskset_and_cpuset_take_them():
+    assert cpu_set("0,2-4,7") == {0, 2, 3, 4, 7} and cpu_text({0, 2, 3, 4, 7}) == "0,2-4,7"
+    assert cpu_text(cpu_set("3-3,1")) == "1,3"
+    assert validate_cpus("1", 2) == "1" and validate_cpus("0-1", 2) == "all" and validate_cpus(None, 2) is None
+    for bad, said in (("2", "this machine has CPUs 0-1"), ("a", "not a CPU list"), ("", "not a CPU list")):
+        with pytest.raises(DeployError, match=said):
+            validate_cpus(bad, 2)
 
 
 def test_smoke_baseline_is_the_last_passed_comparable_release(tmp_path):

@@ -19,6 +19,7 @@ gate rolling back a slow release, and the benchmark matrix.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -138,6 +139,36 @@ def test_locust_runs_the_django_scenario_on_every_host_in_distributed_mode(fleet
     assert sorted(results) == sorted(h["name"] for h in fleet.hosts)
     for host, targets in results.items():
         assert targets["nginx"]["requests"] > 0 and targets["nginx"]["failed"] == 0, (host, targets)
+
+
+def test_the_load_client_runs_on_the_controller_off_the_cores_the_hosts_are_kept_on(fleet):
+    """`deploy lab up --cpus 1` keeps the running hosts, and the app containers in them, on CPU 1 (in place: the
+    fleet stays as deployed); `deploy bench --client controller --client-cpus 0` loads each host's nginx from the
+    controller on CPU 0, which no host may use; `--cpus all` gives the hosts every CPU again."""
+    names, before = sorted(h["name"] for h in fleet.hosts), serving(fleet)
+    up = ("lab", "up", "--fleet", fleet.name, "--hosts", str(len(fleet.hosts)), "--json")
+    app_nprocs = "sudo sh -c 'for c in $(docker ps -q); do docker exec $c nproc; done'"
+    try:
+        pinned = json.loads(deploy(*up, "--cpus", "1").stdout)
+        assert sorted(h["name"] for h in pinned["hosts"]) == names and {h["cpus"] for h in pinned["hosts"]} == {"1"}
+        for host in fleet.hosts:
+            assert fleet.ssh(host, "nproc").strip() == "1"
+            assert set(fleet.ssh(host, app_nprocs).split()) == {"1"}, host  # the app's container within the host
+        result = deploy("bench", "-i", str(fleet.inventory), *DJANGO, "--client", "controller", "--client-cpus", "0",
+                        "--duration", "2", "--json")
+        document = json.loads(result.stdout)
+        assert document["load"]["client"] == "controller" and sorted(document["results"]) == names
+        for host, targets in document["results"].items():
+            assert list(targets) == ["nginx"], targets  # the app's own port listens on the host's loopback only
+            nginx = targets["nginx"]
+            assert nginx["requests"] > 0 and nginx["failed"] == 0 and nginx["cpus"] == [0], (host, nginx)
+    finally:
+        restored = json.loads(deploy(*up, "--cpus", "all").stdout)
+    assert {h["cpus"] for h in restored["hosts"]} == {"all"}
+    for host in fleet.hosts:
+        assert int(fleet.ssh(host, "nproc")) == os.cpu_count()
+        assert set(fleet.ssh(host, app_nprocs).split()) == {str(os.cpu_count())}, host
+    assert serving(fleet) == before  # the hosts were kept, not replaced
 
 
 # The canary's smoke: an open loop at a rate every host serves with room to spare. wrk's closed loop takes all the

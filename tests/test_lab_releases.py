@@ -104,7 +104,7 @@ class FakeContainer:
         self.labels = {LABEL_FLEET: fleet, LABEL_INDEX: str(index)}
         if release is not None:
             self.labels[LABEL_DEBIAN] = str(release)
-        self.attrs = {"Config": {"Image": image, "Hostname": f"{fleet}-{index}"}}
+        self.attrs = {"Config": {"Image": image, "Hostname": f"{fleet}-{index}"}, "HostConfig": {}}
         self.status = "running"
         self.removed = False
 
@@ -118,10 +118,11 @@ def fleet(monkeypatch, tmp_path):
     images = {"bookworm": "deploykit/lab-host:twelve", "trixie": "deploykit/lab-host:thirteen"}
     monkeypatch.setattr(ImageBuilder, "ensure_host_image", lambda self, suite: images[suite])
     lab = LabFleet(Project(tmp_path), client=None, fleet="rel")
+    lab._machine_cpus = 2  # no engine to ask
     lab.containers: list[FakeContainer] = []  # type: ignore[misc]
     lab.started: list[tuple[int, int, str]] = []  # type: ignore[misc]
 
-    def run_host(image: str, index: int, release: int) -> FakeContainer:
+    def run_host(image: str, index: int, release: int, cpus: str = "all") -> FakeContainer:
         lab.started.append((index, release, image))
         return FakeContainer("rel", index, image, release)
 
