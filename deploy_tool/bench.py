@@ -121,6 +121,26 @@ class BenchLoad:
         return f"wrk, {self.connections} connections, {self.duration} s, {self.path}{where}"
 
 
+def load_of(recorded: dict[str, Any]) -> BenchLoad:
+    """The BenchLoad a record kept (its fields by name; one it predates at its default, one it no longer has
+    dropped)."""
+    known = {f.name for f in fields(BenchLoad)}
+    return BenchLoad(**{k: v for k, v in recorded.items() if k in known})
+
+
+def check_client(load: BenchLoad, spec: AppSpec | None, direct: bool) -> None:
+    """What a load from the controller cannot measure, refused before any host is asked: the app server's own port
+    (it listens on each host's loopback), and an app's HTTPS with wrk (wrk sends the address it is given as the
+    TLS name; nginx refuses a handshake for a name of no app, except on a host's loopback)."""
+    if direct and load.client == "controller":
+        raise DeployError("--direct loads the app server's own port, which listens on each host's loopback only: "
+                          "it takes the client on the host",
+                          hint="leave out --direct, or --client host (the default)")
+    if load.client == "controller" and load.engine == "wrk" and spec is not None and spec["tls.source"] != "none":
+        raise DeployError(f"{spec.name} has HTTPS: wrk from the controller would send the host's address as the TLS "
+                          "name, which nginx refuses", hint="--engine rate sends the app's name (its Host header)")
+
+
 @dataclass(frozen=True)
 class Gate:
     """A release fails its smoke benchmark on a host when a request failed there, or when the host answered no
@@ -206,7 +226,9 @@ class SmokeRecord:
     findings: list[str] = field(default_factory=list)
 
     def comparable(self, other: SmokeRecord) -> bool:
-        return (self.variant, self.app, self.load) == (other.variant, other.app, other.load)
+        """The same variant, app and load (a load recorded before a field of BenchLoad existed has its default)."""
+        return ((self.variant, self.app, load_of(self.load))
+                == (other.variant, other.app, load_of(other.load)))
 
 
 class SmokeStore:
@@ -494,11 +516,8 @@ def bench_fleet(project: Project, inventory: Path, load: BenchLoad, repeats: int
 
     if baseline:
         BaselineStore.check_name(baseline)
-    if direct and not load.from_host:
-        raise DeployError("--direct loads the app server's own port, which listens on each host's loopback only: it "
-                          "takes the client on the host",
-                          hint="leave out --direct, or leave the client on the host (--client host, the default)")
     spec = load_optional(app_dir)
+    check_client(load, spec, direct)
     emit(f"benchmark of every host ({load.label()}" + (f", {repeats} rounds)" if repeats > 1 else ")"))
     rounds = measure_rounds(project, inventory, load, repeats, limit, direct=direct, emit=emit, spec=spec)
     if baseline:

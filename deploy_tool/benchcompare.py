@@ -29,6 +29,7 @@ from deploy_tool.bench import (
     fleet_summary,
     fleet_totals,
     format_table,
+    load_of,
     measure_rounds,
     noise_band,
     pyplot,
@@ -81,8 +82,7 @@ class Baseline:
                  if number < len(kept["rounds"]) and kept["rounds"][number]} for number in range(self.repeats)]
 
     def bench_load(self) -> BenchLoad:
-        known = {f.name for f in fields(BenchLoad)}
-        return BenchLoad(**{k: v for k, v in self.load.items() if k in known})
+        return load_of(self.load)
 
     def load_for(self, given: dict[str, Any]) -> tuple[BenchLoad, bool]:
         """The load of a comparison: the baseline's (and its --direct); the options `given` (BenchLoad's field names

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 
-CPU_LIST = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+CPU_LIST = re.compile(r"^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$")  # ASCII digits (\d takes others)
 
 
 def cpu_set(text: str) -> set[int]:

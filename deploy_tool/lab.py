@@ -229,7 +229,8 @@ class LabFleet:
         images = {release: builder.ensure_host_image(DEBIAN_RELEASES[release]) for release in sorted(set(releases))}
         self._ensure_network()
         existing = {int(c.labels[LABEL_INDEX]): c for c in self._containers()}
-        if cpus is None:  # new hosts as the fleet's first
+        move = cpus is not None  # not given: running hosts keep theirs, new hosts take the fleet's first's
+        if cpus is None:
             cpus = next((self._cpus(c) for c in existing.values()), "all")
         for index, container in existing.items():
             if index > count:
@@ -251,7 +252,7 @@ class LabFleet:
                 log.info("starting lab host %s (Debian %d)", self.host_name(index), release)
                 container = self._run_host(image, index, release, cpus)
             else:
-                if self._cpus(container) != cpus:
+                if move and self._cpus(container) != cpus:
                     log.info("keeping %s on CPUs %s", container.name, cpus)
                     self._move_cpus(container, cpus)
                 if container.status != "running":
@@ -324,18 +325,24 @@ class LabFleet:
         every = set(range(self.machine_cpus))
         old = cpu_set(self._cpus(container)) if self._cpus(container) != "all" else every
         new = cpu_set(cpus) if cpus != "all" else every
-        for step, top_down in ((old | new, True), (new, False)):
-            text = cpu_text(step)
-            if top_down:
-                container.update(cpuset_cpus=text)
-            if container.status == "running":
-                # find lists parents first; with -depth, children first. cgroup v2 has no such rule (and no
-                # /sys/fs/cgroup/cpuset): nothing to do in the host there
-                order = "" if top_down else "-depth "
-                self._exec(container, ["sh", "-c", f"find /sys/fs/cgroup/cpuset -mindepth 1 {order}-type d 2>/dev/null "
-                                                   f"| while read -r d; do echo {text} > \"$d/cpuset.cpus\"; done"])
-            if not top_down:
-                container.update(cpuset_cpus=text)
+        try:
+            for step, top_down in ((old | new, True), (new, False)):
+                text = cpu_text(step)
+                if top_down:
+                    container.update(cpuset_cpus=text)
+                if container.status == "running":
+                    # find lists parents first; with -depth, children first. cgroup v2 has no such rule (and no
+                    # /sys/fs/cgroup/cpuset): nothing to do in the host there
+                    order = "" if top_down else "-depth "
+                    self._exec(container, ["sh", "-c", f"find /sys/fs/cgroup/cpuset -mindepth 1 {order}-type d "
+                                                       f"2>/dev/null | while read -r d; do echo {text} > "
+                                                       f"\"$d/cpuset.cpus\" || exit 1; done"])
+                if not top_down:
+                    container.update(cpuset_cpus=text)
+        except docker.errors.APIError as exc:
+            raise DeployError(f"cannot keep lab host {container.name} on CPUs {cpus}: {exc.explanation}",
+                              hint="`deploy lab up --cpus all` gives it every CPU again; `deploy lab down` and up "
+                                   "starts it afresh") from exc
         container.reload()
 
     def _wait_booted(self, container: Any) -> LabHost:

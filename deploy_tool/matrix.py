@@ -24,6 +24,7 @@ from deploy_tool.bench import (
     BenchLoad,
     BenchResult,
     bars_with_rounds,
+    check_client,
     fleet_summary,
     fleet_totals,
     format_table,
@@ -190,6 +191,7 @@ def run_bench_matrix(project: Project, inventory: Path, load: BenchLoad, repeats
     """`deploy bench --matrix` for the app in `app_dir` (as appspec.load_given; its vault password from
     `vault_password_file` when it has secrets): bench_matrix, its result kept (save_matrix)."""
     spec = load_given(app_dir)
+    check_client(load, spec, direct=False)
     secrets = password_file(vault_password_file) if spec.needs_vault else None
     base = DeployRequest(inventory=inventory, version=version or "", spec=spec, limit=limit,
                          vault_password_file=secrets)

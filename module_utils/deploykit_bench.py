@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from typing import Any
@@ -25,6 +26,7 @@ done = function(summary, latency, requests)
     latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.max))
 end
 """
+CPU_LIST = re.compile(r"^[0-9]+(-[0-9]+)?(,[0-9]+(-[0-9]+)?)*$")  # ASCII digits (\d takes others)
 LIMITS = (("duration", 1, 600), ("connections", 1, 4096), ("threads", 1, 64), ("rate", 1, 100000),
           ("timeout", 1, 300))
 
@@ -35,11 +37,15 @@ class BenchError(Exception):
 
 def parse_cpus(text: str) -> set[int]:
     """A CPU list as taskset and cpuset take it ("0", "0-1", "0,2-3"); empty: none given."""
+    if not text:
+        return set()
+    if not CPU_LIST.fullmatch(text):
+        raise BenchError(f"cpus must be a CPU list such as 0, 0-1 or 0,2-3, not {text!r}")
     cpus: set[int] = set()
-    for part in (p.strip() for p in text.split(",") if p.strip()):
+    for part in text.split(","):
         low, _, high = part.partition("-")
-        if not low.isdigit() or (high and not high.isdigit()) or (high and int(high) < int(low)):
-            raise BenchError(f"cpus must be a CPU list such as 0, 0-1 or 0,2-3, not {text!r}")
+        if high and int(high) < int(low):
+            raise BenchError(f"cpus {text!r}: the range {part} runs backwards")
         cpus.update(range(int(low), int(high or low) + 1))
     return cpus
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.server
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -17,7 +18,8 @@ import pytest
 
 from conftest import LOAD_CLIENT, ROOT
 from conftest import run_module as run_conftest_module
-from deploy_tool.bench import BenchLoad, Gate, SmokeRecord, SmokeStore, fleet_totals, format_table
+from deploy_tool import appspec
+from deploy_tool.bench import BenchLoad, Gate, SmokeRecord, SmokeStore, check_client, fleet_totals, format_table
 from deploy_tool.cpus import cpu_set, cpu_text
 from deploy_tool.errors import DeployError
 from deploy_tool.lab import validate_cpus
@@ -95,6 +97,22 @@ def test_the_client_is_on_the_host_or_on_the_controller_with_cpus_it_has():
             load.validate()
 
 
+def test_what_a_load_from_the_controller_cannot_measure_is_refused(tmp_path):
+    folder = tmp_path / "app"
+    shutil.copytree(ROOT / "apps" / "flask_demo", folder, ignore=shutil.ignore_patterns("__pycache__", "secrets.yml"))
+    plain = appspec.load(folder)
+    (folder / "deploykit.yml").write_text((folder / "deploykit.yml").read_text() + "tls:\n  source: self-signed\n")
+    https = appspec.load(folder)
+    controller = BenchLoad(client="controller")
+    check_client(controller, plain, direct=False)
+    check_client(BenchLoad(client="controller", engine="rate"), https, direct=False)  # it sends the app's name
+    check_client(BenchLoad(engine="locust"), plain, direct=True)  # locust leaves the direct target out, as before
+    with pytest.raises(DeployError, match="has HTTPS: wrk from the controller"):
+        check_client(controller, https, direct=False)
+    with pytest.raises(DeployError, match="listens on each host's loopback"):
+        check_client(controller, None, direct=True)
+
+
 def test_cpu_lists_read_and_written_as_taskset_and_cpuset_take_them():
     assert cpu_set("0,2-4,7") == {0, 2, 3, 4, 7} and cpu_text({0, 2, 3, 4, 7}) == "0,2-4,7"
     assert cpu_text(cpu_set("3-3,1")) == "1,3"
@@ -118,6 +136,10 @@ def test_smoke_baseline_is_the_last_passed_comparable_release(tmp_path):
     assert json.loads(store.path("django", "1.1").read_text())["hosts"]["h1"]["rps"] == 90
     other_load = SmokeRecord("1.5", "uwsgi", "django", vars(BenchLoad(connections=64)).copy(), {})
     assert store.baseline(other_load) is None
+    before_client = {k: v for k, v in load.items() if k not in ("client", "client_cpus")}  # kept before they were
+    assert store.baseline(SmokeRecord("1.5", "uwsgi", "django", before_client, {})).release == "1.1"
+    from_controller = vars(BenchLoad(client="controller")).copy()
+    assert store.baseline(SmokeRecord("1.5", "uwsgi", "django", from_controller, {})) is None
     with (store.folder / "history.jsonl").open("a") as history:  # damaged lines are skipped, not a traceback
         history.write('{"release": "1.6", "vari\n{"release": "1.7"}\n')
     assert store.baseline(new).release == "1.1"
@@ -219,7 +241,8 @@ def test_bench_module_refuses_bad_arguments():
     assert out["failed"] is True and "http:// or https:// URL" in out["msg"]
     out = run_module({"url": "http://127.0.0.1:1/", "connections": 1, "threads": 4})
     assert out["failed"] is True and "threads" in out["msg"]
-    for cpus, said in (("1-0", "CPU list"), ("x", "CPU list"), ("4096", "does not offer the client: [4096]")):
+    for cpus, said in (("1-0", "runs backwards"), ("x", "CPU list"), ("0-", "CPU list"), ("0,,1", "CPU list"),
+                       ("\u00b2", "CPU list"), ("4096", "does not offer the client: [4096]")):
         out = run_module({"url": "http://127.0.0.1:1/", "cpus": cpus})
         assert out["failed"] is True and said in out["msg"], out
 

@@ -107,6 +107,14 @@ class FakeContainer:
         self.attrs = {"Config": {"Image": image, "Hostname": f"{fleet}-{index}"}, "HostConfig": {}}
         self.status = "running"
         self.removed = False
+        self.updates: list[str] = []
+
+    def update(self, cpuset_cpus: str) -> None:
+        self.updates.append(cpuset_cpus)
+        self.attrs["HostConfig"]["CpusetCpus"] = cpuset_cpus
+
+    def reload(self) -> None:
+        pass
 
     def remove(self, **_: Any) -> None:
         self.removed = True
@@ -144,6 +152,21 @@ def test_up_replaces_a_host_of_another_release_and_keeps_the_others(fleet):
     assert [c.removed for c in fleet.containers] == [False, True, False]
     assert fleet.started == [(2, 13, "deploykit/lab-host:thirteen"), (4, 13, "deploykit/lab-host:thirteen")]
     assert [h.debian for h in hosts] == [12, 13, 13, 13]
+
+
+def test_up_keeps_the_hosts_cpus_unless_told_and_new_hosts_take_the_fleets(fleet, monkeypatch):
+    fleet.containers = [FakeContainer("rel", 1, "deploykit/lab-host:twelve", 12),
+                        FakeContainer("rel", 2, "deploykit/lab-host:twelve", 12)]
+    fleet.containers[0].attrs["HostConfig"]["CpusetCpus"] = "1"
+    fleet.containers[0].status = "exited"  # no cgroups of its own to move: no command in it
+    monkeypatch.setattr(fleet.containers[0], "start", lambda: None, raising=False)
+    cpus: list[str] = []
+    monkeypatch.setattr(fleet, "_run_host", lambda image, index, release, given="all": (
+        cpus.append(given) or FakeContainer("rel", index, image, release)))
+    fleet.up(3)
+    assert cpus == ["1"] and [c.updates for c in fleet.containers] == [[], []]  # host 2 keeps all
+    fleet.up(2, cpus="0-1")  # all of this machine's two: host 1 widened; host 2 has them
+    assert [c.updates for c in fleet.containers] == [["0-1", "0-1"], []]
 
 
 def test_up_without_a_release_keeps_debian_12_hosts_and_replaces_a_13_one(fleet):
