@@ -323,8 +323,7 @@ class LabFleet:
         everything widens to old + new (the host, then its cgroups from the top down), then narrows to new (its
         cgroups from the deepest up, then the host)."""
         every = set(range(self.machine_cpus))
-        old = cpu_set(self._cpus(container)) if self._cpus(container) != "all" else every
-        new = cpu_set(cpus) if cpus != "all" else every
+        old, new = (every if text == "all" else cpu_set(text) for text in (self._cpus(container), cpus))
         try:
             for step, top_down in ((old | new, True), (new, False)):
                 text = cpu_text(step)
