@@ -32,6 +32,44 @@ def docker(run: RunCommand, *args: str, bound: int) -> tuple[int, str, str]:
     return rc, out, err
 
 
+def read_text(path: str) -> str | None:
+    """The text of the file `path`, or None when there is none."""
+    try:
+        with open(path, encoding="utf-8") as stream:
+            return stream.read()
+    except FileNotFoundError:
+        return None
+
+
+def replace_file(path: str, content: str, mode: int, check: bool) -> bool:
+    """`content` in `path`, root's, with `mode`; written aside, fsynced and renamed in, so that a reader meanwhile
+    (a container starting, nginx reloading) reads the old file or the new one, never half of one. Whether anything
+    was (or, in check mode, would be) changed."""
+    try:
+        info = os.stat(path)
+        if read_text(path) == content and (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (0, 0, mode):
+            return False
+    except FileNotFoundError:
+        pass
+    if check:
+        return True
+    partial = f"{path}.{os.getpid()}.partial"
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
+            stream.write(content)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.chown(partial, 0, 0)
+        os.chmod(partial, mode)
+        os.replace(partial, path)
+    except BaseException:
+        if os.path.exists(partial):
+            os.unlink(partial)
+        raise
+    return True
+
+
 class HostBusy(Exception):
     """Another process held the lock for longer than the wait."""
 

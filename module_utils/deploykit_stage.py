@@ -11,7 +11,7 @@ import stat
 from typing import Any
 
 from ansible.module_utils.deploykit_host import RunCommand as Run
-from ansible.module_utils.deploykit_host import docker
+from ansible.module_utils.deploykit_host import docker, replace_file
 
 INSPECT_BOUND = 60  # seconds `docker image inspect` may take
 
@@ -61,32 +61,7 @@ def ensure_directory(path: str, uid: int, gid: int, mode: int, check: bool) -> b
 
 
 def write_private_file(path: str, content: str, check: bool) -> bool:
-    """`content` in `path`, root's, mode 0600, in a folder of root's with mode 0700; written aside, fsynced and
-    renamed in, so that a container starting meanwhile reads the old file or the new one, never half of one.
-    Whether anything was (or would be) changed."""
+    """`content` in `path`, root's, mode 0600, in a folder of root's with mode 0700; written aside and renamed in
+    (replace_file). Whether anything was (or would be) changed."""
     changed = ensure_directory(os.path.dirname(path) or ".", 0, 0, 0o700, check)
-    try:
-        info = os.stat(path)
-        with open(path, encoding="utf-8") as stream:
-            same = stream.read() == content
-        if same and (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (0, 0, 0o600):
-            return changed
-    except FileNotFoundError:
-        pass
-    if check:
-        return True
-    partial = f"{path}.{os.getpid()}.partial"
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as stream:
-            stream.write(content)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.chown(partial, 0, 0)
-        os.chmod(partial, 0o600)
-        os.replace(partial, path)
-    except BaseException:
-        if os.path.exists(partial):
-            os.unlink(partial)
-        raise
-    return True
+    return replace_file(path, content, 0o600, check) or changed
