@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -94,9 +98,41 @@ def test_every_host_runs_its_own_docker_engine(provisioned):
         assert fleet.ssh(host, "sudo docker info --format '{{.Driver}}'").strip() == "overlay2"
 
 
-def test_lab_down_removes_hosts_network_and_volumes(docker_client):
-    import json
+def run_module_on(fleet, host: dict[str, str], module: str, args: dict) -> dict:
+    """One module of library/ run on a lab host by plain `ansible` (ad hoc, with become): its result."""
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+           "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"}
+    result = subprocess.run([str(Path(sys.executable).parent / "ansible"), host["name"], "-i", str(fleet.inventory),
+                             "--become", "-m", module, "-a", json.dumps(args)], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    return json.loads(result.stdout)["plays"][0]["tasks"][0]["hosts"][host["name"]]
 
+
+def test_an_apps_nginx_file_that_nginx_refuses_is_put_back_and_nginx_keeps_serving(provisioned):
+    fleet, _ = provisioned
+    host = fleet.hosts[0]
+    path = "/etc/nginx/deploykit.d/citest-refused.conf"
+    good = "server {\n    listen 127.0.0.1:8099;\n    return 204;\n}\n"
+    try:
+        first = run_module_on(fleet, host, "deploykit_nginx_app", {"path": path, "content": good})
+        assert (first["changed"], first["checked"]) == (True, True), first
+        refused = run_module_on(fleet, host, "deploykit_nginx_app",
+                                {"path": path, "content": good.replace("return 204;", "bogus_directive on;")})
+        assert refused.get("failed") and 'unknown directive "bogus_directive"' in refused["msg"], refused
+        assert fleet.ssh(host, f"sudo cat {path}") == good
+        fleet.ssh(host, "sudo nginx -t -q")  # the whole configuration is good again
+        # and live: reloaded, nginx serves the file put back (new workers take a moment to listen)
+        fleet.ssh(host, "sudo nginx -s reload")
+        answer = fleet.ssh(host, "for i in $(seq 50); do c=$(curl -s -m 2 -o /dev/null -w '%{http_code}' "
+                                 "http://127.0.0.1:8099/); [ \"$c\" = 204 ] && break; sleep 0.1; done; echo $c")
+        assert answer.strip() == "204"
+        assert fleet.ssh(host, "sudo ls /etc/nginx/deploykit.d").split().count("citest-refused.conf") == 1
+        assert "citest-refused.conf." not in fleet.ssh(host, "sudo ls -a /etc/nginx/deploykit.d")  # nothing aside
+    finally:
+        fleet.ssh(host, f"sudo rm -f {path} && sudo nginx -s reload")
+
+
+def test_lab_down_removes_hosts_network_and_volumes(docker_client):
     up = json.loads(deploy("lab", "up", "--fleet", DOWN_FLEET, "--hosts", "1", "--json").stdout)
     container = docker_client.containers.get(up["hosts"][0]["container"])
     volumes = [m["Name"] for m in container.attrs["Mounts"] if m["Type"] == "volume"]
