@@ -45,6 +45,17 @@ def test_a_refused_file_is_put_back_as_it_was_with_nginx_words(tmp_path):
     assert list(tmp_path.iterdir()) == [path]
 
 
+def test_a_refused_file_comes_back_with_its_own_mode(tmp_path):
+    path = tmp_path / "app.conf"
+    path.write_text("server { listen 80; }\n")
+    os.chmod(path, 0o640)
+    refused = run_module({"path": str(path), "content": "server { bogus on; }\n", "mode": "0644",
+                          "check_command": REFUSE})
+    assert refused["failed"], refused
+    assert path.read_text() == "server { listen 80; }\n"
+    assert mode_of(path) == (0, 0, 0o640)
+
+
 def test_a_refused_first_file_is_removed(tmp_path):
     path = tmp_path / "app.conf"
     refused = run_module({"path": str(path), "content": "server { bogus on; }\n", "check_command": REFUSE})
