@@ -152,6 +152,16 @@ class Fleet:
         assert result.returncode == 0, f"ssh {host['name']} {command!r}: {result.stderr}"
         return result.stdout
 
+    def run_module(self, host: dict[str, str], module: str, args: dict) -> dict:
+        """One module of library/ run on the host by plain `ansible` (ad hoc, with become), as a playbook's task
+        runs it: its result (failed or not)."""
+        env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
+               "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"}
+        result = subprocess.run([str(VENV_BIN / "ansible"), host["name"], "-i", str(self.inventory), "--become",
+                                 "-m", module, "-a", json.dumps(args)], cwd=ROOT, env=env, capture_output=True,
+                                text=True, timeout=120)
+        return dict(json.loads(result.stdout)["plays"][0]["tasks"][0]["hosts"][host["name"]])
+
     def popen(self, host: dict[str, str], command: str, stdin) -> subprocess.Popen[bytes]:
         """`command` on the host in the background, with `stdin`, its output in pipes."""
         return subprocess.Popen(self.ssh_argv(host, command), stdin=stdin, stdout=subprocess.PIPE,

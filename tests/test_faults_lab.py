@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from conftest import FLASK, FLASK_DIR, NO_CHECKS, ROOT, VENV_BIN, deploy
+from conftest import FLASK, FLASK_DIR, NO_CHECKS, ROOT, deploy
 from weblab import HOST_HEADER, Load, describe, dropped
 
 pytestmark = pytest.mark.lab
@@ -164,11 +164,8 @@ def test_the_app_survives_an_engine_restart_and_a_host_restart(fleet, test_relea
 
 def take_fleet_lock(fleet, token: str, holder: dict, lease: int) -> None:
     """The fleet's lock taken on its first web host as another controller's deploy takes it (the same module)."""
-    args = json.dumps({"token": token, "holder": holder, "lease": lease})
-    taken = subprocess.run([str(VENV_BIN / "ansible"), "-i", str(fleet.inventory), "web[0]", "-b", "-m",
-                            "deploykit_lock", "-a", args], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                           env={**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg")})
-    assert taken.returncode == 0, taken.stdout + taken.stderr
+    taken = fleet.run_module(fleet.hosts[0], "deploykit_lock", {"token": token, "holder": holder, "lease": lease})
+    assert not taken.get("failed"), taken
 
 
 def test_the_fleet_lock_refuses_a_deploy_while_another_controller_holds_it(fleet, test_release, test_release_b):

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -98,25 +95,15 @@ def test_every_host_runs_its_own_docker_engine(provisioned):
         assert fleet.ssh(host, "sudo docker info --format '{{.Driver}}'").strip() == "overlay2"
 
 
-def run_module_on(fleet, host: dict[str, str], module: str, args: dict) -> dict:
-    """One module of library/ run on a lab host by plain `ansible` (ad hoc, with become): its result."""
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_LOAD_CALLBACK_PLUGINS": "1",
-           "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"}
-    result = subprocess.run([str(Path(sys.executable).parent / "ansible"), host["name"], "-i", str(fleet.inventory),
-                             "--become", "-m", module, "-a", json.dumps(args)], cwd=ROOT, env=env,
-                            capture_output=True, text=True, timeout=120)
-    return json.loads(result.stdout)["plays"][0]["tasks"][0]["hosts"][host["name"]]
-
-
 def test_an_apps_nginx_file_that_nginx_refuses_is_put_back_and_nginx_keeps_serving(provisioned):
     fleet, _ = provisioned
     host = fleet.hosts[0]
     path = "/etc/nginx/deploykit.d/citest-refused.conf"
     good = "server {\n    listen 127.0.0.1:8099;\n    return 204;\n}\n"
     try:
-        first = run_module_on(fleet, host, "deploykit_nginx_app", {"path": path, "content": good})
+        first = fleet.run_module(host, "deploykit_nginx_app", {"path": path, "content": good})
         assert (first["changed"], first["checked"]) == (True, True), first
-        refused = run_module_on(fleet, host, "deploykit_nginx_app",
+        refused = fleet.run_module(host, "deploykit_nginx_app",
                                 {"path": path, "content": good.replace("return 204;", "bogus_directive on;")})
         assert refused.get("failed") and 'unknown directive "bogus_directive"' in refused["msg"], refused
         assert fleet.ssh(host, f"sudo cat {path}") == good
