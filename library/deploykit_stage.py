@@ -163,7 +163,7 @@ def main() -> None:
     changes: list[str] = []
     static_url, static_staged = "", False
     try:
-        image = image_state(module.run_command, p["image"], p["image_id"])
+        image = image_state(p["image"], p["image_id"])
         if p["require_image"] and image["missing"] and not module.check_mode:
             module.fail_json(msg=(f"the image {p['image']} is not on this host" if not image["present"] else
                                   f"{p['image']} on this host is image {image['id']}, not {p['image_id']}")

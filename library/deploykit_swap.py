@@ -204,7 +204,7 @@ attributes:
   diff_mode:
     support: none
 requirements:
-  - docker CLI on the host
+  - docker CLI on the host (for changes), and its engine's API on its unix socket (for reads)
 """
 
 EXAMPLES = r"""

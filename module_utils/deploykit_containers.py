@@ -1,5 +1,6 @@
 """The app's containers, for library/deploykit_swap.py: their labels, what a container is (Container), how the new one
-is named and run (container_name, spec_hash, docker_run_argv), and the docker CLI, bounded (Docker). The errors
+is named and run (container_name, spec_hash, docker_run_argv), and the host's Docker engine, bounded (Docker: its
+reads through the engine's API, its changes through the docker CLI). The errors
 of a swap (SwapError) are raised from here and the other deploykit_* parts of the swap."""
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ import hashlib
 import json
 from typing import Any, NamedTuple
 
-from ansible.module_utils.deploykit_host import docker
+from ansible.module_utils.deploykit_host import EngineError, docker, engine_get
 
 LABEL_APP = "io.deploykit.app"
 LABEL_RELEASE = "io.deploykit.release"
@@ -102,8 +103,9 @@ def docker_run_argv(params: Params, name: str, digest: str, port: int | None = N
 
 
 class Docker:
-    """The docker CLI of the host, through the AnsibleModule's run_command, for the app `params["app"]`:
-    `docker("ps", ...)` is one bounded call; the methods are the calls the swap makes more than once."""
+    """The Docker engine of the host, for the app `params["app"]`: its reads (inspect, lists) through the engine's
+    API on its unix socket (engine_get: the swap polls them), its changes through the docker CLI, each call
+    bounded; `docker("stop", ...)` is one CLI call; the methods are the calls the swap makes more than once."""
 
     def __init__(self, module: Any, params: Params) -> None:
         self.module = module
@@ -121,19 +123,38 @@ class Docker:
             raise SwapError(f"docker {' '.join(args[:2])} failed: {(err or out).strip()}")
         return rc, out, err
 
+    def get(self, path: str, **query: Any) -> tuple[int, Any]:
+        """A read of the engine's API (engine_get), bounded as a CLI call: (status, answer)."""
+        try:
+            status, answer = engine_get(path, DOCKER_BOUND, **query)
+        except EngineError as exc:
+            raise SwapError(str(exc)) from exc
+        return status, answer
+
+    def inspect(self, name: str) -> dict[str, Any] | None:
+        """What `docker inspect NAME` says of a container, or None when there is none of that name."""
+        status, info = self.get(f"/containers/{name}/json")
+        if status == 404:
+            return None
+        if status != 200 or not isinstance(info, dict):
+            raise SwapError(f"the Docker engine answered {status} to an inspect of {name}: {info}")
+        return info
+
+    def listed(self, **filters: list[str]) -> list[dict[str, Any]]:
+        """The containers, stopped ones too, that match `filters` (as `docker ps --all --filter`)."""
+        status, found = self.get("/containers/json", all=1, filters=filters)
+        if status != 200 or not isinstance(found, list):
+            raise SwapError(f"the Docker engine answered {status} to a list of containers: {found}")
+        return found
+
     def app_containers(self) -> list[Container]:
         """This app's containers (Container), oldest first."""
-        _, labelled, _ = self("ps", "--all", "--filter", f"label={LABEL_APP}={self.params['app']}",
-                              "--format", "{{.Names}}")
+        labelled = self.listed(label=[f"{LABEL_APP}={self.params['app']}"])
         # a container named exactly APP (as earlier deploykit versions ran it) is this app's too
-        _, named, _ = self("ps", "--all", "--filter", f"name=^/{self.params['app']}$", "--format", "{{.Names}}")
-        names = sorted(set(labelled.split()) | set(named.split()))
-        if not names:
-            return []
-        # unchecked: a container may be removed between the two calls (docker inspect then says so for it alone)
-        _, out, _ = self("inspect", *names, check=False)
+        named = self.listed(name=[f"^/{self.params['app']}$"])
+        names = sorted({n.lstrip("/") for c in labelled + named for n in c["Names"][:1]})
         found = []  # (created, Container)
-        for info in json.loads(out or "[]"):
+        for info in filter(None, map(self.inspect, names)):  # one may be removed meanwhile: None, left out
             labels = info["Config"]["Labels"] or {}
             port = labels.get(LABEL_PORT) or (info["Config"].get("Env") and dict(
                 e.split("=", 1) for e in info["Config"]["Env"] if "=" in e).get("DEPLOYKIT_PORT"))
@@ -145,36 +166,33 @@ class Docker:
 
     def apps(self) -> list[str]:
         """The apps whose containers run on the host (their label's values)."""
-        _, out, _ = self("ps", "--filter", f"label={LABEL_APP}", "--format", f'{{{{.Label "{LABEL_APP}"}}}}')
-        return sorted(set(out.split()))
+        status, found = self.get("/containers/json", filters={"label": [LABEL_APP]})
+        return sorted({c["Labels"][LABEL_APP] for c in found}) if status == 200 else []
 
     def container_ids(self, names: list[str] | None = None) -> list[str]:
-        """Full ids of this app's containers, or of the containers `names`."""
+        """Full ids of this app's running containers, or of the containers `names`."""
         if names:
-            _, out, _ = self("inspect", "--format", "{{.Id}}", *names, check=False)
-        else:
-            _, out, _ = self("ps", "--quiet", "--no-trunc", "--filter", f"label={LABEL_APP}={self.params['app']}")
-        return out.split()
+            return [info["Id"] for info in filter(None, map(self.inspect, names))]
+        status, found = self.get("/containers/json", filters={"label": [f"{LABEL_APP}={self.params['app']}"]})
+        return [c["Id"] for c in found] if status == 200 else []
 
     def image_id(self) -> str:
-        rc, out, _ = self("image", "inspect", "--format", "{{.Id}}", self.params["image"], check=False)
-        if rc != 0:
+        status, info = self.get(f"/images/{self.params['image']}/json")
+        if status != 200:
             raise SwapError(f"image {self.params['image']} is not on this host: ship it first (app role, image tasks)")
-        return out.strip()
+        return str(info["Id"])
 
     def logs(self, name: str) -> str:
         _, out, err = self("logs", "--tail", "30", name, check=False)
         return (out + err).strip()[-3000:]
 
     def running(self, name: str) -> bool:
-        rc, out, _ = self("inspect", "--format", "{{.State.Running}}", name, check=False)
-        return rc == 0 and out.strip() == "true"
+        return self.state(name)[0]
 
     def state(self, name: str) -> tuple[bool, str]:
-        """(running, restart count) of a container."""
-        rc, out, _ = self("inspect", "--format", "{{.State.Running}} {{.RestartCount}}", name, check=False)
-        running, _, restarts = out.strip().partition(" ")
-        return (rc == 0 and running == "true", restarts)
+        """(running, restart count) of a container; (False, "") when there is none of that name."""
+        info = self.inspect(name)
+        return (bool(info["State"]["Running"]), str(info["RestartCount"])) if info else (False, "")
 
     def set_restart(self, policy: str, *names: str) -> tuple[int, str, str]:
         """Give the containers `names` the restart policy `policy` (one call); its answer, unchecked."""
@@ -198,9 +216,7 @@ class Docker:
         """Remove the images of the app's repository (params["image"] without its tag) but `keep` and untagged
         ones; the images removed."""
         repository = self.params["image"].rsplit(":", 1)[0]
-        _, out, _ = self("images", repository, "--format", "{{.Repository}}:{{.Tag}}")
-        removed = []
-        for image in out.split():
-            if image not in keep and not image.endswith(":<none>") and self("rmi", image, check=False)[0] == 0:
-                removed.append(image)
-        return removed
+        status, found = self.get("/images/json", filters={"reference": [repository]})
+        tags = sorted({t for image in (found if status == 200 else []) for t in image.get("RepoTags") or []
+                       if t.startswith(repository + ":") and not t.endswith(":<none>")})
+        return [image for image in tags if image not in keep and self("rmi", image, check=False)[0] == 0]

@@ -58,20 +58,15 @@ class Drain:
             return {}
         self.policies.update(olds)
         self.docker.set_restart("no", *sorted(olds))
-        _, out, _ = self.docker("inspect", "--format", "{{.Name}} {{.Id}} {{.State.Pid}} {{.Config.StopSignal}}",
-                                *sorted(olds), check=False)
         held: Held = {}
-        for line in out.splitlines():
-            fields = line.split()
-            if len(fields) < 3:
-                continue
+        for info in filter(None, map(self.docker.inspect, sorted(olds))):
             fd: int | None
             try:
-                fd = os.pidfd_open(int(fields[2]))
-            except (AttributeError, OSError, ValueError):  # Python < 3.9, Linux < 5.3, or it exited already
+                fd = os.pidfd_open(int(info["State"]["Pid"]))
+            except (AttributeError, OSError, ValueError):  # Python < 3.9, Linux < 5.3, or it exited already (pid 0)
                 fd = None
-            seen = LISTEN in held_sockets(container_pids([fields[1]]), port).values()
-            held[fields[0].lstrip("/")] = (fd, fields[3] if len(fields) > 3 else "SIGTERM", fields[1], seen)
+            seen = LISTEN in held_sockets(container_pids([info["Id"]]), port).values()
+            held[info["Name"].lstrip("/")] = (fd, info["Config"].get("StopSignal") or "SIGTERM", info["Id"], seen)
         if self.params["drain_guard"]:
             self.guards = self.guard(port)  # bound, not listening: see PortGuard
         return held

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import http.client
+import json
 import os
 import re
 import select
@@ -16,7 +18,9 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
+from typing import Any
 
 # how a command is run: (argv) -> (rc, stdout, stderr), as AnsibleModule.run_command
 RunCommand = Callable[[list[str]], tuple[int, str, str]]
@@ -30,6 +34,60 @@ def docker(run: RunCommand, *args: str, bound: int) -> tuple[int, str, str]:
         raise TimeoutError(f"docker {' '.join(args[:2])} did not answer within {bound} s: is the Docker engine on "
                            "this host hung? (systemctl status docker)")
     return rc, out, err
+
+
+class EngineError(OSError):
+    """The Docker engine's API could not be asked (no socket, refused, no answer within the bound)."""
+
+
+class _EngineConnection(http.client.HTTPConnection):
+    """HTTP over the engine's unix socket."""
+
+    def __init__(self, socket_path: str, timeout: float) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self.socket_path = socket_path
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.socket_path)
+
+
+def engine_socket() -> str:
+    """Where the Docker engine's API listens: DOCKER_HOST when it names a unix socket, else docker's default."""
+    host = os.environ.get("DOCKER_HOST", "")
+    if host and not host.startswith("unix://"):
+        raise EngineError(f"DOCKER_HOST={host}: deploykit asks the Docker engine on its unix socket only (unset "
+                          "DOCKER_HOST on the host, or point it at unix:///var/run/docker.sock)")
+    return host[len("unix://"):] if host else "/var/run/docker.sock"
+
+
+def engine_get(path: str, bound: float, **query: Any) -> tuple[int, Any]:
+    """GET `path` of the Docker Engine API (e.g. /containers/NAME/json) with `query` (a dict or list value is sent
+    as JSON, as its `filters` want): (HTTP status, the decoded answer, None when it is not JSON). The reads of a
+    swap go this way: about 1 ms each, where a `docker inspect` starts a program of ~25 ms CPU, and the swap
+    polls its new container's state every interval. Raises EngineError, naming the call, when the engine cannot
+    be reached or does not answer within `bound` seconds."""
+    encoded = {k: json.dumps(v) if isinstance(v, (dict, list)) else str(v) for k, v in query.items()}
+    target = urllib.parse.quote(path, safe="/:@") + ("?" + urllib.parse.urlencode(encoded) if encoded else "")
+    where = engine_socket()
+    connection = _EngineConnection(where, bound)
+    try:
+        connection.request("GET", target)
+        answer = connection.getresponse()
+        body = answer.read()
+    except TimeoutError as exc:
+        raise EngineError(f"the Docker engine did not answer GET {path} within {bound} s: is it hung? (systemctl "
+                          "status docker)") from exc
+    except (OSError, http.client.HTTPException) as exc:
+        raise EngineError(f"the Docker engine at {where} cannot be asked (GET {path}: {exc}): is it running? "
+                          "(systemctl status docker)") from exc
+    finally:
+        connection.close()
+    try:
+        return answer.status, json.loads(body)
+    except ValueError:
+        return answer.status, None
 
 
 def read_text(path: str) -> str | None:

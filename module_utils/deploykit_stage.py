@@ -10,17 +10,16 @@ import pwd
 import stat
 from typing import Any
 
-from ansible.module_utils.deploykit_host import RunCommand as Run
-from ansible.module_utils.deploykit_host import docker, replace_file
+from ansible.module_utils.deploykit_host import engine_get, replace_file
 
-INSPECT_BOUND = 60  # seconds `docker image inspect` may take
+INSPECT_BOUND = 60  # seconds the engine may take to say what it knows of an image
 
 
-def image_state(run: Run, image: str, expected_id: str = "") -> dict[str, Any]:
+def image_state(image: str, expected_id: str = "") -> dict[str, Any]:
     """The host's image `image`: its id (None: not on the host) and whether it must be shipped (absent, or
-    another build than `expected_id`, when that is given)."""
-    rc, out, _ = docker(run, "image", "inspect", "--format", "{{.Id}}", image, bound=INSPECT_BOUND)
-    found = out.strip() if rc == 0 and out.strip() else None
+    another build than `expected_id`, when that is given). Raises EngineError when the engine cannot be asked."""
+    status, info = engine_get(f"/images/{image}/json", INSPECT_BOUND)
+    found = str(info["Id"]) if status == 200 and isinstance(info, dict) and info.get("Id") else None
     return {"id": found, "present": found is not None,
             "missing": found is None or bool(expected_id and found != expected_id)}
 

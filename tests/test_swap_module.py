@@ -302,6 +302,107 @@ def test_a_docker_call_that_hangs_ends_the_swap_naming_it(containers, monkeypatc
     assert time.monotonic() - began < 10
 
 
+def test_the_swap_reads_the_engine_through_its_api_as_docker_inspect_says(containers, drain_of, docker_client):
+    """Docker's reads (module_utils/deploykit_containers.py) ask the Docker engine's API on its unix socket, not the
+    CLI (no run_command at all): this machine's real engine, a real container of a test app and a real image."""
+    import uuid
+
+    app = f"apitest-{uuid.uuid4().hex[:8]}"
+    base = docker_client.images.list("deploykit/debian")[0]  # bootstrap's base image of the lab hosts
+    repository = f"deploykit/{app}"
+    base.tag(repository, "1.0")
+    base.tag(repository, "2.0")
+    labels = {containers.LABEL_APP: app, containers.LABEL_SPEC: "abc", containers.LABEL_RELEASE: "1.0",
+              containers.LABEL_PROTOCOL: "http", containers.LABEL_PORT: "8123"}
+    docker_client.containers.create(base.id, ["true"], name=f"{app}-old", labels=labels, entrypoint=[])
+    running = docker_client.containers.run(base.id, ["sleep", "60"], name=f"{app}-1.0-abc", labels=labels,
+                                           entrypoint=[], detach=True, restart_policy={"Name": "unless-stopped"},
+                                           stop_signal="SIGINT")
+
+    class Module:
+        params = params(app=app, image=f"{repository}:1.0")
+        check_mode = False
+
+        def run_command(self, argv):
+            assert argv[argv.index("docker") + 1] in ("update", "rmi"), f"a read went through the CLI: {argv}"
+            changes.append(argv[argv.index("docker") + 1:])
+            done = subprocess.run(argv, capture_output=True, text=True)  # a change: the CLI's
+            return done.returncode, done.stdout, done.stderr
+
+    import subprocess
+
+    changes = []
+    try:
+        docker = containers.Docker(Module(), Module.params)
+        found = docker.app_containers()
+        assert [c.name for c in found] == [f"{app}-old", f"{app}-1.0-abc"]  # oldest first
+        assert found[1] == containers.Container(f"{app}-1.0-abc", True, "abc", "1.0", "http", 8123, "unless-stopped",
+                                                found[1].labels)
+        assert (found[0].running, found[0].restart) == (False, "no")
+        assert docker.state(f"{app}-1.0-abc") == (True, "0") and docker.running(f"{app}-1.0-abc")
+        assert docker.state(f"{app}-none") == (False, "") and docker.inspect(f"{app}-none") is None
+        assert docker.container_ids() == [running.id] == docker.container_ids([f"{app}-1.0-abc", f"{app}-none"])
+        assert app in docker.apps()
+        assert docker.image_id() == base.id
+        held = drain_of(docker).hold({f"{app}-1.0-abc": "unless-stopped"}, 8123)
+        fd, signal_name, container_id, _ = held[f"{app}-1.0-abc"]
+        assert (signal_name, container_id) == ("SIGINT", running.id) and fd is not None
+        os.close(fd)
+        assert changes == [["update", "--restart", "no", f"{app}-1.0-abc"]]
+        assert docker.state(f"{app}-1.0-abc") == (True, "0")
+        assert docker.prune_images({f"{repository}:2.0"}) == [f"{repository}:1.0"]
+        tags = [t for i in docker_client.images.list(repository) for t in i.tags if t.startswith(repository)]
+        assert tags == [f"{repository}:2.0"]
+        assert docker_client.images.get(base.id).tags  # its other names stay
+        with pytest.raises(containers.SwapError, match=f"image {repository}:3.0 is not on this host"):
+            containers.Docker(Module(), params(app=app, image=f"{repository}:3.0")).image_id()
+    finally:
+        for name in (f"{app}-old", f"{app}-1.0-abc"):
+            docker_client.containers.get(name).remove(force=True)
+        for tag in ("1.0", "2.0"):
+            if docker_client.images.list(f"{repository}:{tag}"):
+                docker_client.images.remove(f"{repository}:{tag}")
+
+
+@pytest.fixture
+def drain_of(swapper, tmp_path):
+    """The Drain of a swap whose Docker is `docker` (set_restart through its module's run_command)."""
+    def make(docker):
+        swap = swapper.Swapper(type("Module", (), dict(params=dict(docker.params, drain_guard=False,
+                                                                   progress_file=str(tmp_path / "p")),
+                                                       check_mode=False, run_command=lambda self, argv: (0, "", "")))())
+        swap.drain.docker = docker
+        return swap.drain
+    return make
+
+
+def test_an_engine_that_does_not_answer_or_cannot_be_asked_ends_the_swap_naming_it(containers, monkeypatch, tmp_path):
+    """A hung engine (here a unix socket that accepts and never answers) stops an API read at its bound, with an
+    error naming the call; an engine that is not there, or a DOCKER_HOST that is not a unix socket, is named too."""
+    import socket
+    import time
+
+    silent = socket.socket(socket.AF_UNIX)
+    silent.bind(str(tmp_path / "docker.sock"))
+    silent.listen(4)
+    monkeypatch.setattr(containers, "DOCKER_BOUND", 1)
+    docker = containers.Docker(type("Module", (), {})(), params())
+    try:
+        monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/docker.sock")
+        began = time.monotonic()
+        with pytest.raises(containers.SwapError, match="did not answer GET /containers/x/json within 1 s"):
+            docker.state("x")
+        assert time.monotonic() - began < 5
+        monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/none.sock")
+        with pytest.raises(containers.SwapError, match=f"engine at {tmp_path}/none.sock cannot be asked.*running"):
+            docker.image_id()
+        monkeypatch.setenv("DOCKER_HOST", "tcp://10.0.0.1:2375")
+        with pytest.raises(containers.SwapError, match="on its unix socket only"):
+            docker.app_containers()
+    finally:
+        silent.close()
+
+
 def test_a_streak_is_broken_by_failures_not_by_answers_of_another_server():
     """The loop of the swap's health gate and of deploykit_probe (until_streak): True counts, False starts the
     streak again, None (the old container answered) leaves it; it ends when before() or after() says so."""
