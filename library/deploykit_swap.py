@@ -176,9 +176,9 @@ options:
         type: float
         default: 60
       interval:
-        description: Seconds between probes.
+        description: Seconds between probes (of the gate and of the settle window).
         type: float
-        default: 0.2
+        default: 0.1
   keep_releases:
     description: Images of this many most recent releases are kept on the host (for rollback); older app images are
       removed.
@@ -270,7 +270,7 @@ HEALTH_SPEC = dict(
     PROBE_OPTIONS,
     successes=dict(type="int", default=3),
     timeout=dict(type="float", default=60.0),
-    interval=dict(type="float", default=0.2),
+    interval=dict(type="float", default=0.1),
 )
 ARGUMENT_SPEC = dict(
     app=dict(type="str", required=True),
