@@ -140,9 +140,10 @@ class Docker:
             raise SwapError(f"the Docker engine answered {status} to an inspect of {name}: {info}")
         return info
 
-    def listed(self, **filters: list[str]) -> list[dict[str, Any]]:
-        """The containers, stopped ones too, that match `filters` (as `docker ps --all --filter`)."""
-        status, found = self.get("/containers/json", all=1, filters=filters)
+    def listed(self, stopped: bool = True, **filters: list[str]) -> list[dict[str, Any]]:
+        """The containers that match `filters`, the stopped ones too unless `stopped` is False (as `docker ps
+        [--all] --filter`)."""
+        status, found = self.get("/containers/json", all=int(stopped), filters=filters)
         if status != 200 or not isinstance(found, list):
             raise SwapError(f"the Docker engine answered {status} to a list of containers: {found}")
         return found
@@ -166,15 +167,13 @@ class Docker:
 
     def apps(self) -> list[str]:
         """The apps whose containers run on the host (their label's values)."""
-        status, found = self.get("/containers/json", filters={"label": [LABEL_APP]})
-        return sorted({c["Labels"][LABEL_APP] for c in found}) if status == 200 else []
+        return sorted({c["Labels"][LABEL_APP] for c in self.listed(stopped=False, label=[LABEL_APP])})
 
     def container_ids(self, names: list[str] | None = None) -> list[str]:
         """Full ids of this app's running containers, or of the containers `names`."""
         if names:
             return [info["Id"] for info in filter(None, map(self.inspect, names))]
-        status, found = self.get("/containers/json", filters={"label": [f"{LABEL_APP}={self.params['app']}"]})
-        return [c["Id"] for c in found] if status == 200 else []
+        return [c["Id"] for c in self.listed(stopped=False, label=[f"{LABEL_APP}={self.params['app']}"])]
 
     def image_id(self) -> str:
         status, info = self.get(f"/images/{self.params['image']}/json")
