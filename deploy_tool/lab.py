@@ -333,7 +333,7 @@ class LabFleet:
                     # find lists parents first; with -depth, children first. cgroup v2 has no such rule (and no
                     # /sys/fs/cgroup/cpuset): nothing to do in the host there
                     order = "" if top_down else "-depth "
-                    self._exec(container, ["sh", "-c", f"find /sys/fs/cgroup/cpuset -mindepth 1 {order}-type d "
+                    external.exec_in(container, ["sh", "-c", f"find /sys/fs/cgroup/cpuset -mindepth 1 {order}-type d "
                                                        f"2>/dev/null | while read -r d; do echo {text} > "
                                                        f"\"$d/cpuset.cpus\" || exit 1; done"])
                 if not top_down:
@@ -363,12 +363,12 @@ class LabFleet:
         script = (f"printf '%s\\n' '{public_key}' > {home}/authorized_keys && "
                   f"chown {SSH_USER}:{SSH_USER} {home}/authorized_keys && chmod 0600 {home}/authorized_keys")
         for container in containers:
-            self._exec(container, ["sh", "-c", script])
+            external.exec_in(container, ["sh", "-c", script])
 
     def _write_known_hosts(self, containers: list[Any], hosts: list[LabHost]) -> None:
         lines = []
         for container, host in zip(containers, hosts, strict=True):
-            key = self._exec(container, ["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).split()
+            key = external.exec_in(container, ["cat", "/etc/ssh/ssh_host_ed25519_key.pub"]).split()
             lines.append(f"{host.address} {key[0]} {key[1]}")
         self.known_hosts_path.parent.mkdir(parents=True, exist_ok=True)
         self.known_hosts_path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -427,14 +427,6 @@ class LabFleet:
                 raise DeployError(f"cannot SSH to lab host {host.name} ({host.address}): {result.stderr.strip()}",
                                   hint="`deploy lab down && deploy lab up` recreates the fleet")
             time.sleep(0.5)
-
-    @staticmethod
-    def _exec(container: Any, command: list[str]) -> str:
-        result = container.exec_run(command)
-        output: str = result.output.decode(errors="replace")
-        if result.exit_code != 0:
-            raise DeployError(f"`{' '.join(command)}` failed on {container.name}: {output.strip()}")
-        return output
 
     # -- down ------------------------------------------------------------------------------------
     def down(self) -> int:

@@ -32,6 +32,7 @@ import docker
 import docker.errors
 from docker.types import Mount
 
+from deploy_tool import external
 from deploy_tool.build import app_image
 from deploy_tool.errors import DeployError
 from deploy_tool.fleetnames import LABEL_FLEET, LABEL_ROLE, network_name, registry_container_name
@@ -191,10 +192,9 @@ class LabRegistry:
             (directory / "san.cnf").write_text(f"subjectAltName=IP:{address}\nextendedKeyUsage=serverAuth\n")
             for command in server_cert_commands(directory, address):
                 subprocess.run(command, check=True, capture_output=True)
-            rc, htpasswd = container.exec_run(["htpasswd", "-Bbn", REGISTRY_USER, self.credentials()["password"]])
-            if rc != 0:
-                raise DeployError(f"htpasswd failed in the registry container: {htpasswd.decode()[-300:]}")
-            (directory / "htpasswd").write_bytes(htpasswd.strip() + b"\n")
+            htpasswd = external.exec_in(container, ["htpasswd", "-Bbn", REGISTRY_USER, self.credentials()["password"]],
+                                        "htpasswd")  # not the command: it holds the password
+            (directory / "htpasswd").write_text(htpasswd.strip() + "\n")
             archive = BytesIO()
             with tarfile.open(fileobj=archive, mode="w") as tar:
                 for name in ("registry.crt", "registry.key", "htpasswd"):

@@ -54,6 +54,28 @@ def test_a_command_past_its_bound_is_stopped_with_an_error_naming_it():
     assert process.poll() is not None and time.monotonic() - began < 10
 
 
+def test_a_command_in_a_container_returns_its_output_or_one_error_naming_it(docker_client):
+    """external.exec_in on this machine's real engine: the output of a command that ran; a command that failed, or
+    that could not start (no such file: not tried again), is one DeployError naming it (or the `what` given in its
+    place, so that a password in the command is not printed)."""
+    import uuid
+
+    from deploy_tool import external
+
+    base = docker_client.images.list("deploykit/debian")[0]  # bootstrap's base image of the lab hosts
+    container = docker_client.containers.run(base.id, ["sleep", "60"], name=f"exectest-{uuid.uuid4().hex[:8]}",
+                                             entrypoint=[], detach=True)
+    try:
+        assert external.exec_in(container, ["sh", "-c", "echo hello"]) == "hello\n"
+        with pytest.raises(DeployError, match=r"sh -c echo no; exit 3 failed in container exectest-\w+: no"):
+            external.exec_in(container, ["sh", "-c", "echo no; exit 3"])
+        with pytest.raises(DeployError, match="^setting a password failed") as raised:
+            external.exec_in(container, ["/no/such/tool", "s3cret"], "setting a password")
+        assert "s3cret" not in str(raised.value)
+    finally:
+        container.remove(force=True)
+
+
 def test_progress_printer_reports_tasks_once_and_collects_failures():
     lines: list[str] = []
     printer = ProgressPrinter(lines.append)

@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from conftest import FLASK, FLASK_DIR, NO_CHECKS, ROOT, deploy
+from deploy_tool.external import EXEC_NOT_STARTED
 from weblab import HOST_HEADER, Load, describe, dropped
 
 pytestmark = pytest.mark.lab
@@ -42,8 +43,15 @@ def fleet(provisioned_fleet, test_release, test_release_b):
 
 
 def host_exec(host: dict[str, str], *argv: str) -> subprocess.CompletedProcess[str]:
-    """A command on the lab host as its console would run it (not over SSH: SSH may be what is down)."""
-    return subprocess.run(["docker", "exec", host["container"], *argv], capture_output=True, text=True, timeout=120)
+    """A command on the lab host as its console would run it (not over SSH: SSH may be what is down); tried again
+    if runc could not start it (it did not run)."""
+    for attempt in range(3):
+        result = subprocess.run(["docker", "exec", host["container"], *argv], capture_output=True, text=True,
+                                timeout=120)
+        if not (result.returncode == 126 and EXEC_NOT_STARTED in result.stdout + result.stderr):
+            break
+        time.sleep(0.5 * (attempt + 1))
+    return result
 
 
 def health(fleet, host) -> dict:
