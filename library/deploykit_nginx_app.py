@@ -13,7 +13,9 @@ description:
   - When the text changed, runs O(check_command) (C(nginx -t -q); an included file cannot be checked alone, the
     whole configuration is). When nginx refuses it, the previous file is put back (or the new one removed, when
     there was none) and the module fails with nginx's words; nothing is left behind (no backup files).
-  - Does not reload nginx; notify a handler on RV(changed) (the nginx role's C(Reload nginx)).
+  - Reloads nginx with O(reload_command) when it is given and the text changed (and was checked); when that
+    fails, the previous file is put back as well. Without it, notify a handler on RV(changed) (the nginx role's
+    C(Reload nginx)).
   - One module call instead of a template task (its C(stat) and C(file) modules on the host), a command and a
     block's rescue (a deploy's time on each host is mostly its tasks' own overhead).
   - In check mode nothing is written or checked; with C(--diff) the change is shown.
@@ -37,6 +39,15 @@ options:
     type: list
     elements: str
     default: [nginx, -t, -q]
+  reload_command:
+    description:
+      - The command that reloads nginx once the changed file was checked, e.g. C([service, nginx, reload]) (on a
+        host with systemd, C(service) asks it). Empty, the module does not reload nginx.
+      - A deploy's nginx role passes it (one task on the host instead of two); a provision, which may change more
+        than this file, leaves the reload to its handler.
+    type: list
+    elements: str
+    default: []
 attributes:
   check_mode:
     support: full
@@ -50,11 +61,21 @@ EXAMPLES = r"""
     path: /etc/nginx/deploykit.d/deploykit-app.conf
     content: "{{ lookup('ansible.builtin.template', 'app.conf.j2') }}"
   notify: Reload nginx
+
+- name: Write the app's file, checked with the whole configuration, and reload nginx with it
+  deploykit_nginx_app:
+    path: /etc/nginx/deploykit.d/deploykit-app.conf
+    content: "{{ lookup('ansible.builtin.template', 'app.conf.j2') }}"
+    reload_command: [service, nginx, reload]
 """
 
 RETURN = r"""
 checked:
   description: Whether O(check_command) ran (the text changed) and accepted the configuration.
+  type: bool
+  returned: success
+reloaded:
+  description: Whether O(reload_command) ran and reloaded nginx (the text changed and was accepted).
   type: bool
   returned: success
 """
@@ -69,6 +90,7 @@ ARGUMENT_SPEC = dict(
     content=dict(type="str", required=True),
     mode=dict(type="str", default="0644"),
     check_command=dict(type="list", elements="str", default=["nginx", "-t", "-q"]),
+    reload_command=dict(type="list", elements="str", default=[]),
 )
 
 
@@ -86,12 +108,12 @@ def main() -> None:
                              "(playbooks/site.yml, the nginx role with nginx_install)?")
     try:
         placed = place_app_file(module.run_command, p["path"], p["content"], mode, p["check_command"],
-                                module.check_mode)
+                                module.check_mode, p["reload_command"])
     except NginxRefused as exc:
         module.fail_json(msg=str(exc), changed=False)
     except OSError as exc:
         module.fail_json(msg=f"could not write {p['path']}: {exc}")
-    result = dict(changed=placed["changed"], checked=placed["checked"])
+    result = dict(changed=placed["changed"], checked=placed["checked"], reloaded=placed["reloaded"])
     if module._diff and placed["changed"]:
         result["diff"] = dict(before=placed["before"] or "", after=placed["after"],
                               before_header=p["path"] if placed["before"] is not None else "(absent)",

@@ -87,3 +87,29 @@ def test_a_missing_folder_is_refused_with_a_hint(tmp_path):
     refused = run_module({"path": str(tmp_path / "nowhere" / "app.conf"), "content": "x", "check_command": ACCEPT})
     assert refused["failed"] and "is nginx provisioned" in refused["msg"], refused
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_a_changed_file_is_reloaded_with_once_checked_and_put_back_when_the_reload_fails(tmp_path):
+    path, reloads = tmp_path / "app.conf", tmp_path / "reloads"
+    reload_command = ["sh", "-c", f"echo reloaded >> {reloads}"]
+    made = run_module({"path": str(path), "content": "server { listen 80; }\n", "check_command": ACCEPT,
+                       "reload_command": reload_command})
+    assert (made["changed"], made["checked"], made["reloaded"]) == (True, True, True), made
+    assert reloads.read_text() == "reloaded\n"
+    # the same text: no reload
+    again = run_module({"path": str(path), "content": "server { listen 80; }\n", "check_command": ACCEPT,
+                        "reload_command": reload_command})
+    assert (again["changed"], again["reloaded"]) == (False, False), again
+    # refused by the check: not reloaded
+    refused = run_module({"path": str(path), "content": "server { bogus on; }\n", "check_command": REFUSE,
+                          "reload_command": reload_command})
+    assert refused["failed"] and reloads.read_text() == "reloaded\n", refused
+    # the reload fails: the previous file is back, so that a run again reloads again
+    failing = ["sh", "-c", "echo 'nginx is not running' >&2; exit 1"]
+    broken = run_module({"path": str(path), "content": "server { listen 81; }\n", "check_command": ACCEPT,
+                         "reload_command": failing})
+    assert broken["failed"] and "did not reload" in broken["msg"] and "nginx is not running" in broken["msg"], broken
+    assert path.read_text() == "server { listen 80; }\n"
+    # without a reload command (a provision): checked, not reloaded (the handler's)
+    plain = run_module({"path": str(path), "content": "server { listen 82; }\n", "check_command": ACCEPT})
+    assert (plain["changed"], plain["checked"], plain["reloaded"]) == (True, True, False), plain
