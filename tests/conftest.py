@@ -53,7 +53,7 @@ def deploy(*args: str, env: dict[str, str] | None = None, check: bool = True,
 # the module_utils files the modules import, in the order they import each other
 MODULE_UTILS = ("deploykit_load", "deploykit_bench", "deploykit_lock", "deploykit_probe", "deploykit_host",
                 "deploykit_nginx", "deploykit_containers", "deploykit_gate", "deploykit_drain",
-                "deploykit_strategies", "deploykit_stage", "deploykit_static", "deploykit_swapper")
+                "deploykit_strategies", "deploykit_stage", "deploykit_static", "deploykit_swapper", "deploykit_retire")
 
 
 def module_utils(name: str):
