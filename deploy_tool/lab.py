@@ -334,8 +334,8 @@ class LabFleet:
                     # /sys/fs/cgroup/cpuset): nothing to do in the host there
                     order = "" if top_down else "-depth "
                     external.exec_in(container, ["sh", "-c", f"find /sys/fs/cgroup/cpuset -mindepth 1 {order}-type d "
-                                                       f"2>/dev/null | while read -r d; do echo {text} > "
-                                                       f"\"$d/cpuset.cpus\" || exit 1; done"])
+                                                 f"2>/dev/null | while read -r d; do echo {text} > "
+                                                 f"\"$d/cpuset.cpus\" || exit 1; done"])
                 if not top_down:
                     container.update(cpuset_cpus=text)
         except docker.errors.APIError as exc:
