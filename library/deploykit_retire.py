@@ -8,9 +8,9 @@ DOCUMENTATION = r"""
 module: deploykit_retire
 short_description: Retire a blue-green deploy's previous containers, once nginx sends requests to the new one
 description:
-  - Waits until the host's nginx has no worker of a previous configuration left (C(nginx: worker process is
-    shutting down)): such a worker may still send requests to the old port. It looks every 0.2 s, at most
-    O(nginx_wait) seconds, and then goes on (the workers finish on their own).
+  - "Waits until the host's nginx has no worker of a previous configuration left (a process named C(nginx: worker
+    process is shutting down)): such a worker may still send requests to the old port. It looks every 0.2 s, at
+    most O(nginx_wait) seconds, and then goes on (the workers finish on their own)."
   - Then stops each container of O(containers) gracefully (C(docker stop --time) O(stop_timeout)) and removes it
     with its anonymous volumes. A container that is not there is left out, so that a run again succeeds.
   - One module call instead of three tasks (a wait, a stop, a removal), the second half of the strategy
